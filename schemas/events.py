@@ -1,0 +1,217 @@
+"""Every event type memstream appends, each at its latest version, with upcasters from older ones.
+
+Grouped by logical topic. Adding a field, removing one or changing its meaning
+is a new version: bump ``v``, change the payload model, and add a static method
+marked ``@upcasts_from(old_v)`` that rewrites the old ``data`` dict. Stored
+events are never rewritten; readers upcast on read.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from schemas.codec import PersonalText
+from schemas.envelope import Event, EventData, upcasts_from
+
+__all__ = [
+    "Analysis",
+    "Channel",
+    "ConversationEnded",
+    "ConversationEndedData",
+    "ConversationFailed",
+    "ConversationFailedData",
+    "ConversationStarted",
+    "ConversationStartedData",
+    "MemoryAsserted",
+    "MemoryAssertedData",
+    "MemoryRetracted",
+    "MemoryRetractedData",
+    "Sector",
+    "ToolCall",
+    "Turn",
+    "TurnRole",
+    "UserForgotten",
+    "UserForgottenData",
+]
+
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{1,14}$")]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+
+Channel = Literal["phone", "web", "unknown"]
+TurnRole = Literal["user", "agent", "tool", "system"]
+Sector = Literal["semantic", "episodic", "procedural", "emotional", "reflective"]
+
+DynamicValue = str | int | float | bool | None
+
+
+# ------------------------------------------------------------------ conversations
+
+
+class ConversationStartedData(EventData):
+    conversation_id: NonEmptyStr
+    caller_phone: E164 | None = None
+    """The caller's number in E.164 form, when the call came over the phone network."""
+    user_id: str | None = None
+    """The caller's id in the customer's own system, when the platform passes one."""
+    agent_id: str | None = None
+    dynamic_variables: dict[str, DynamicValue] = Field(default_factory=dict)
+    channel: Channel = "unknown"
+
+
+class ConversationStarted(Event):
+    """A call or chat with an agent began."""
+
+    type: Literal["conversation.started"] = "conversation.started"
+    v: Literal[1] = 1
+    data: ConversationStartedData
+    topic: ClassVar[str] = "conversations"
+
+
+class ToolCall(EventData):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: PersonalText | None = None
+    """What the tool answered; part of the transcript, so personal."""
+
+
+class Turn(EventData):
+    role: TurnRole
+    text: PersonalText
+    """What was said; empty for a turn that only calls tools."""
+    offset_ms: int = Field(ge=0)
+    """Milliseconds since the start of the conversation."""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+class Analysis(EventData):
+    """The platform's own post-call analysis."""
+
+    summary: PersonalText | None = None
+    title: str | None = None
+    successful: bool | None = None
+    data_collected: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationEndedData(EventData):
+    conversation_id: NonEmptyStr
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+    duration_secs: float | None = Field(default=None, ge=0)
+    status: str
+    """The platform's final status, e.g. ``done``."""
+    turns: tuple[Turn, ...] = ()
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Platform metadata: cost, termination reason, phone numbers..."""
+    analysis: Analysis | None = None
+    dynamic_variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationEnded(Event):
+    """A conversation finished; carries the full transcript, metadata and platform analysis."""
+
+    type: Literal["conversation.ended"] = "conversation.ended"
+    v: Literal[2] = 2
+    data: ConversationEndedData
+    topic: ClassVar[str] = "conversations"
+
+    @staticmethod
+    @upcasts_from(1)
+    def upcast_v1(data: dict[str, Any]) -> dict[str, Any]:
+        """v1 turns were ``{role, message, time_in_call_secs, tool_calls: list | None}``.
+
+        Keys are renamed only when present and values converted only when they
+        have the old type, so a broken v1 record fails validation with a field
+        path instead of a ``KeyError`` here.
+        """
+        upcast = dict(data)
+        turns = data.get("turns")
+        if isinstance(turns, list):
+            upcast["turns"] = [
+                _turn_v1_to_v2(turn) if isinstance(turn, dict) else turn for turn in turns
+            ]
+        return upcast
+
+
+def _turn_v1_to_v2(turn: dict[str, Any]) -> dict[str, Any]:
+    upcast = dict(turn)
+    if "message" in upcast:
+        message = upcast.pop("message")
+        # v1 wrote null for agent turns that only called a tool; v2 text is a string.
+        upcast["text"] = "" if message is None else message
+    if "time_in_call_secs" in upcast:
+        secs = upcast.pop("time_in_call_secs")
+        is_number = isinstance(secs, int | float) and not isinstance(secs, bool)
+        upcast["offset_ms"] = round(secs * 1000) if is_number and math.isfinite(secs) else secs
+    if "tool_calls" in upcast and upcast["tool_calls"] is None:
+        upcast["tool_calls"] = []
+    return upcast
+
+
+class ConversationFailedData(EventData):
+    conversation_id: NonEmptyStr
+    reason: str
+    failure_type: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationFailed(Event):
+    """A conversation could not take place or could not be completed."""
+
+    type: Literal["conversation.failed"] = "conversation.failed"
+    v: Literal[1] = 1
+    data: ConversationFailedData
+    topic: ClassVar[str] = "conversations"
+
+
+# -------------------------------------------- asserted through the API (conversations)
+
+
+class MemoryAssertedData(EventData):
+    memory_id: uuid.UUID
+    content: Annotated[PersonalText, StringConstraints(min_length=1)]
+    sector: Sector
+    salience: float = Field(default=0.5, ge=0.0, le=1.0)
+    asserted_by: str | None = None
+    """Who stated the memory: an operator, an agent tool, an import job."""
+
+
+class MemoryAsserted(Event):
+    """Someone stated a memory about the user directly, through the API."""
+
+    type: Literal["memory.asserted"] = "memory.asserted"
+    v: Literal[1] = 1
+    data: MemoryAssertedData
+    topic: ClassVar[str] = "conversations"
+
+
+class MemoryRetractedData(EventData):
+    memory_id: uuid.UUID
+    reason: str | None = None
+
+
+class MemoryRetracted(Event):
+    """A memory must no longer be used (asserted or extracted alike)."""
+
+    type: Literal["memory.retracted"] = "memory.retracted"
+    v: Literal[1] = 1
+    data: MemoryRetractedData
+    topic: ClassVar[str] = "conversations"
+
+
+class UserForgottenData(EventData):
+    reason: str | None = None
+    requested_by: str | None = None
+
+
+class UserForgotten(Event):
+    """Erasure of the subject: their key is destroyed and projections purge their rows."""
+
+    type: Literal["user.forgotten"] = "user.forgotten"
+    v: Literal[1] = 1
+    data: UserForgottenData
+    topic: ClassVar[str] = "conversations"
