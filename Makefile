@@ -1,0 +1,61 @@
+# memstream — the commands. `make run` and `make test` work on a fresh machine:
+# they create .venv, install the project, and start the infrastructure they need.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install run test test-fast lint format bench infra-up infra-down infra-status schemas clean
+
+help:
+	@echo "make run          start Kafka + PostgreSQL (local unless MEMSTREAM_* endpoints are set) and the processors"
+	@echo "make test         run the test suite against real Kafka and PostgreSQL"
+	@echo "make lint         ruff (lint + format check) and mypy --strict"
+	@echo "make bench        run the benchmarks, print JSON lines, update docs/benchmarks.md"
+	@echo "make infra-up     start local Kafka and PostgreSQL in the background"
+	@echo "make infra-down   stop what infra-up started"
+	@echo "make infra-status show the endpoints and whether they answer"
+	@echo "make schemas      regenerate the JSON Schema files from the event models"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "memstream needs Python 3.11+ ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/memstream run
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks
+
+infra-up: $(STAMP)
+	$(BIN)/memstream infra up
+
+infra-down: $(STAMP)
+	$(BIN)/memstream infra down
+
+infra-status: $(STAMP)
+	$(BIN)/memstream infra status
+
+schemas: $(STAMP)
+	$(BIN)/python -m schemas.generate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,11 @@
+"""Read models built from the log, one sub-package each, and the registry of them."""
+
+from projections.conversations import ConversationsProjection
+from streams.projection import Projection
+
+#: Every projection memstream runs, by name (what `memstream run` starts).
+PROJECTIONS: dict[str, type[Projection]] = {
+    ConversationsProjection.name: ConversationsProjection,
+}
+
+__all__ = ["PROJECTIONS"]

@@ -1,0 +1,55 @@
+-- The conversations read model: users, conversations, their turns and platform analysis.
+-- Created unqualified inside the projection version's own schema (conversations_vN);
+-- readers query the views in schema `conversations`. Every value derives from events
+-- only (no now()), so a rebuild from the log gives identical rows.
+
+CREATE TABLE IF NOT EXISTS users (
+    tenant              text        NOT NULL,
+    subject             text        NOT NULL,
+    user_id             text,
+    phone               text,
+    display_name        text,
+    first_seen          timestamptz NOT NULL,
+    last_seen           timestamptz NOT NULL,
+    conversation_count  integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, subject)
+);
+
+CREATE TABLE IF NOT EXISTS conversations (
+    tenant             text        NOT NULL,
+    conversation_id    text        NOT NULL,
+    subject            text        NOT NULL,
+    platform           text        NOT NULL,
+    agent_id           text,
+    channel            text,
+    status             text        NOT NULL CHECK (status IN ('started', 'ended', 'failed')),
+    platform_status    text,
+    started_at         timestamptz,
+    ended_at           timestamptz,
+    duration_secs      double precision,
+    turn_count         integer     NOT NULL DEFAULT 0,
+    summary            text,
+    title              text,
+    successful         boolean,
+    analysis           jsonb,
+    metadata           jsonb       NOT NULL DEFAULT '{}',
+    dynamic_variables  jsonb       NOT NULL DEFAULT '{}',
+    failure_reason     text,
+    updated_at         timestamptz NOT NULL,
+    PRIMARY KEY (tenant, conversation_id)
+);
+CREATE INDEX IF NOT EXISTS conversations_by_subject
+    ON conversations (tenant, subject, started_at DESC);
+
+CREATE TABLE IF NOT EXISTS turns (
+    tenant           text    NOT NULL,
+    conversation_id  text    NOT NULL,
+    seq              integer NOT NULL,
+    subject          text    NOT NULL,
+    role             text    NOT NULL,
+    text             text    NOT NULL,
+    offset_ms        integer NOT NULL,
+    tool_calls       jsonb,
+    PRIMARY KEY (tenant, conversation_id, seq)
+);
+CREATE INDEX IF NOT EXISTS turns_by_subject ON turns (tenant, subject);

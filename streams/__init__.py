@@ -1,0 +1,23 @@
+"""The log: topics, the producer, and the projection runtime (consumer groups,
+checkpoints in PostgreSQL, batching, retries, DLQ, versioned rebuilds)."""
+
+from streams.exceptions import BrokerUnavailable, ConfigurationError, DatabaseUnavailable
+from streams.producer import EventLog, LogPosition
+from streams.projection import LogRecord, Projection
+from streams.runtime import ProjectionRunner
+from streams.settings import Settings
+from streams.topics import Topics, ensure_topics
+
+__all__ = [
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "EventLog",
+    "LogPosition",
+    "LogRecord",
+    "Projection",
+    "ProjectionRunner",
+    "Settings",
+    "Topics",
+    "ensure_topics",
+]

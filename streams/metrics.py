@@ -1,0 +1,49 @@
+"""Prometheus metrics of the log layer: appends, projection batches, lag, DLQ.
+
+Defined once at import, in the default registry, so every process that serves
+``/metrics`` (services, processors) exposes them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+APPEND_SECONDS = Histogram(
+    "memstream_append_seconds",
+    "Time from append call to broker acknowledgement (acks=all).",
+    ["topic"],
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+APPENDED_EVENTS = Counter(
+    "memstream_appended_events_total", "Events acknowledged by the broker.", ["topic", "type"]
+)
+APPEND_FAILURES = Counter(
+    "memstream_append_failures_total", "Appends that failed (nothing acknowledged).", ["topic"]
+)
+
+PROJECTED_EVENTS = Counter(
+    "memstream_projection_events_total",
+    "Events a projection committed (applied, ignored or sent to the DLQ).",
+    ["projection", "version", "outcome"],
+)
+PROJECTION_BATCH_SECONDS = Histogram(
+    "memstream_projection_batch_seconds",
+    "Time to apply one batch and commit it with its checkpoints.",
+    ["projection", "version"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PROJECTION_LAG = Gauge(
+    "memstream_projection_lag_events",
+    "Events in the partition not yet projected (high watermark minus checkpoint).",
+    ["projection", "version", "topic", "partition"],
+)
+PROJECTION_RETRIES = Counter(
+    "memstream_projection_retries_total",
+    "Batch or event retries after an error, by kind of error.",
+    ["projection", "version", "kind"],
+)
+DLQ_EVENTS = Counter(
+    "memstream_dlq_events_total",
+    "Events a projection could not handle and wrote to the DLQ topic.",
+    ["projection", "version", "reason"],
+)

@@ -1,0 +1,53 @@
+"""Reading the log's extent: partitions and their first and next offsets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+@asynccontextmanager
+async def standalone_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer outside any group (for offset look-ups and reading topics)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        # Let the coordinator's background task start before stopping it: stopping a
+        # group-less consumer right after start raises CancelledError (aiokafka #647).
+        await asyncio.sleep(0)
+        await consumer.stop()
+
+
+async def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of existing topics among `topics` (missing topics have none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(topic["topic"], p["partition"])
+        for topic in described
+        if topic["error_code"] == 0
+        for p in topic["partitions"]
+    )
+
+
+async def log_extent(
+    bootstrap: str, topics: Iterable[str]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(first offset, next offset) of every partition of the given physical topics."""
+    partitions = await partitions_of(bootstrap, topics)
+    if not partitions:
+        return {}
+    async with standalone_consumer(bootstrap) as consumer:
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+    return {(tp.topic, tp.partition): (starts[tp], ends[tp]) for tp in partitions}

@@ -1,0 +1,66 @@
+"""The contract between the projection runtime and a read model.
+
+A projection declares the topics it reads and the tables it owns, creates those
+tables from its DDL, and applies batches of decoded records. The runtime runs every
+``apply`` inside ONE PostgreSQL transaction together with the checkpoint update, with
+``search_path`` set to the projection version's own schema, so projection SQL uses
+unqualified table names and a rebuild (version N+1) writes to fresh tables while
+version N keeps serving.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from psycopg import AsyncConnection
+
+from schemas import Event
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """A decoded event with its coordinates in the log."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    event: Event
+
+
+class Projection(abc.ABC):
+    """A read model in PostgreSQL, built only from the log."""
+
+    #: Unique name; also the schema of its read views (``<name>.<table>``).
+    name: ClassVar[str]
+    #: Logical topics consumed (see ``streams.topics``).
+    topics: ClassVar[tuple[str, ...]]
+    #: Tables exposed through the read views; readers query ``<name>.<table>``.
+    tables: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def schema_sql(self) -> str:
+        """DDL for the tables, unqualified and idempotent (``CREATE ... IF NOT EXISTS``)."""
+
+    @abc.abstractmethod
+    async def apply(self, conn: AsyncConnection[Any], records: Sequence[LogRecord]) -> None:
+        """Apply records (log order per partition) inside the runtime's transaction.
+
+        Must not commit or roll back. May see a record it has applied before only if the
+        same event was appended twice (a redelivered webhook): effects must be idempotent
+        per event id. Raising rolls the whole batch back; the runtime retries it and, if
+        it keeps failing, isolates the failing event and sends it to the DLQ.
+        """
+
+
+def version_schema(projection: str, version: int) -> str:
+    """The PostgreSQL schema holding one version's tables."""
+    return f"{projection}_v{version}"
+
+
+def group_id(topic_prefix: str, projection: str, version: int) -> str:
+    """The Kafka consumer group of one projection version."""
+    return f"{topic_prefix}.projection.{projection}.v{version}"

@@ -1,0 +1,488 @@
+"""The projection runtime: a Kafka consumer group feeding ONE PostgreSQL transaction per batch.
+
+For every batch fetched with ``getmany`` the runner does, in this order:
+
+1. BEGIN; lock the checkpoint rows of the batch's partitions and drop the records
+   below them (already applied: a redelivery after a crash or a rebalance);
+2. decode the rest — a record that does not decode is poison at once;
+3. ``projection.apply(records)`` in the same transaction;
+4. write poison records to the DLQ topic and wait for the broker's acknowledgement;
+5. advance the checkpoints past the batch;
+6. COMMIT; then, for external tooling only, commit the offsets to Kafka.
+
+A crash anywhere before 6 rolls the transaction back and the batch is fetched again
+from the checkpoints; a crash after 6 finds the checkpoints already advanced. Either
+way each event's effect lands exactly once. On partition assignment the consumer
+seeks to the checkpoints, never to Kafka's committed offsets.
+
+When ``apply`` raises, the batch is retried with exponential backoff; if it still
+fails, it is replayed event by event (each in a savepoint), every failing event retried
+with backoff and then dead-lettered, so one poison event never blocks its partition.
+Database connection errors are not poison: the runner reconnects and retries forever
+(with backoff, logging), because dead-lettering healthy events during an outage would
+lose them from the read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from psycopg import AsyncConnection, sql
+
+from schemas import EventDecodeError, decode_event
+from streams import checkpoints, versions
+from streams.dlq import DeadLetter
+from streams.exceptions import BrokerUnavailable, DatabaseUnavailable
+from streams.metrics import (
+    DLQ_EVENTS,
+    PROJECTED_EVENTS,
+    PROJECTION_BATCH_SECONDS,
+    PROJECTION_LAG,
+    PROJECTION_RETRIES,
+)
+from streams.producer import EventLog
+from streams.projection import LogRecord, Projection, group_id, version_schema
+from streams.settings import Settings
+from streams.topics import Topics, ensure_topics
+
+logger = logging.getLogger(__name__)
+
+# The steps of the batch sequence at which a fault can be injected (tests crash there).
+AFTER_FETCH = "after_fetch"
+AFTER_APPLY = "after_apply"
+AFTER_CHECKPOINT = "after_checkpoint"
+AFTER_COMMIT = "after_commit"
+FAULT_POINTS = (AFTER_FETCH, AFTER_APPLY, AFTER_CHECKPOINT, AFTER_COMMIT)
+
+FaultHook = Callable[[str], None]
+
+# Errors that say "the database is unreachable", not "this event is bad".
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.AdminShutdown,
+)
+_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.LockNotAvailable,
+)
+
+
+class ApplyFailed(Exception):
+    """``Projection.apply`` raised on a batch; the transaction was rolled back."""
+
+
+class ProjectionRunner:
+    """Runs one version of one projection as a member of its consumer group."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        settings: Settings,
+        *,
+        version: int = 1,
+        start_at: datetime | None = None,
+        fault: FaultHook | None = None,
+    ) -> None:
+        self.projection = projection
+        self.settings = settings
+        self.version = version
+        self.start_at = start_at
+        self.schema = version_schema(projection.name, version)
+        self.group_id = group_id(settings.topic_prefix, projection.name, version)
+        self._fault = fault or (lambda _step: None)
+        self._topics = Topics(settings.topic_prefix)
+        self._database_url = settings.require_database()
+        self._conn: AsyncConnection[Any] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: EventLog | None = None
+        self._stopping = asyncio.Event()
+        self._processing = asyncio.Lock()
+        self._labels = (projection.name, str(version))
+        #: Next offset to project per assigned partition, as far as this runner knows.
+        self.positions: dict[tuple[str, int], int] = {}
+        #: Events not yet projected per assigned partition (also the lag gauge).
+        self.lag: dict[tuple[str, int], int] = {}
+        self.state = "created"
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, create the version's tables, join the group. Raises *Unavailable errors."""
+        self._conn = await self._connect()
+        await versions.register(self._conn, self.projection, self.version, self.start_at)
+        await ensure_topics(self.settings)
+        self._dlq = EventLog(self.settings)
+        await self._dlq.start()
+        bootstrap = self.settings.require_kafka()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=self.group_id,
+            client_id=f"memstream-{self.projection.name}-v{self.version}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+        try:
+            await self._consumer.start()
+        except (KafkaError, OSError) as exc:
+            await self.close()
+            raise BrokerUnavailable(bootstrap, f"{type(exc).__name__}: {exc}") from exc
+        self._consumer.subscribe(
+            topics=[self._topics.name(t) for t in self.projection.topics],
+            listener=_Rebalance(self),
+        )
+        self.state = "running"
+        logger.info("projection %s v%s joined group %s", *self._labels, self.group_id)
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch and return."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Leave the group and release connections (after `run` returned)."""
+        self.state = "stopped"
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+        if self._dlq is not None:
+            dlq, self._dlq = self._dlq, None
+            await dlq.stop()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+        for topic, partition in list(self.lag):
+            PROJECTION_LAG.remove(*self._labels, topic, str(partition))
+        self.lag.clear()
+
+    async def run(self) -> None:
+        """Project until `stop()`; then close."""
+        if self._consumer is None:
+            await self.start()
+        assert self._consumer is not None
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=self.settings.batch_timeout_ms,
+                    max_records=self.settings.batch_max_records,
+                )
+                if batch:
+                    self._fault(AFTER_FETCH)
+                    async with self._processing:
+                        await self._process([m for messages in batch.values() for m in messages])
+                self._update_lag()
+        finally:
+            await self.close()
+
+    # -- one batch --------------------------------------------------------------------
+
+    async def _process(self, messages: Sequence[Any]) -> None:
+        began = time.perf_counter()
+        attempt = 0
+        while True:
+            try:
+                await self._commit_batch(messages, isolate=False)
+                break
+            except ApplyFailed as exc:
+                attempt += 1
+                if attempt > self.settings.poison_retries:
+                    logger.warning(
+                        "projection %s v%s: batch keeps failing (%s); isolating the poison event",
+                        *self._labels,
+                        exc.__cause__,
+                    )
+                    await self._with_reconnect(lambda: self._commit_batch(messages, isolate=True))
+                    break
+                PROJECTION_RETRIES.labels(*self._labels, "apply").inc()
+                await self._backoff(attempt)
+            except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS) as exc:
+                await self._recover(exc)
+        PROJECTION_BATCH_SECONDS.labels(*self._labels).observe(time.perf_counter() - began)
+
+    async def _commit_batch(self, messages: Sequence[Any], *, isolate: bool) -> None:
+        conn = self._conn
+        assert conn is not None
+        partitions = {(m.topic, m.partition) for m in messages}
+        applied = skipped = 0
+        async with conn.transaction():
+            # 1. Lock our checkpoints; what lies below them is already in the read model.
+            await conn.execute(
+                sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(self.schema))
+            )
+            done = await checkpoints.lock(conn, self.projection.name, self.version, partitions)
+            fresh = [m for m in messages if m.offset >= done[(m.topic, m.partition)]]
+            skipped = len(messages) - len(fresh)
+
+            # 2. Decode. A record that does not decode will never decode: poison at once.
+            records: list[LogRecord] = []
+            dead: list[DeadLetter] = []
+            for m in fresh:
+                try:
+                    event = decode_event(m.value)
+                except EventDecodeError as exc:
+                    dead.append(self._dead_letter(m, "decode", exc, attempts=1))
+                    continue
+                records.append(LogRecord(m.topic, m.partition, m.offset, m.timestamp, event))
+
+            # 3. Apply, in this transaction.
+            if isolate:
+                applied, failed = await self._apply_one_by_one(conn, records)
+                dead.extend(
+                    self._dead_letter(self._message_of(messages, r), "apply", e, attempts=n)
+                    for r, e, n in failed
+                )
+            else:
+                try:
+                    await self.projection.apply(conn, records)
+                except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS):
+                    raise
+                except Exception as exc:
+                    raise ApplyFailed(str(exc)) from exc
+                applied = len(records)
+            self._fault(AFTER_APPLY)
+
+            # 4. Dead letters are durable on the DLQ topic before the checkpoint passes them.
+            for letter in dead:
+                await self._send_dead_letter(letter)
+
+            # 5. Advance the checkpoints past everything fetched.
+            next_offsets: dict[tuple[str, int], int] = {}
+            for m in messages:
+                tp = (m.topic, m.partition)
+                next_offsets[tp] = max(next_offsets.get(tp, 0), m.offset + 1)
+            await checkpoints.advance(conn, self.projection.name, self.version, next_offsets)
+            self._fault(AFTER_CHECKPOINT)
+        # 6. Committed.
+        self._fault(AFTER_COMMIT)
+        self.positions.update(next_offsets)
+        PROJECTED_EVENTS.labels(*self._labels, "applied").inc(applied)
+        PROJECTED_EVENTS.labels(*self._labels, "dead_lettered").inc(len(dead))
+        PROJECTED_EVENTS.labels(*self._labels, "skipped").inc(skipped)
+        await self._commit_kafka_offsets(next_offsets)
+
+    async def _apply_one_by_one(
+        self, conn: AsyncConnection[Any], records: Sequence[LogRecord]
+    ) -> tuple[int, list[tuple[LogRecord, Exception, int]]]:
+        applied = 0
+        failed: list[tuple[LogRecord, Exception, int]] = []
+        for record in records:
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    async with conn.transaction():  # a savepoint: undo only this event
+                        await self.projection.apply(conn, [record])
+                    applied += 1
+                    break
+                except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS):
+                    raise
+                except Exception as exc:
+                    if attempts > self.settings.poison_retries:
+                        logger.error(
+                            "projection %s v%s: %s@%d:%d (%s %s) failed %d times: %s",
+                            *self._labels,
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            record.event.type,
+                            record.event.id,
+                            attempts,
+                            exc,
+                        )
+                        failed.append((record, exc, attempts))
+                        break
+                    PROJECTION_RETRIES.labels(*self._labels, "event").inc()
+                    await self._backoff(attempts)
+        return applied, failed
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _dead_letter(
+        self, message: Any, stage: str, error: BaseException, attempts: int
+    ) -> DeadLetter:
+        DLQ_EVENTS.labels(*self._labels, stage).inc()
+        return DeadLetter(
+            projection=self.projection.name,
+            version=self.version,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=message.timestamp,
+            key=message.key,
+            value=message.value,
+            stage=stage,
+            error=error,
+            attempts=attempts,
+        )
+
+    @staticmethod
+    def _message_of(messages: Sequence[Any], record: LogRecord) -> Any:
+        for m in messages:
+            if (
+                m.topic == record.topic
+                and m.partition == record.partition
+                and m.offset == record.offset
+            ):
+                return m
+        raise LookupError(record)
+
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
+        assert self._dlq is not None
+        headers = [("projection", letter.projection.encode()), ("stage", letter.stage.encode())]
+        # BrokerUnavailable propagates: the transaction rolls back and the batch is redone.
+        await self._dlq.append_raw(self._topics.dlq, letter.key, letter.encode(), headers)
+
+    async def _commit_kafka_offsets(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit(
+                {TopicPartition(t, p): o for (t, p), o in next_offsets.items()}
+            )
+        except KafkaError as exc:  # informational only; our checkpoints are the truth
+            logger.debug("kafka offset commit skipped: %s", exc)
+
+    async def _connect(self) -> AsyncConnection[Any]:
+        try:
+            return await AsyncConnection.connect(
+                self._database_url, autocommit=True, connect_timeout=10
+            )
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(self._database_url, str(exc).strip()) from exc
+
+    async def _recover(self, exc: BaseException) -> None:
+        """After a connection or transient error: back off, reconnect if needed."""
+        kind = "transient" if isinstance(exc, _TRANSIENT_ERRORS) else "database"
+        PROJECTION_RETRIES.labels(*self._labels, kind).inc()
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            if kind == "transient" and self._conn is not None and not self._conn.closed:
+                await self._backoff(attempt)
+                return
+            logger.error(
+                "projection %s v%s: database unavailable (%s); retrying", *self._labels, exc
+            )
+            await self._backoff(attempt, cap=10.0)
+            try:
+                if self._conn is not None:
+                    await self._conn.close()
+                self._conn = await self._connect()
+                return
+            except DatabaseUnavailable as again:
+                exc = again
+        raise DatabaseUnavailable(self._database_url, f"still unreachable at shutdown: {exc}")
+
+    async def _with_reconnect(self, step: Callable[[], Any]) -> None:
+        while True:
+            try:
+                await step()
+                return
+            except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS) as exc:
+                await self._recover(exc)
+
+    async def _backoff(self, attempt: int, cap: float = 5.0) -> None:
+        base = self.settings.retry_backoff_ms / 1000
+        delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            key = (tp.topic, tp.partition)
+            highwater = consumer.highwater(tp)
+            position = self.positions.get(key)
+            if highwater is None or position is None:
+                continue
+            self.lag[key] = max(0, highwater - position)
+            PROJECTION_LAG.labels(*self._labels, tp.topic, str(tp.partition)).set(self.lag[key])
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Seek every newly assigned partition to our checkpoint (creating it if new)."""
+        consumer = self._consumer
+        assert consumer is not None
+        if not assigned:
+            return
+        conn = await self._connect()
+        try:
+            done = await checkpoints.read(conn, self.projection.name, self.version)
+            new = [tp for tp in assigned if (tp.topic, tp.partition) not in done]
+            starts: dict[TopicPartition, int] = {}
+            if new:
+                starts = await consumer.beginning_offsets(new)
+                if self.start_at is not None:
+                    ends = await consumer.end_offsets(new)
+                    found = await consumer.offsets_for_times(
+                        {tp: int(self.start_at.timestamp() * 1000) for tp in new}
+                    )
+                    starts = {tp: found[tp].offset if found[tp] else ends[tp] for tp in new}
+                # Record where a new version starts, so its lag is measurable from now on.
+                await conn.execute(
+                    "INSERT INTO memstream.checkpoints (projection, version, topic, partition,"
+                    " next_offset) SELECT %s, %s, t, p, o"
+                    " FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+                    " ON CONFLICT DO NOTHING",
+                    [
+                        self.projection.name,
+                        self.version,
+                        [tp.topic for tp in new],
+                        [tp.partition for tp in new],
+                        [starts[tp] for tp in new],
+                    ],
+                )
+                done = await checkpoints.read(conn, self.projection.name, self.version)
+        finally:
+            await conn.close()
+        for tp in assigned:
+            offset = done[(tp.topic, tp.partition)]
+            consumer.seek(tp, offset)
+            self.positions[(tp.topic, tp.partition)] = offset
+        logger.info(
+            "projection %s v%s assigned %s",
+            *self._labels,
+            ", ".join(
+                f"{tp.topic}[{tp.partition}]@{self.positions[(tp.topic, tp.partition)]}"
+                for tp in sorted(assigned)
+            ),
+        )
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch in flight commit before another member takes its partitions.
+        async with self._processing:
+            pass
+        for tp in revoked:
+            key = (tp.topic, tp.partition)
+            self.positions.pop(key, None)
+            if self.lag.pop(key, None) is not None:
+                PROJECTION_LAG.remove(*self._labels, tp.topic, str(tp.partition))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ProjectionRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self._runner._on_assigned(assigned)
+        except (DatabaseUnavailable, KafkaConnectionError) as exc:
+            # Without our checkpoints we must not fetch: stop rather than guess a position.
+            logger.error("cannot seek to checkpoints: %s; stopping", exc)
+            self._runner.stop()
+            raise

@@ -1,0 +1,139 @@
+"""memstream's configuration: every ``MEMSTREAM_*`` environment variable is read here, once.
+
+The other packages receive a :class:`Settings` value instead of reading the
+environment themselves, so a test can build one by hand and two components in
+one process can be pointed at different brokers or databases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.exceptions import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where memstream's log and read models live, and how its processors behave."""
+
+    # Endpoints. None means "not configured": the local launcher (infra/) starts a
+    # broker / database under `home` and fills these in.
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+
+    # The log.
+    topic_prefix: str = "memstream"
+    partitions: int = 6
+    replication_factor: int = 1
+
+    # Local infrastructure (used only when the endpoint above is None).
+    home: Path = field(default_factory=lambda: Path(".memstream").resolve())
+    local_kafka_port: int = 19092
+    local_postgres_port: int = 15432
+
+    # Projection runtime.
+    batch_max_records: int = 2000
+    batch_timeout_ms: int = 200
+    poison_retries: int = 3
+    retry_backoff_ms: int = 200
+    # Processes started by the `memstream` command serve Prometheus /metrics here
+    # (0 disables it).
+    metrics_port: int = 9464
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ConfigurationError("MEMSTREAM_PARTITIONS must be >= 1")
+        if self.replication_factor < 1:
+            raise ConfigurationError("MEMSTREAM_REPLICATION_FACTOR must be >= 1")
+        if not self.topic_prefix or not all(c.isalnum() or c in "._-" for c in self.topic_prefix):
+            raise ConfigurationError(
+                "MEMSTREAM_TOPIC_PREFIX must be non-empty and use only letters, digits, "
+                "'.', '_', '-'"
+            )
+        if self.batch_max_records < 1 or self.poison_retries < 0:
+            raise ConfigurationError("batch size must be >= 1 and retries >= 0")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``MEMSTREAM_*`` variables (or the given mapping), with defaults for the rest."""
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def text(name: str, default: str | None) -> str | None:
+            value = env.get(f"MEMSTREAM_{name}", "").strip()
+            return value or default
+
+        def integer(name: str, default: int) -> int:
+            raw = text(name, None)
+            if raw is None:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigurationError(
+                    f"MEMSTREAM_{name} must be an integer, got {raw!r}"
+                ) from None
+
+        home = text("HOME", None)
+        return cls(
+            kafka_bootstrap=text("KAFKA_BOOTSTRAP", None),
+            database_url=text("DATABASE_URL", None),
+            topic_prefix=text("TOPIC_PREFIX", defaults.topic_prefix) or defaults.topic_prefix,
+            partitions=integer("PARTITIONS", defaults.partitions),
+            replication_factor=integer("REPLICATION_FACTOR", defaults.replication_factor),
+            home=Path(home).resolve() if home else defaults.home,
+            local_kafka_port=integer("LOCAL_KAFKA_PORT", defaults.local_kafka_port),
+            local_postgres_port=integer("LOCAL_POSTGRES_PORT", defaults.local_postgres_port),
+            batch_max_records=integer("BATCH_MAX_RECORDS", defaults.batch_max_records),
+            batch_timeout_ms=integer("BATCH_TIMEOUT_MS", defaults.batch_timeout_ms),
+            poison_retries=integer("POISON_RETRIES", defaults.poison_retries),
+            retry_backoff_ms=integer("RETRY_BACKOFF_MS", defaults.retry_backoff_ms),
+            metrics_port=integer("METRICS_PORT", defaults.metrics_port),
+            log_level=(text("LOG_LEVEL", defaults.log_level) or defaults.log_level).upper(),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The ``MEMSTREAM_*`` variables that make `from_env` give back these settings
+        (to hand them to a child process)."""
+        values = {
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url,
+            "TOPIC_PREFIX": self.topic_prefix,
+            "PARTITIONS": self.partitions,
+            "REPLICATION_FACTOR": self.replication_factor,
+            "HOME": self.home,
+            "LOCAL_KAFKA_PORT": self.local_kafka_port,
+            "LOCAL_POSTGRES_PORT": self.local_postgres_port,
+            "BATCH_MAX_RECORDS": self.batch_max_records,
+            "BATCH_TIMEOUT_MS": self.batch_timeout_ms,
+            "POISON_RETRIES": self.poison_retries,
+            "RETRY_BACKOFF_MS": self.retry_backoff_ms,
+            "METRICS_PORT": self.metrics_port,
+            "LOG_LEVEL": self.log_level,
+        }
+        return {f"MEMSTREAM_{k}": str(v) for k, v in values.items() if v is not None}
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (e.g. the endpoints the launcher resolved)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap:
+            raise ConfigurationError(
+                "no Kafka configured: set MEMSTREAM_KAFKA_BOOTSTRAP or start the local broker "
+                "with `make infra-up`"
+            )
+        return self.kafka_bootstrap
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigurationError(
+                "no PostgreSQL configured: set MEMSTREAM_DATABASE_URL or start the local "
+                "database with `make infra-up`"
+            )
+        return self.database_url

@@ -1,0 +1,119 @@
+"""memstream's topics: their names, their configs, and their idempotent creation.
+
+Every topic has the same partition count and the same key (the event ``subject``), so
+one user's events across topics live on the same partition number (co-partitioning).
+Every topic keeps its events forever: the conversations topic is the source of
+truth, and the derived topics (memories, embeddings, summaries) hold the results of
+model calls that a rebuild must replay instead of calling the model again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from streams.exceptions import BrokerUnavailable, ConfigurationError
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Logical names, as event classes declare them (``Event.topic``).
+CONVERSATIONS = "conversations"
+MEMORIES = "memories"
+EMBEDDINGS = "embeddings"
+SUMMARIES = "summaries"
+DLQ = "dlq"
+LOGICAL_TOPICS = (CONVERSATIONS, MEMORIES, EMBEDDINGS, SUMMARIES, DLQ)
+
+TOPIC_CONFIG = {
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    # A 1 MB default would reject long call transcripts.
+    "max.message.bytes": str(8 * 1024 * 1024),
+}
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Physical topic names under one prefix (tests use a prefix of their own)."""
+
+    prefix: str
+
+    def name(self, logical: str) -> str:
+        if logical not in LOGICAL_TOPICS:
+            raise ConfigurationError(f"unknown topic {logical!r}; known: {LOGICAL_TOPICS}")
+        return f"{self.prefix}.{logical}"
+
+    def logical(self, physical: str) -> str:
+        prefix, _, logical = physical.rpartition(".")
+        if prefix != self.prefix or logical not in LOGICAL_TOPICS:
+            raise ConfigurationError(f"{physical!r} is not a topic under prefix {self.prefix!r}")
+        return logical
+
+    @property
+    def conversations(self) -> str:
+        return self.name(CONVERSATIONS)
+
+    @property
+    def dlq(self) -> str:
+        return self.name(DLQ)
+
+    def all(self) -> list[str]:
+        return [self.name(logical) for logical in LOGICAL_TOPICS]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; check existing ones have the configured partition count.
+
+    Returns the names created. Raises BrokerUnavailable when the broker cannot be reached
+    and ConfigurationError when an existing topic breaks co-partitioning.
+    """
+    bootstrap = settings.require_kafka()
+    topics = Topics(settings.topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailable(bootstrap, str(exc)) from exc
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in topics.all() if name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name=name,
+                        num_partitions=settings.partitions,
+                        replication_factor=settings.replication_factor,
+                        topic_configs=TOPIC_CONFIG,
+                    )
+                    for name in missing
+                ]
+            )
+            for name, code, *message in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                    logger.info("created topic %s (%d partitions)", name, settings.partitions)
+                elif code != TopicAlreadyExistsError.errno:  # a concurrent creator won the race
+                    raise BrokerUnavailable(
+                        bootstrap, f"creating {name} failed with error {code}: {message}"
+                    )
+        described = await admin.describe_topics(topics.all())
+        for topic in described:
+            count = len(topic.get("partitions", []))
+            if count and count != settings.partitions:
+                raise ConfigurationError(
+                    f"topic {topic['topic']} has {count} partitions but MEMSTREAM_PARTITIONS is "
+                    f"{settings.partitions}; all memstream topics must have the same count so a "
+                    "user's events stay co-partitioned"
+                )
+    except KafkaError as exc:
+        raise BrokerUnavailable(bootstrap, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        await admin.close()
+    return created

@@ -1,0 +1,180 @@
+"""Projection versions: registration, the live switch, and catching up (the replay primitive).
+
+A rebuild runs version N+1 of a projection into its own schema, from the earliest
+offset or from a timestamp, while version N keeps serving through the read views
+(``<projection>.<table>``). Once N+1 has caught up, :func:`switch_live` repoints the
+views and flips the registry in ONE transaction: readers see N or N+1, never a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, errors, sql
+
+from streams import checkpoints
+from streams.exceptions import StreamsError
+from streams.offsets import log_extent
+from streams.projection import Projection, version_schema
+from streams.settings import Settings
+from streams.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+
+class VersionError(StreamsError):
+    """A projection version is missing or in the wrong state for the operation."""
+
+
+def _lock_key(projection: str) -> int:
+    return zlib.crc32(f"memstream.projection:{projection}".encode())
+
+
+async def register(
+    conn: AsyncConnection[Any],
+    projection: Projection,
+    version: int,
+    start_at: datetime | None = None,
+) -> str:
+    """Create the version's schema and tables and record it; return its state.
+
+    The first version ever registered for a projection becomes live at once (there is
+    nothing else to serve); later ones start as ``building``.
+    """
+    schema = version_schema(projection.name, version)
+    async with conn.transaction():
+        # Serialise concurrent starters: CREATE ... IF NOT EXISTS races on the catalog.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(projection.name)])
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        await conn.execute(
+            sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema))
+        )
+        await conn.execute(projection.schema_sql())
+        await conn.execute(
+            "INSERT INTO memstream.projection_versions (projection, version, state, start_at)"
+            " VALUES (%s, %s, 'building', %s) ON CONFLICT DO NOTHING",
+            [projection.name, version, start_at],
+        )
+        cursor = await conn.execute(
+            "SELECT version FROM memstream.projection_versions"
+            " WHERE projection = %s AND state = 'live'",
+            [projection.name],
+        )
+        if await cursor.fetchone() is None:
+            await _make_live(conn, projection, version)
+            return "live"
+        cursor = await conn.execute(
+            "SELECT state FROM memstream.projection_versions"
+            " WHERE projection = %s AND version = %s",
+            [projection.name, version],
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+async def live_version(conn: AsyncConnection[Any], projection: str) -> int | None:
+    cursor = await conn.execute(
+        "SELECT version FROM memstream.projection_versions"
+        " WHERE projection = %s AND state = 'live'",
+        [projection],
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else None
+
+
+async def switch_live(conn: AsyncConnection[Any], projection: Projection, version: int) -> None:
+    """Make `version` the live one: registry and read views change in one transaction."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(projection.name)])
+        cursor = await conn.execute(
+            "SELECT state FROM memstream.projection_versions"
+            " WHERE projection = %s AND version = %s FOR UPDATE",
+            [projection.name, version],
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise VersionError(f"{projection.name} v{version} is not registered")
+        if row[0] == "live":
+            return
+        await conn.execute(
+            "UPDATE memstream.projection_versions SET state = 'retired'"
+            " WHERE projection = %s AND state = 'live'",
+            [projection.name],
+        )
+        await _make_live(conn, projection, version)
+
+
+async def drop_version(conn: AsyncConnection[Any], projection: Projection, version: int) -> None:
+    """Drop a version that is not live: its schema, registry row and checkpoints."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(projection.name)])
+        if await live_version(conn, projection.name) == version:
+            raise VersionError(f"{projection.name} v{version} is live; switch first")
+        schema = version_schema(projection.name, version)
+        await conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+        await conn.execute(
+            "DELETE FROM memstream.projection_versions WHERE projection = %s AND version = %s",
+            [projection.name, version],
+        )
+
+
+async def _make_live(conn: AsyncConnection[Any], projection: Projection, version: int) -> None:
+    await conn.execute(
+        "UPDATE memstream.projection_versions SET state = 'live', live_since = now()"
+        " WHERE projection = %s AND version = %s",
+        [projection.name, version],
+    )
+    views = sql.Identifier(projection.name)
+    source = sql.Identifier(version_schema(projection.name, version))
+    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(views))
+    for table in projection.tables:
+        target = sql.SQL("{}.{}").format(views, sql.Identifier(table))
+        origin = sql.SQL("{}.{}").format(source, sql.Identifier(table))
+        try:
+            # Same columns: replaced in place, readers never see the view missing.
+            async with conn.transaction():
+                await conn.execute(
+                    sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT * FROM {}").format(target, origin)
+                )
+        except (errors.InvalidTableDefinition, errors.DuplicateColumn, errors.DatatypeMismatch):
+            # The new version changed the table's columns: replace the view; still atomic,
+            # since we are inside the switching transaction.
+            await conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(target))
+            await conn.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(target, origin))
+
+
+async def lag(
+    settings: Settings, conn: AsyncConnection[Any], projection: Projection, version: int
+) -> dict[tuple[str, int], int]:
+    """Events not yet projected by a version, per partition (log end minus checkpoint)."""
+    topics = Topics(settings.topic_prefix)
+    extent = await log_extent(settings.require_kafka(), [topics.name(t) for t in projection.topics])
+    done = await checkpoints.read(conn, projection.name, version)
+    return {tp: max(0, end - done.get(tp, start)) for tp, (start, end) in extent.items()}
+
+
+async def wait_caught_up(
+    settings: Settings,
+    conn: AsyncConnection[Any],
+    projection: Projection,
+    version: int,
+    timeout: float,
+    poll: float = 0.2,
+) -> None:
+    """Wait until the version has projected everything in the log (raises TimeoutError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = sum((await lag(settings, conn, projection, version)).values())
+        if remaining == 0:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{projection.name} v{version} still {remaining} events behind")
+        await asyncio.sleep(poll)

@@ -1,0 +1,114 @@
+"""Real infrastructure for the test suite.
+
+Session scope: one Kafka broker and one PostgreSQL — the endpoints from
+MEMSTREAM_KAFKA_BOOTSTRAP / MEMSTREAM_DATABASE_URL when set, otherwise the local
+ones from infra/ (started if needed, stopped at the end only if this session started
+them), or testcontainers when MEMSTREAM_TESTCONTAINERS=1 and a Docker engine answers.
+
+Test scope: every test gets its own topic prefix and its own database (a copy of a
+migrated template), so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+
+from infra import local
+from infra.migrate import migrate
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+TEMPLATE_DB = "memstream_test_template"
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+def _testcontainers() -> Iterator[Settings] | None:
+    if os.environ.get("MEMSTREAM_TESTCONTAINERS") != "1":
+        return None
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    def run() -> Iterator[Settings]:
+        with (
+            KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft() as kafka,
+            PostgresContainer("pgvector/pgvector:pg17", driver=None) as postgres,
+        ):
+            yield Settings.from_env().replace(
+                kafka_bootstrap=kafka.get_bootstrap_server(),
+                database_url=postgres.get_connection_url(),
+            )
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[Settings]:
+    """Settings pointing at a running broker and database (no prefix/database isolation)."""
+    containers = _testcontainers()
+    if containers is not None:
+        yield from containers
+        return
+    started = local.up(Settings.from_env())
+    try:
+        yield started.settings
+    finally:
+        started.down()
+
+
+@pytest.fixture(scope="session")
+def template_database(infrastructure: Settings) -> str:
+    """A migrated database that each test's database is copied from."""
+    admin_url = _with_database(infrastructure.require_database(), "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    migrate(_with_database(admin_url, TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def settings(infrastructure: Settings, template_database: str) -> Iterator[Settings]:
+    """Settings of one test: its own topic prefix and its own database."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin_url = _with_database(infrastructure.require_database(), "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    try:
+        yield infrastructure.replace(
+            topic_prefix=name.replace("_", "-"),
+            database_url=_with_database(admin_url, name),
+            partitions=3,
+            batch_timeout_ms=50,
+            retry_backoff_ms=20,
+        )
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> Settings:
+    """`settings` with its topics created."""
+    await ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[AsyncConnection[Any]]:
+    """An autocommit connection to the test's database."""
+    conn = await AsyncConnection.connect(settings.require_database(), autocommit=True)
+    try:
+        yield conn
+    finally:
+        await conn.close()

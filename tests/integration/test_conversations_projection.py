@@ -1,0 +1,161 @@
+"""The conversations read model, fed through a real log."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+from projections.conversations import (
+    ConversationsProjection,
+    get_conversation,
+    get_user,
+    list_conversations,
+)
+from schemas import Event, Source, UserForgotten
+from streams import EventLog, Settings
+from streams.projection import Projection
+from streams.topics import Topics
+from tests.helpers import BASE_TIME, call_events, failed_event, scalar
+from tests.integration.projection_contract import ProjectionContract, project
+
+
+class TestConversationsContract(ProjectionContract):
+    projection: ClassVar[type[Projection]] = ConversationsProjection
+
+    def events(self) -> list[Event]:
+        return [
+            *call_events("acme", 30),
+            failed_event("acme", "no answer"),
+            *call_events("beta", 5),
+        ]
+
+
+async def test_a_finished_call_is_a_conversation_with_its_turns_and_analysis(
+    topics: Settings, db: Any
+) -> None:
+    events = call_events("acme", 3, turns=5, users=2)
+    async with EventLog(topics) as log:
+        await log.append_many(events)
+    await project(topics, ConversationsProjection())
+
+    conversation = await get_conversation(db, "acme", "conv-2")
+    assert conversation is not None
+    assert conversation["status"] == "ended"
+    assert conversation["platform_status"] == "done"
+    assert conversation["subject"] == "acme/+15550000000"  # calls 0 and 2 share a caller
+    assert conversation["agent_id"] == "agent-1"
+    assert conversation["channel"] == "phone"
+    assert conversation["duration_secs"] == 180.0
+    assert conversation["summary"] == "call 2 went fine" and conversation["successful"] is True
+    assert conversation["metadata"] == {"cost": 2}
+    assert conversation["turn_count"] == 5
+    assert [t["text"] for t in conversation["turns"]] == [f"turn {i} of call 2" for i in range(5)]
+    assert [t["role"] for t in conversation["turns"]] == ["agent", "user", "agent", "user", "agent"]
+    assert [t["offset_ms"] for t in conversation["turns"]] == [0, 1500, 3000, 4500, 6000]
+
+    user = await get_user(db, "acme", "acme/+15550000000")
+    assert user is not None
+    assert user["conversation_count"] == 2
+    assert user["phone"] == "+15550000000" and user["display_name"] == "Caller 0"
+    assert user["first_seen"] == BASE_TIME
+    recent = await list_conversations(db, "acme", "acme/+15550000000")
+    assert [c["conversation_id"] for c in recent] == ["conv-2", "conv-0"]
+
+
+async def test_a_late_start_event_does_not_reopen_an_ended_conversation(
+    topics: Settings, db: Any
+) -> None:
+    started, ended = call_events("acme", 1)
+    async with EventLog(topics) as log:
+        await log.append_many([started, ended, started])
+    await project(topics, ConversationsProjection())
+    conversation = await get_conversation(db, "acme", "conv-0")
+    assert conversation is not None and conversation["status"] == "ended"
+
+
+async def test_a_failed_call_is_recorded_with_its_reason(topics: Settings, db: Any) -> None:
+    async with EventLog(topics) as log:
+        await log.append(failed_event("acme", "the number is not reachable"))
+    await project(topics, ConversationsProjection())
+    conversation = await get_conversation(db, "acme", "failed-1")
+    assert conversation is not None
+    assert conversation["status"] == "failed"
+    assert conversation["failure_reason"] == "the number is not reachable"
+
+
+async def test_a_v1_conversation_ended_in_the_log_is_projected_through_its_upcaster(
+    topics: Settings, db: Any
+) -> None:
+    old = {
+        "id": "0190f0a8-5c6e-7bb2-9a51-2f3f7b7c0a01",
+        "type": "conversation.ended",
+        "v": 1,
+        "tenant": "acme",
+        "subject": "acme/user-7",
+        "occurred_at": "2024-07-01T10:03:00Z",
+        "recorded_at": "2024-07-01T10:03:01Z",
+        "source": {"platform": "elevenlabs", "event_id": "old-conv", "agent_id": None},
+        "correlation_id": "old-conv",
+        "causation_id": None,
+        "data": {
+            "conversation_id": "old-conv",
+            "started_at": "2024-07-01T10:00:00Z",
+            "status": "done",
+            "turns": [
+                {
+                    "role": "agent",
+                    "message": "Hello!",
+                    "time_in_call_secs": 0.4,
+                    "tool_calls": None,
+                },
+                {"role": "user", "message": "Hi, it's Ann.", "time_in_call_secs": 2.25},
+            ],
+        },
+    }
+    async with EventLog(topics) as log:
+        await log.append_raw(
+            Topics(topics.topic_prefix).conversations, b"acme/user-7", orjson.dumps(old), []
+        )
+    await project(topics, ConversationsProjection())
+    conversation = await get_conversation(db, "acme", "old-conv")
+    assert conversation is not None
+    assert [(t["text"], t["offset_ms"]) for t in conversation["turns"]] == [
+        ("Hello!", 400),
+        ("Hi, it's Ann.", 2250),
+    ]
+
+
+async def test_a_forgotten_user_is_purged_and_later_calls_start_afresh(
+    topics: Settings, db: Any
+) -> None:
+    calls = call_events("acme", 4, users=2)  # calls 0 and 2: caller 0; 1 and 3: caller 1
+    subject = "acme/+15550000000"
+    forget = UserForgotten.create(
+        tenant="acme",
+        subject=subject,
+        source=Source(platform="api"),
+        occurred_at=BASE_TIME,
+        data={"reason": "erasure request"},
+    )
+    later = call_events("acme", 6, users=2)[8:10]  # call 4: caller 0 again, after forgetting
+    async with EventLog(topics) as log:
+        await log.append_many([*calls, forget, *later])
+    await project(topics, ConversationsProjection())
+
+    assert await get_conversation(db, "acme", "conv-0") is None
+    assert await get_conversation(db, "acme", "conv-2") is None
+    assert (
+        await scalar(
+            db,
+            "SELECT count(*) FROM conversations.turns"
+            " WHERE subject = %s AND conversation_id IN ('conv-0', 'conv-2')",
+            subject,
+        )
+        == 0
+    )
+    user = await get_user(db, "acme", subject)
+    assert user is not None and user["conversation_count"] == 1  # only the call after forgetting
+    assert await get_conversation(db, "acme", "conv-4") is not None
+    other = await get_user(db, "acme", "acme/+15550000001")
+    assert other is not None and other["conversation_count"] == 2  # untouched
