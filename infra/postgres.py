@@ -21,11 +21,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
 from infra.process import port_open, tail
+from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class LocalPostgres:
     port: int
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LocalPostgres:
+    def from_settings(cls, settings: Settings) -> LocalPostgres:
         return cls(root=settings.home / "postgres", port=settings.local_postgres_port)
 
     @property

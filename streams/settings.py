@@ -34,6 +34,7 @@ class Settings:
     home: Path = field(default_factory=lambda: Path(".memstream").resolve())
     local_kafka_port: int = 19092
     local_postgres_port: int = 15432
+    local_kafka_heap: str = "768m"
 
     # Projection runtime.
     batch_max_records: int = 2000
@@ -89,6 +90,7 @@ class Settings:
             home=Path(home).resolve() if home else defaults.home,
             local_kafka_port=integer("LOCAL_KAFKA_PORT", defaults.local_kafka_port),
             local_postgres_port=integer("LOCAL_POSTGRES_PORT", defaults.local_postgres_port),
+            local_kafka_heap=text("KAFKA_HEAP", None) or defaults.local_kafka_heap,
             batch_max_records=integer("BATCH_MAX_RECORDS", defaults.batch_max_records),
             batch_timeout_ms=integer("BATCH_TIMEOUT_MS", defaults.batch_timeout_ms),
             poison_retries=integer("POISON_RETRIES", defaults.poison_retries),
@@ -109,6 +111,7 @@ class Settings:
             "HOME": self.home,
             "LOCAL_KAFKA_PORT": self.local_kafka_port,
             "LOCAL_POSTGRES_PORT": self.local_postgres_port,
+            "KAFKA_HEAP": self.local_kafka_heap,
             "BATCH_MAX_RECORDS": self.batch_max_records,
             "BATCH_TIMEOUT_MS": self.batch_timeout_ms,
             "POISON_RETRIES": self.poison_retries,

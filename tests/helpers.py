@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -150,3 +151,10 @@ async def group_state(settings: Settings, group: str) -> tuple[str, int]:
         return described["state"], len(described["members"])
     finally:
         await admin.close()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (at the moment of asking)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -47,10 +47,15 @@ class LocalKafka:
 
     root: Path
     port: int
+    heap: str = "768m"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
-        return cls(root=settings.home / "kafka", port=settings.local_kafka_port)
+        return cls(
+            root=settings.home / "kafka",
+            port=settings.local_kafka_port,
+            heap=settings.local_kafka_heap,
+        )
 
     @property
     def bootstrap(self) -> str:
@@ -222,11 +227,10 @@ class LocalKafka:
         java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
         if not java:
             raise KafkaLaunchError("Java 17+ is needed to run the local Kafka broker")
-        heap = os.environ.get("MEMSTREAM_KAFKA_HEAP", "768m")
         return [
             java,
-            f"-Xms{heap}",
-            f"-Xmx{heap}",
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",

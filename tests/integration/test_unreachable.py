@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -13,14 +12,7 @@ import pytest
 from projections.conversations import ConversationsProjection
 from streams import BrokerUnavailable, DatabaseUnavailable, EventLog, ProjectionRunner, Settings
 from streams.topics import ensure_topics
-from tests.helpers import call_events, scalar
-
-
-def closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import call_events, closed_port, scalar
 
 
 async def test_appending_to_an_unreachable_broker_says_so(settings: Settings) -> None:
