@@ -56,8 +56,10 @@ class Settings:
                 "MEMSTREAM_TOPIC_PREFIX must be non-empty and use only letters, digits, "
                 "'.', '_', '-'"
             )
-        if self.batch_max_records < 1 or self.poison_retries < 0:
-            raise ConfigurationError("batch size must be >= 1 and retries >= 0")
+        if self.batch_max_records < 1:
+            raise ConfigurationError("MEMSTREAM_BATCH_MAX_RECORDS must be >= 1")
+        if self.poison_retries < 0:
+            raise ConfigurationError("MEMSTREAM_POISON_RETRIES must be >= 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
