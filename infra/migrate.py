@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 
+from streams.exceptions import DatabaseUnavailable
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -21,7 +23,11 @@ _LOCK_KEY = 0x6D656D73
 def migrate(database_url: str) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to run concurrently."""
     applied: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(database_url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(database_url, str(exc).strip()) from exc
+    with conn:
         conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
         try:
             conn.execute(

@@ -36,13 +36,15 @@ def _with_database(url: str, database: str) -> str:
 def _testcontainers() -> Iterator[Settings] | None:
     if os.environ.get("MEMSTREAM_TESTCONTAINERS") != "1":
         return None
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.postgres import PostgresContainer
 
     def run() -> Iterator[Settings]:
         with (
+            # testcontainers' Kafka module drives Confluent's image (Apache Kafka 3.9);
+            # the no-Docker path and docker-compose run Apache Kafka 4.1.1.
             KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft() as kafka,
-            PostgresContainer("pgvector/pgvector:pg17", driver=None) as postgres,
+            PostgresContainer("pgvector/pgvector:0.8.1-pg17", driver=None) as postgres,
         ):
             yield Settings.from_env().replace(
                 kafka_bootstrap=kafka.get_bootstrap_server(),
