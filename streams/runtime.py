@@ -190,10 +190,11 @@ class ProjectionRunner:
 
     async def _process(self, messages: Sequence[Any]) -> None:
         began = time.perf_counter()
+        isolate = False  # True once the batch as a whole kept failing: event by event
         attempt = 0
         while True:
             try:
-                await self._commit_batch(messages, isolate=False)
+                await self._commit_batch(messages, isolate=isolate)
                 break
             except ApplyFailed as exc:
                 attempt += 1
@@ -203,12 +204,20 @@ class ProjectionRunner:
                         *self._labels,
                         exc.__cause__,
                     )
-                    await self._with_reconnect(lambda: self._commit_batch(messages, isolate=True))
-                    break
+                    isolate = True
+                    continue
                 PROJECTION_RETRIES.labels(*self._labels, "apply").inc()
                 await self._backoff(attempt)
             except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS) as exc:
                 await self._recover(exc)
+            except BrokerUnavailable as exc:
+                # A dead letter could not be written, so the batch rolled back; it is redone
+                # once the broker answers (the checkpoint never passes an unwritten letter).
+                logger.error("projection %s v%s: cannot write to the DLQ: %s", *self._labels, exc)
+                PROJECTION_RETRIES.labels(*self._labels, "broker").inc()
+                await self._backoff(2, cap=10.0)
+                if self._stopping.is_set():
+                    raise
         PROJECTION_BATCH_SECONDS.labels(*self._labels).observe(time.perf_counter() - began)
 
     async def _commit_batch(self, messages: Sequence[Any], *, isolate: bool) -> None:
@@ -383,14 +392,6 @@ class ProjectionRunner:
             except DatabaseUnavailable as again:
                 exc = again
         raise DatabaseUnavailable(self._database_url, f"still unreachable at shutdown: {exc}")
-
-    async def _with_reconnect(self, step: Callable[[], Any]) -> None:
-        while True:
-            try:
-                await step()
-                return
-            except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS) as exc:
-                await self._recover(exc)
 
     async def _backoff(self, attempt: int, cap: float = 5.0) -> None:
         base = self.settings.retry_backoff_ms / 1000
