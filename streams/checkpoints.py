@@ -30,7 +30,7 @@ async def lock(
     cursor = await conn.execute(
         """
         INSERT INTO memstream.checkpoints AS c (projection, version, topic, partition, next_offset)
-        SELECT %s, %s, t, p, 0 FROM unnest(%s::text[], %s::int[]) AS u(t, p)
+        SELECT %s, %s, t, p, 0 FROM unnest(%b::text[], %b::int[]) AS u(t, p)
         ON CONFLICT (projection, version, topic, partition)
             DO UPDATE SET next_offset = c.next_offset
         RETURNING topic, partition, next_offset
@@ -54,7 +54,7 @@ async def advance(
         """
         UPDATE memstream.checkpoints AS c
            SET next_offset = GREATEST(c.next_offset, u.o), updated_at = now()
-          FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)
+          FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS u(t, p, o)
          WHERE c.projection = %s AND c.version = %s AND c.topic = u.t AND c.partition = u.p
         """,
         [

@@ -45,14 +45,25 @@ class Projection(abc.ABC):
     def schema_sql(self) -> str:
         """DDL for the tables, unqualified and idempotent (``CREATE ... IF NOT EXISTS``)."""
 
-    @abc.abstractmethod
-    async def apply(self, conn: AsyncConnection[Any], records: Sequence[LogRecord]) -> None:
-        """Apply records (log order per partition) inside the runtime's transaction.
+    def prepare(self, records: Sequence[LogRecord]) -> Any:
+        """Pure-Python work on a batch (folding, building rows), no I/O; feeds `apply`.
 
-        Must not commit or roll back. May see a record it has applied before only if the
-        same event was appended twice (a redelivered webhook): effects must be idempotent
-        per event id. Raising rolls the whole batch back; the runtime retries it and, if
-        it keeps failing, isolates the failing event and sends it to the DLQ.
+        The runtime calls it in its fetch stage, so it runs while the previous batch's
+        transaction waits on PostgreSQL. Its result must depend only on `records`. The
+        default passes the records through.
+        """
+        return records
+
+    @abc.abstractmethod
+    async def apply(self, conn: AsyncConnection[Any], prepared: Any) -> None:
+        """Apply a prepared batch (records in log order per partition) in the runtime's
+        transaction.
+
+        `prepared` is what `prepare` returned for the batch's records. Must not commit or
+        roll back. May see an event it has applied before only if the same event was
+        appended twice (a redelivered webhook): effects must be idempotent per event id.
+        Raising rolls the whole batch back; the runtime retries it and, if it keeps
+        failing, isolates the failing event and sends it to the DLQ.
         """
 
 

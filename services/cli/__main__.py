@@ -29,7 +29,7 @@ from infra.migrate import migrate
 from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
-from streams.runtime import ProjectionRunner
+from streams.runtime import ProjectionRunner, tune_gc_for_projecting
 from streams.topics import ensure_topics
 
 logger = logging.getLogger("memstream")
@@ -201,6 +201,7 @@ async def _serve(settings: Settings, runners: list[ProjectionRunner]) -> int:
         logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     for runner in runners:
         await runner.start()
+    tune_gc_for_projecting()
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

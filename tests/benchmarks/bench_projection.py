@@ -31,7 +31,7 @@ from projections.conversations import ConversationsProjection
 from schemas import ConversationStarted
 from streams import versions
 from streams.producer import EventLog
-from streams.runtime import ProjectionRunner
+from streams.runtime import ProjectionRunner, tune_gc_for_projecting
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.benchmarks.harness import BenchmarkContext, Figure, at_least
@@ -103,6 +103,8 @@ async def _catch_up(
     began = time.perf_counter()
     runner = ProjectionRunner(projection, settings)
     await runner.start()
+    # As `memstream run` / `memstream projections run` configure their process.
+    tune_gc_for_projecting()
     task = asyncio.create_task(runner.run())
 
     async def assigned() -> bool:

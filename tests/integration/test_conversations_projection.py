@@ -12,7 +12,7 @@ from projections.conversations import (
     get_user,
     list_conversations,
 )
-from schemas import Event, Source, UserForgotten
+from schemas import Analysis, Event, Source, ToolCall, Turn, UserForgotten
 from streams import EventLog, Settings
 from streams.projection import Projection
 from streams.topics import Topics
@@ -159,3 +159,42 @@ async def test_a_forgotten_user_is_purged_and_later_calls_start_afresh(
     assert await get_conversation(db, "acme", "conv-4") is not None
     other = await get_user(db, "acme", "acme/+15550000001")
     assert other is not None and other["conversation_count"] == 2  # untouched
+
+
+async def test_tool_calls_and_analysis_are_stored_as_json(topics: Settings, db: Any) -> None:
+    started, ended = call_events("acme", 1)
+    data = ended.data.model_copy(
+        update={
+            "turns": (
+                *ended.data.turns,
+                Turn(
+                    role="agent",
+                    text="",
+                    offset_ms=9000,
+                    tool_calls=(
+                        ToolCall(
+                            name="book_appointment",
+                            arguments={"day": "tuesday", "slots": [9, 10]},
+                            result="booked for Tuesday 9:00",
+                        ),
+                    ),
+                ),
+            ),
+            "analysis": Analysis(summary="booked", data_collected={"city": "Lyon"}),
+        }
+    )
+    async with EventLog(topics) as log:
+        await log.append_many([started, ended.model_copy(update={"data": data})])
+    await project(topics, ConversationsProjection())
+    conversation = await get_conversation(db, "acme", "conv-0")
+    assert conversation is not None
+    assert conversation["turns"][-1]["tool_calls"] == [
+        {
+            "name": "book_appointment",
+            "arguments": {"day": "tuesday", "slots": [9, 10]},
+            "result": "booked for Tuesday 9:00",
+        }
+    ]
+    assert conversation["turns"][0]["tool_calls"] is None
+    assert conversation["analysis"]["data_collected"] == {"city": "Lyon"}
+    assert conversation["turn_count"] == 5
