@@ -43,7 +43,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
 from schemas import Event, EventDecodeError, decode_event
 from streams import checkpoints, versions
@@ -62,6 +62,9 @@ from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
 
 logger = logging.getLogger(__name__)
+
+# Kafka's committed offsets are informational (lag tools); committed at most this often.
+_KAFKA_COMMIT_INTERVAL = 1.0
 
 # The steps of the batch sequence at which a fault can be injected (tests crash there).
 AFTER_FETCH = "after_fetch"
@@ -154,6 +157,7 @@ class ProjectionRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: EventLog | None = None
         self._stopping = asyncio.Event()
+        self._kafka_committed_at = 0.0
         self._processing = asyncio.Lock()
         self._labels = (projection.name, str(version))
         #: Next offset to project per assigned partition, as far as this runner knows.
@@ -200,7 +204,9 @@ class ProjectionRunner:
 
     async def close(self) -> None:
         """Leave the group and release connections (after `run` returned)."""
-        self.state = "stopped"
+        was_running, self.state = self.state == "running", "stopped"
+        if self._consumer is not None and was_running:
+            await self._commit_kafka_offsets()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
@@ -319,9 +325,7 @@ class ProjectionRunner:
         applied = skipped = 0
         async with conn.transaction():
             # 1. Lock our checkpoints; what lies below them is already in the read model.
-            await conn.execute(
-                sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(self.schema))
-            )
+            #    (The connection's search_path is the version's schema: see _connect.)
             done = await checkpoints.lock(conn, self.projection.name, self.version, partitions)
             # 2. Decoded in the fetch stage. A record that does not decode never will:
             #    it is poison at once.
@@ -374,7 +378,8 @@ class ProjectionRunner:
         PROJECTED_EVENTS.labels(*self._labels, "applied").inc(applied)
         PROJECTED_EVENTS.labels(*self._labels, "dead_lettered").inc(len(dead))
         PROJECTED_EVENTS.labels(*self._labels, "skipped").inc(skipped)
-        await self._commit_kafka_offsets(next_offsets)
+        if time.monotonic() - self._kafka_committed_at >= _KAFKA_COMMIT_INTERVAL:
+            await self._commit_kafka_offsets()
 
     async def _apply_one_by_one(
         self, conn: AsyncConnection[Any], records: Sequence[LogRecord]
@@ -448,19 +453,33 @@ class ProjectionRunner:
         # BrokerUnavailable propagates: the transaction rolls back and the batch is redone.
         await self._dlq.append_raw(self._topics.dlq, letter.key, letter.encode(), headers)
 
-    async def _commit_kafka_offsets(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        assert self._consumer is not None
+    async def _commit_kafka_offsets(self) -> None:
+        """Tell Kafka how far we are, for external lag tools only (our checkpoints are the
+        truth), so at most once per _KAFKA_COMMIT_INTERVAL rather than once per batch."""
+        consumer = self._consumer
+        assert consumer is not None
+        self._kafka_committed_at = time.monotonic()
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        offsets = {
+            TopicPartition(t, p): o for (t, p), o in self.positions.items() if (t, p) in assigned
+        }
+        if not offsets:
+            return
         try:
-            await self._consumer.commit(
-                {TopicPartition(t, p): o for (t, p), o in next_offsets.items()}
-            )
-        except KafkaError as exc:  # informational only; our checkpoints are the truth
+            async with asyncio.timeout(5):
+                await consumer.commit(offsets)
+        except (KafkaError, TimeoutError) as exc:
             logger.debug("kafka offset commit skipped: %s", exc)
 
     async def _connect(self) -> AsyncConnection[Any]:
         try:
             return await AsyncConnection.connect(
-                self._database_url, autocommit=True, connect_timeout=10
+                self._database_url,
+                autocommit=True,
+                connect_timeout=10,
+                # Projection SQL uses unqualified names: they resolve in this version's
+                # schema. Set at connection start, so no batch pays a round trip for it.
+                options=f"-c search_path={self.schema},public",
             )
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(self._database_url, str(exc).strip()) from exc

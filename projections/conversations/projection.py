@@ -230,9 +230,11 @@ class ConversationsProjection(Projection):
             await self._forget(conn, prepared.forgotten)
         if prepared.conversations == "[]":
             return
-        await conn.execute(_UPSERT_SQL, [prepared.conversations, prepared.users])
+        async with conn.pipeline():  # both statements in one round trip
+            await conn.execute(_UPSERT_SQL, [prepared.conversations, prepared.users])
+            if prepared.turns:
+                await conn.execute(_DELETE_TURNS_SQL, [prepared.ended])
         if prepared.turns:
-            await conn.execute(_DELETE_TURNS_SQL, [prepared.ended])
             async with conn.cursor().copy(_COPY_TURNS_SQL) as copy:
                 await copy.write(prepared.turns)
 
@@ -309,13 +311,18 @@ class ConversationsProjection(Projection):
 
     @staticmethod
     async def _forget(conn: AsyncConnection[Any], subjects: list[tuple[str, str]]) -> None:
-        tenants = [t for t, _ in subjects]
-        names = [s for _, s in subjects]
-        for table in ("turns", "conversations", "users"):
+        params = [[t for t, _ in subjects], [s for _, s in subjects]]
+        await conn.execute(
+            "DELETE FROM turns t USING conversations c"
+            " WHERE t.tenant = c.tenant AND t.conversation_id = c.conversation_id"
+            "   AND (c.tenant, c.subject) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+            params,
+        )
+        for table in ("conversations", "users"):
             await conn.execute(
                 f"DELETE FROM {table} WHERE (tenant, subject) IN"
                 " (SELECT * FROM unnest(%b::text[], %b::text[]))",
-                [tenants, names],
+                params,
             )
 
 

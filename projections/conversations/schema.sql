@@ -52,4 +52,5 @@ CREATE TABLE IF NOT EXISTS turns (
     tool_calls       jsonb,
     PRIMARY KEY (tenant, conversation_id, seq)
 );
-CREATE INDEX IF NOT EXISTS turns_by_subject ON turns (tenant, subject);
+-- No index by subject: erasure finds a user's turns through their conversations, and
+-- every turn inserted would pay for one.
