@@ -4,37 +4,46 @@
     memstream infra up|down|status     the local Kafka and PostgreSQL
     memstream migrate                  apply the core SQL migrations
     memstream projections run NAME     one projection as a worker of its consumer group
+    memstream tenants create|list      tenants
+    memstream keys create|list|revoke  API keys (the token is shown once; stored hashed)
+    memstream secrets add|list|revoke  webhook secrets (several active at once: rotation)
 
-Exit codes: 0 success; 1 unexpected failure; 2 bad usage or configuration;
-3 infrastructure unreachable (broker or database); 130 interrupted.
+Exit codes: 0 success; 1 unexpected failure; 2 bad usage, configuration or input;
+3 infrastructure unreachable (broker or database); 4 not found; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from prometheus_client import start_http_server
+from psycopg import AsyncConnection
 
 from infra import local
 from infra.kafka import KafkaLaunchError
 from infra.migrate import migrate
 from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
+from services import tenants as tenants_store
+from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
 from streams.runtime import ProjectionRunner, tune_gc_for_projecting
 from streams.topics import ensure_topics
 
 logger = logging.getLogger("memstream")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except ConfigurationError as exc:
+    except (ConfigurationError, TenantError) as exc:
         print(f"memstream: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (BrokerUnavailable, DatabaseUnavailable, KafkaLaunchError, PostgresLaunchError) as exc:
@@ -115,6 +124,53 @@ def _parser() -> argparse.ArgumentParser:
         help="for a new version: start from this ISO-8601 time instead of the earliest offset",
     )
     run_one.set_defaults(handler=_projection_run)
+
+    tenants = commands.add_parser("tenants", help="tenants").add_subparsers(
+        dest="tenants_command", required=True, metavar="ACTION"
+    )
+    create = tenants.add_parser("create", help="create a tenant")
+    create.add_argument("tenant", help="id: a-z, 0-9, '_' and '-' (used in URLs and subjects)")
+    create.add_argument("--name", help="display name (default: the id)")
+    create.add_argument("--region", help="ISO country for numbers without a country code, e.g. US")
+    create.set_defaults(handler=_tenants_create)
+    tenant_list = tenants.add_parser("list", help="list tenants")
+    tenant_list.set_defaults(handler=_tenants_list)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    key_create = keys.add_parser("create", help="issue an API key (the token is shown once)")
+    key_create.add_argument("--tenant", required=True)
+    key_create.add_argument("--label", help="what the key is for")
+    key_create.set_defaults(handler=_keys_create)
+    key_list = keys.add_parser("list", help="a tenant's keys (never their secrets)")
+    key_list.add_argument("--tenant", required=True)
+    key_list.set_defaults(handler=_keys_list)
+    key_revoke = keys.add_parser("revoke", help="revoke a key by its id")
+    key_revoke.add_argument("key_id")
+    key_revoke.set_defaults(handler=_keys_revoke)
+
+    webhook = commands.add_parser("secrets", help="webhook secrets").add_subparsers(
+        dest="secrets_command", required=True, metavar="ACTION"
+    )
+    secret_add = webhook.add_parser(
+        "add", help="add an active webhook secret (generated unless --secret); rotation: add, "
+        "switch the platform over, then revoke the old one",
+    )  # fmt: skip
+    secret_add.add_argument("--tenant", required=True)
+    secret_add.add_argument("--platform", required=True, choices=PLATFORMS)
+    secret_add.add_argument("--secret", help="the platform's secret (default: generate one)")
+    secret_add.set_defaults(handler=_secrets_add)
+    secret_list = webhook.add_parser("list", help="a tenant's webhook secrets")
+    secret_list.add_argument("--tenant", required=True)
+    secret_list.set_defaults(handler=_secrets_list)
+    secret_revoke = webhook.add_parser("revoke", help="revoke a webhook secret by its id")
+    secret_revoke.add_argument("secret_id", type=int)
+    secret_revoke.set_defaults(handler=_secrets_revoke)
+
+    for sub in (create, tenant_list, key_create, key_list, key_revoke, secret_add, secret_list,
+                secret_revoke):  # fmt: skip
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -181,6 +237,15 @@ def _projection_run(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings, [runner]))
 
 
+def _require_database(settings: Settings) -> Settings:
+    """The configured database, or the local one if it is running."""
+    status = local.status(settings)
+    if settings.database_url is None and status["postgres"].get("running"):
+        settings = settings.replace(database_url=status["postgres"]["endpoint"])
+    settings.require_database()
+    return settings
+
+
 def _require_endpoints(settings: Settings) -> Settings:
     """Configured endpoints, or the local infrastructure's if it is running."""
     status = local.status(settings)
@@ -191,6 +256,124 @@ def _require_endpoints(settings: Settings) -> Settings:
     settings.require_kafka()
     settings.require_database()
     return settings
+
+
+# -- tenants and credentials ----------------------------------------------------------
+
+
+def _with_database(
+    work: Callable[[AsyncConnection[Any]], Awaitable[int]], settings: Settings
+) -> int:
+    settings = _require_database(settings)
+    migrate(settings.require_database())
+
+    async def run() -> int:
+        try:
+            conn = await AsyncConnection.connect(settings.require_database(), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(settings.require_database(), str(exc).strip()) from exc
+        async with conn:
+            return await work(conn)
+
+    return asyncio.run(run())
+
+
+def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
+    print(json.dumps(value, default=str) if args.json else text)
+
+
+def _tenants_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        tenant = await tenants_store.create_tenant(conn, args.tenant, args.name, args.region)
+        _emit(args, dataclasses.asdict(tenant), f"created tenant {tenant.tenant}")
+        return EXIT_OK
+
+    return _with_database(work, settings)
+
+
+def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        found = await tenants_store.list_tenants(conn)
+        text = "\n".join(f"{t.tenant:<24} {t.name}" for t in found) or "no tenants"
+        _emit(args, [dataclasses.asdict(t) for t in found], text)
+        return EXIT_OK
+
+    return _with_database(work, settings)
+
+
+def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        issued = await tenants_store.issue_api_key(conn, args.tenant, args.label)
+        text = (f"key {issued.key_id} for {issued.tenant}; the token is shown only now:\n"
+                f"{issued.token}")  # fmt: skip
+        _emit(args, dataclasses.asdict(issued), text)
+        return EXIT_OK
+
+    return _with_database(work, settings)
+
+
+def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        found = await tenants_store.list_api_keys(conn, args.tenant)
+        text = (
+            "\n".join(
+                f"{k.key_id}  {'revoked' if k.revoked_at else 'active ':<8} {k.label or ''}"
+                for k in found
+            )
+            or "no keys"
+        )
+        _emit(args, [dataclasses.asdict(k) for k in found], text)
+        return EXIT_OK
+
+    return _with_database(work, settings)
+
+
+def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        revoked = await tenants_store.revoke_api_key(conn, args.key_id)
+        _emit(args, {"revoked": revoked}, "revoked" if revoked else "no such active key")
+        return EXIT_OK if revoked else EXIT_NOT_FOUND
+
+    return _with_database(work, settings)
+
+
+def _secrets_add(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        added = await tenants_store.add_webhook_secret(
+            conn, args.tenant, args.platform, args.secret
+        )
+        text = f"secret {added.secret_id} for {added.tenant}/{added.platform}: {added.secret}"
+        _emit(args, dataclasses.asdict(added), text)
+        return EXIT_OK
+
+    return _with_database(work, settings)
+
+
+def _secrets_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        found = await tenants_store.list_webhook_secrets(conn, args.tenant)
+        text = (
+            "\n".join(
+                f"{w.secret_id:>5}  {w.platform:<16} {'revoked' if w.revoked_at else 'active'}"
+                for w in found
+            )
+            or "no secrets"
+        )
+        # Listing never prints the secrets themselves.
+        rows = [{k: v for k, v in dataclasses.asdict(w).items() if k != "secret"} for w in found]
+        _emit(args, rows, text)
+        return EXIT_OK
+
+    return _with_database(work, settings)
+
+
+def _secrets_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: AsyncConnection[Any]) -> int:
+        revoked = await tenants_store.revoke_webhook_secret(conn, args.secret_id)
+        _emit(args, {"revoked": revoked}, "revoked" if revoked else "no such active secret")
+        return EXIT_OK if revoked else EXIT_NOT_FOUND
+
+    return _with_database(work, settings)
 
 
 async def _serve(settings: Settings, runners: list[ProjectionRunner]) -> int:

@@ -1,0 +1,231 @@
+"""Tenants and their credentials: API keys (stored hashed) and webhook secrets.
+
+An API key is the token ``msk_<key_id>_<secret>``: ``key_id`` finds the row, the secret
+is checked against its SHA-256 in constant time. Webhook secrets are HMAC keys or bearer
+tokens configured on the platforms' side; several can be active per tenant and platform
+at once, which is how a secret is rotated: add the new one, switch the platform, revoke
+the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, errors
+from psycopg.rows import class_row
+
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PLATFORMS = ("elevenlabs", "elevenlabs-init", "vapi", "retell")
+_TOKEN = re.compile(r"^msk_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
+
+
+class TenantError(ValueError):
+    """A tenant or credential operation was refused; `code` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant: str
+    name: str
+    default_region: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    tenant: str
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new key: `token` is shown once and never stored."""
+
+    key_id: str
+    tenant: str
+    token: str
+
+
+@dataclass(frozen=True)
+class WebhookSecret:
+    secret_id: int
+    tenant: str
+    platform: str
+    secret: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def create_tenant(
+    conn: AsyncConnection[Any],
+    tenant: str,
+    name: str | None = None,
+    default_region: str | None = None,
+) -> Tenant:
+    if not TENANT_PATTERN.match(tenant):
+        raise TenantError(
+            "invalid_tenant",
+            "a tenant id is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter"
+            " or digit",
+        )
+    if default_region is not None and not re.fullmatch(r"[A-Z]{2}", default_region):
+        raise TenantError("invalid_region", "the default region is an ISO 3166 code like 'US'")
+    cursor = conn.cursor(row_factory=class_row(Tenant))
+    try:
+        await cursor.execute(
+            "INSERT INTO memstream.tenants (tenant, name, default_region) VALUES (%s, %s, %s)"
+            " RETURNING tenant, name, default_region, created_at",
+            [tenant, name or tenant, default_region],
+        )
+    except errors.UniqueViolation:
+        raise TenantError("tenant_exists", f"tenant {tenant!r} exists already") from None
+    row = await cursor.fetchone()
+    assert row is not None
+    return row
+
+
+async def get_tenant(conn: AsyncConnection[Any], tenant: str) -> Tenant | None:
+    cursor = conn.cursor(row_factory=class_row(Tenant))
+    await cursor.execute(
+        "SELECT tenant, name, default_region, created_at FROM memstream.tenants WHERE tenant = %s",
+        [tenant],
+    )
+    return await cursor.fetchone()
+
+
+async def list_tenants(conn: AsyncConnection[Any]) -> list[Tenant]:
+    cursor = conn.cursor(row_factory=class_row(Tenant))
+    await cursor.execute(
+        "SELECT tenant, name, default_region, created_at FROM memstream.tenants ORDER BY tenant"
+    )
+    return await cursor.fetchall()
+
+
+async def _require_tenant(conn: AsyncConnection[Any], tenant: str) -> None:
+    if await get_tenant(conn, tenant) is None:
+        raise TenantError("unknown_tenant", f"no tenant {tenant!r}")
+
+
+# -- API keys ---------------------------------------------------------------------------
+
+
+async def issue_api_key(
+    conn: AsyncConnection[Any], tenant: str, label: str | None = None
+) -> IssuedKey:
+    await _require_tenant(conn, tenant)
+    key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
+    secret = secrets.token_urlsafe(32)  # 43 characters
+    await conn.execute(
+        "INSERT INTO memstream.api_keys (key_id, tenant, secret_hash, label)"
+        " VALUES (%s, %s, %s, %s)",
+        [key_id, tenant, _hash(secret), label],
+    )
+    return IssuedKey(key_id=key_id, tenant=tenant, token=f"msk_{key_id}_{secret}")
+
+
+async def authenticate_api_key(conn: AsyncConnection[Any], token: str) -> ApiKey | None:
+    """The active key this token proves, or None (unknown, wrong secret, revoked, malformed)."""
+    match = _TOKEN.match(token)
+    if match is None:
+        return None
+    key_id, secret = match.groups()
+    cursor = await conn.execute(
+        "SELECT key_id, tenant, label, created_at, revoked_at, secret_hash"
+        " FROM memstream.api_keys WHERE key_id = %s",
+        [key_id],
+    )
+    row = await cursor.fetchone()
+    # Hash and compare even when the key is unknown: the answer takes the same time.
+    expected = bytes(row[5]) if row else _hash("")
+    if not hmac.compare_digest(_hash(secret), expected) or row is None or row[4] is not None:
+        return None
+    return ApiKey(key_id=row[0], tenant=row[1], label=row[2], created_at=row[3], revoked_at=row[4])
+
+
+async def list_api_keys(conn: AsyncConnection[Any], tenant: str) -> list[ApiKey]:
+    cursor = conn.cursor(row_factory=class_row(ApiKey))
+    await cursor.execute(
+        "SELECT key_id, tenant, label, created_at, revoked_at FROM memstream.api_keys"
+        " WHERE tenant = %s ORDER BY created_at",
+        [tenant],
+    )
+    return await cursor.fetchall()
+
+
+async def revoke_api_key(conn: AsyncConnection[Any], key_id: str) -> bool:
+    """Revoke a key; False if there is no such active key."""
+    cursor = await conn.execute(
+        "UPDATE memstream.api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
+        [key_id],
+    )
+    return cursor.rowcount == 1
+
+
+# -- webhook secrets --------------------------------------------------------------------
+
+
+async def add_webhook_secret(
+    conn: AsyncConnection[Any], tenant: str, platform: str, secret: str | None = None
+) -> WebhookSecret:
+    """Add an active secret (generated when not given: the platform is then told it)."""
+    if platform not in PLATFORMS:
+        raise TenantError("invalid_platform", f"platform must be one of {', '.join(PLATFORMS)}")
+    if secret is not None and len(secret) < 16:
+        raise TenantError("weak_secret", "a webhook secret has at least 16 characters")
+    await _require_tenant(conn, tenant)
+    cursor = conn.cursor(row_factory=class_row(WebhookSecret))
+    await cursor.execute(
+        "INSERT INTO memstream.webhook_secrets (tenant, platform, secret) VALUES (%s, %s, %s)"
+        " RETURNING secret_id, tenant, platform, secret, created_at, revoked_at",
+        [tenant, platform, secret or f"whsec_{secrets.token_urlsafe(32)}"],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return row
+
+
+async def active_webhook_secrets(
+    conn: AsyncConnection[Any], tenant: str, platform: str
+) -> list[str]:
+    cursor = await conn.execute(
+        "SELECT secret FROM memstream.webhook_secrets"
+        " WHERE tenant = %s AND platform = %s AND revoked_at IS NULL ORDER BY secret_id",
+        [tenant, platform],
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def list_webhook_secrets(conn: AsyncConnection[Any], tenant: str) -> list[WebhookSecret]:
+    cursor = conn.cursor(row_factory=class_row(WebhookSecret))
+    await cursor.execute(
+        "SELECT secret_id, tenant, platform, secret, created_at, revoked_at"
+        " FROM memstream.webhook_secrets WHERE tenant = %s ORDER BY secret_id",
+        [tenant],
+    )
+    return await cursor.fetchall()
+
+
+async def revoke_webhook_secret(conn: AsyncConnection[Any], secret_id: int) -> bool:
+    cursor = await conn.execute(
+        "UPDATE memstream.webhook_secrets SET revoked_at = now()"
+        " WHERE secret_id = %s AND revoked_at IS NULL",
+        [secret_id],
+    )
+    return cursor.rowcount == 1

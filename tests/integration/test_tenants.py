@@ -1,0 +1,104 @@
+"""Tenants, API keys and webhook secrets in PostgreSQL, and their CLI commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from services import tenants
+from services.tenants import TenantError
+from streams import Settings
+from tests.helpers import scalar
+
+
+async def test_an_issued_key_authenticates_as_its_tenant_and_is_stored_hashed(db: Any) -> None:
+    await tenants.create_tenant(db, "acme", "Acme Dental")
+    issued = await tenants.issue_api_key(db, "acme", label="ingest")
+    key = await tenants.authenticate_api_key(db, issued.token)
+    assert key is not None and key.tenant == "acme" and key.key_id == issued.key_id
+    secret = issued.token.rsplit("_", 1)[1]
+    stored = await scalar(
+        db, "SELECT secret_hash FROM memstream.api_keys WHERE key_id = %s", key.key_id
+    )
+    assert secret.encode() not in bytes(stored) and len(bytes(stored)) == 32
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda token: token[:-1] + ("A" if token[-1] != "A" else "B"),  # wrong secret
+        lambda token: token.replace("msk_", "msx_"),  # malformed
+        lambda token: "msk_" + "z" * 12 + "_" + token.rsplit("_", 1)[1],  # unknown key id
+        lambda token: "",
+    ],
+)
+async def test_a_wrong_or_malformed_token_authenticates_nobody(db: Any, mangle: Any) -> None:
+    await tenants.create_tenant(db, "acme")
+    issued = await tenants.issue_api_key(db, "acme")
+    assert await tenants.authenticate_api_key(db, mangle(issued.token)) is None
+
+
+async def test_a_revoked_key_no_longer_authenticates(db: Any) -> None:
+    await tenants.create_tenant(db, "acme")
+    issued = await tenants.issue_api_key(db, "acme")
+    assert await tenants.revoke_api_key(db, issued.key_id) is True
+    assert await tenants.authenticate_api_key(db, issued.token) is None
+    assert await tenants.revoke_api_key(db, issued.key_id) is False
+
+
+async def test_webhook_secrets_rotate_with_several_active_at_once(db: Any) -> None:
+    await tenants.create_tenant(db, "acme")
+    old = await tenants.add_webhook_secret(db, "acme", "elevenlabs", "wsec_old_secret_0001")
+    new = await tenants.add_webhook_secret(db, "acme", "elevenlabs")
+    assert new.secret.startswith("whsec_") and len(new.secret) > 32
+    active = await tenants.active_webhook_secrets(db, "acme", "elevenlabs")
+    assert active == ["wsec_old_secret_0001", new.secret]
+    await tenants.revoke_webhook_secret(db, old.secret_id)
+    assert await tenants.active_webhook_secrets(db, "acme", "elevenlabs") == [new.secret]
+    assert await tenants.active_webhook_secrets(db, "acme", "vapi") == []
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (lambda db: tenants.create_tenant(db, "Bad Tenant"), "invalid_tenant"),
+        (lambda db: tenants.create_tenant(db, "acme2", default_region="usa"), "invalid_region"),
+        (lambda db: tenants.issue_api_key(db, "nobody"), "unknown_tenant"),
+        (lambda db: tenants.add_webhook_secret(db, "acme", "zoom"), "invalid_platform"),
+        (lambda db: tenants.add_webhook_secret(db, "acme", "vapi", "short"), "weak_secret"),
+        (lambda db: tenants.create_tenant(db, "acme"), "tenant_exists"),
+    ],
+)
+async def test_invalid_requests_are_refused_with_a_code(db: Any, call: Any, code: str) -> None:
+    await tenants.create_tenant(db, "acme")
+    with pytest.raises(TenantError) as raised:
+        await call(db)
+    assert raised.value.code == code
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_cli_creates_a_tenant_issues_a_key_and_revokes_it(settings: Settings) -> None:
+    assert _cli(settings, "tenants", "create", "acme", "--region", "US").returncode == 0
+    created = _cli(settings, "keys", "create", "--tenant", "acme", "--json")
+    assert created.returncode == 0, created.stderr
+    issued = json.loads(created.stdout)
+    assert issued["token"].startswith(f"msk_{issued['key_id']}_")
+    listed = json.loads(_cli(settings, "keys", "list", "--tenant", "acme", "--json").stdout)
+    assert [k["key_id"] for k in listed] == [issued["key_id"]]
+    assert "token" not in listed[0] and "secret_hash" not in listed[0]
+    assert _cli(settings, "keys", "revoke", issued["key_id"]).returncode == 0
+    assert _cli(settings, "keys", "revoke", issued["key_id"]).returncode == 4  # not found
+    again = _cli(settings, "tenants", "create", "acme")
+    assert again.returncode == 2 and "exists" in again.stderr
