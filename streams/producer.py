@@ -69,6 +69,10 @@ class EventLog:
         self._started = False
 
     @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
     def topics(self) -> Topics:
         return self._topics
 

@@ -46,6 +46,10 @@ class Settings:
     metrics_port: int = 9464
     log_level: str = "INFO"
 
+    # Services.
+    ingest_port: int = 8080
+    max_body_bytes: int = 10 * 1024 * 1024
+
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ConfigurationError("MEMSTREAM_PARTITIONS must be >= 1")
@@ -99,6 +103,8 @@ class Settings:
             retry_backoff_ms=integer("RETRY_BACKOFF_MS", defaults.retry_backoff_ms),
             metrics_port=integer("METRICS_PORT", defaults.metrics_port),
             log_level=(text("LOG_LEVEL", defaults.log_level) or defaults.log_level).upper(),
+            ingest_port=integer("INGEST_PORT", defaults.ingest_port),
+            max_body_bytes=integer("MAX_BODY_BYTES", defaults.max_body_bytes),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -120,6 +126,8 @@ class Settings:
             "RETRY_BACKOFF_MS": self.retry_backoff_ms,
             "METRICS_PORT": self.metrics_port,
             "LOG_LEVEL": self.log_level,
+            "INGEST_PORT": self.ingest_port,
+            "MAX_BODY_BYTES": self.max_body_bytes,
         }
         return {f"MEMSTREAM_{k}": str(v) for k, v in values.items() if v is not None}
 

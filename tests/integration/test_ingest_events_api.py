@@ -1,0 +1,130 @@
+"""POST /v1/events: memstream events from any producer, authenticated by a tenant API key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from schemas import decode_event, encode_event
+from streams import Settings
+from streams.topics import Topics
+from tests.helpers import call_events, read_topic
+from tests.integration.ingest_fixtures import api_key, ingest
+
+__all__ = ["api_key", "ingest"]  # fixtures used by name below
+
+
+def wire(event: Any) -> dict[str, Any]:
+    return dict(orjson.loads(encode_event(event)))
+
+
+async def appended(settings: Settings) -> list[Any]:
+    return [
+        decode_event(r.value)
+        for r in await read_topic(settings, Topics(settings.topic_prefix).conversations)
+    ]
+
+
+async def test_events_are_appended_and_answered_with_their_positions(
+    topics: Settings, ingest: httpx.AsyncClient, api_key: str
+) -> None:
+    events = call_events("acme", 2)
+    response = await ingest.post(
+        "/v1/events",
+        json={"events": [wire(e) for e in events]},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [e["id"] for e in body["events"]] == [str(e.id) for e in events]
+    assert all(
+        e["position"].startswith(f"{topics.topic_prefix}.conversations:") for e in body["events"]
+    )
+    assert sorted(e.id for e in await appended(topics)) == sorted(e.id for e in events)
+
+
+async def test_the_same_events_sent_twice_are_appended_once(
+    topics: Settings, ingest: httpx.AsyncClient, api_key: str
+) -> None:
+    event = call_events("acme", 1)[0]
+    for _ in range(3):
+        response = await ingest.post(
+            "/v1/events", json=wire(event), headers={"Authorization": f"Bearer {api_key}"}
+        )
+        assert response.status_code == 200
+    assert response.json()["duplicates"] == 1
+    assert [e.id for e in await appended(topics)] == [event.id]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{}", {}, 401, "missing_credentials"),
+        (b"{}", {"Authorization": "Bearer msk_nope"}, 401, "bad_credentials"),
+        (b"{not json", None, 400, "malformed_json"),
+        (b"[]", None, 422, "no_events"),
+        (b'["x"]', None, 422, "invalid_event"),
+        (b'{"type": "conversation.started"}', None, 422, "missing_version"),
+        (b'{"type": "nope", "v": 1}', None, 422, "unknown_type"),
+    ],
+)
+async def test_bad_requests_are_refused_and_append_nothing(
+    topics: Settings,
+    ingest: httpx.AsyncClient,
+    api_key: str,
+    body: bytes,
+    headers: dict[str, str] | None,
+    status: int,
+    code: str,
+) -> None:
+    sent = headers if headers is not None else {"Authorization": f"Bearer {api_key}"}
+    response = await ingest.post("/v1/events", content=body, headers=sent)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert await appended(topics) == []
+
+
+async def test_a_field_of_the_wrong_type_is_refused_with_its_path(
+    topics: Settings, ingest: httpx.AsyncClient, api_key: str
+) -> None:
+    document = wire(call_events("acme", 1)[1])
+    document["data"]["turns"][2]["offset_ms"] = "soon"
+    response = await ingest.post(
+        "/v1/events", json=[document], headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["path"] == "events[0].data.turns.2.offset_ms"
+    assert await appended(topics) == []
+
+
+async def test_a_key_cannot_write_another_tenants_events(
+    topics: Settings, ingest: httpx.AsyncClient, api_key: str
+) -> None:
+    response = await ingest.post(
+        "/v1/events",
+        json=wire(call_events("beta", 1)[0]),
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "tenant_mismatch"
+    assert await appended(topics) == []
+
+
+async def test_a_body_over_the_limit_is_refused(topics: Settings, db: Any, api_key: str) -> None:
+    from services.ingest.app import create_app
+
+    small = topics.replace(max_body_bytes=1024)
+    app = create_app(small)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            events = [wire(e) for e in call_events("acme", 5)]
+            response = await client.post(
+                "/v1/events", json=events, headers={"Authorization": f"Bearer {api_key}"}
+            )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    assert await appended(topics) == []
