@@ -1,0 +1,299 @@
+"""Reading a parsed webhook body field by field, with the path of every field for errors.
+
+Every platform adapter reads its body through :class:`Node`, so a wrong shape
+anywhere becomes a :class:`~services.ingest.platforms.exceptions.PayloadError`
+naming the field (``data.transcript[3].time_in_call_secs``) instead of a
+``KeyError`` or ``TypeError`` deep inside an adapter.
+
+Conventions shared by all adapters:
+
+- an absent field and a JSON ``null`` are the same thing, "missing";
+- ``optional_*`` readers return ``None`` for a missing field, required readers
+  raise; both raise when the field is present with the wrong JSON type;
+- fields nobody reads are never looked at, so unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from services.ingest.platforms.exceptions import PayloadError
+
+__all__ = [
+    "Node",
+    "tool_arguments",
+    "tool_result_text",
+]
+
+_MISSING: Any = object()
+
+# Ids end up in Kafka keys, derived event ids (which refuse \x1f) and subjects
+# (whose pattern does not match a newline): a control character is a wrong shape.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+# Unix timestamps in milliseconds are above this; in seconds they stay below it
+# until the year 5138. Used only where a platform's unit is unconfirmed.
+_SMALLEST_UNIX_MS = 100_000_000_000
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+class Node:
+    """A value inside a webhook body, with the path it was read from."""
+
+    __slots__ = ("_value", "path")
+
+    def __init__(self, value: Any, path: str = "") -> None:
+        self._value = value
+        self.path = path
+
+    def __repr__(self) -> str:
+        # Never the value: it may be personal data.
+        return f"Node(path={self.path!r})"
+
+    # ------------------------------------------------------------------ navigation
+
+    @property
+    def missing(self) -> bool:
+        """True if the field is absent or null."""
+        return self._value is _MISSING or self._value is None
+
+    @property
+    def raw(self) -> Any:
+        """The JSON value as parsed, ``None`` when missing (for values kept verbatim)."""
+        return None if self.missing else self._value
+
+    def __getitem__(self, key: str) -> Node:
+        """The field ``key`` of this object; missing if this node is missing."""
+        path = f"{self.path}.{key}" if self.path else key
+        if self.missing:
+            return Node(_MISSING, path)
+        if not isinstance(self._value, dict):
+            raise self.error(f"must be an object, got {_json_kind(self._value)}")
+        return Node(self._value.get(key, _MISSING), path)
+
+    def first(self, *keys: str) -> Node:
+        """The first of the fields ``keys`` that is present, else the last one (missing)."""
+        node = self[keys[0]]
+        for key in keys[1:]:
+            if not node.missing:
+                return node
+            node = self[key]
+        return node
+
+    def items(self) -> list[Node]:
+        """The elements of this list; an empty list if missing."""
+        if self.missing:
+            return []
+        if not isinstance(self._value, list):
+            raise self.error(f"must be a list, got {_json_kind(self._value)}")
+        return [Node(value, f"{self.path}[{index}]") for index, value in enumerate(self._value)]
+
+    def error(self, message: str) -> PayloadError:
+        """A :class:`PayloadError` about this field."""
+        return PayloadError(self.path, message)
+
+    # ---------------------------------------------------------------------- values
+
+    def object(self) -> dict[str, Any]:
+        """A deep copy of this object, ``{}`` if missing (kept verbatim in an event)."""
+        if self.missing:
+            return {}
+        if not isinstance(self._value, dict):
+            raise self.error(f"must be an object, got {_json_kind(self._value)}")
+        # A copy, so the event never shares mutable state with the caller's body.
+        return copy.deepcopy(self._value)
+
+    def object_except(self, keys: Collection[str]) -> dict[str, Any]:
+        """Like :meth:`object`, without the fields ``keys`` (those mapped elsewhere)."""
+        return {key: value for key, value in self.object().items() if key not in keys}
+
+    def verbatim(self) -> Any:
+        """A deep copy of whatever JSON value is here, ``None`` if missing."""
+        return copy.deepcopy(self.raw)
+
+    def optional_string(self) -> str | None:
+        """A string, or ``None`` if missing."""
+        if self.missing:
+            return None
+        if not isinstance(self._value, str):
+            raise self.error(f"must be a string, got {_json_kind(self._value)}")
+        return self._value
+
+    def string(self) -> str:
+        """A string that must be present (it may be empty)."""
+        value = self.optional_string()
+        if value is None:
+            raise self.error("is required")
+        return value
+
+    def optional_identifier(self, *, integers: bool = False) -> str | None:
+        """An id: a string without control characters; ``None`` if missing or blank.
+
+        With ``integers``, a JSON integer is accepted too, as its decimal text
+        (for ids a customer passes through variables that may be numbers).
+        """
+        if integers and isinstance(self._value, int) and not isinstance(self._value, bool):
+            return str(self._value)
+        value = self.optional_string()
+        if value is None or not value.strip():
+            return None
+        if _CONTROL_CHARACTER.search(value):
+            raise self.error("must not contain control characters")
+        return value
+
+    def identifier(self) -> str:
+        """An id that must be present and not blank."""
+        value = self.optional_identifier()
+        if value is None:
+            raise self.error("is required" if self.missing else "must not be empty")
+        return value
+
+    def choice(self, allowed: Collection[str]) -> str:
+        """A string that must be one of ``allowed``."""
+        value = self.string()
+        if value not in allowed:
+            raise self.error(f"must be one of {', '.join(sorted(allowed))}")
+        return value
+
+    def optional_number(self) -> float | None:
+        """A finite JSON number (not a boolean), or ``None`` if missing."""
+        if self.missing:
+            return None
+        value = self._value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(f"must be a number, got {_json_kind(value)}")
+        if not math.isfinite(value):
+            raise self.error("must be a finite number")
+        return float(value)
+
+    def number(self) -> float:
+        """A finite number that must be present."""
+        value = self.optional_number()
+        if value is None:
+            raise self.error("is required")
+        return value
+
+    def optional_bool(self) -> bool | None:
+        """A JSON boolean, or ``None`` if missing."""
+        if self.missing:
+            return None
+        if not isinstance(self._value, bool):
+            raise self.error(f"must be a boolean, got {_json_kind(self._value)}")
+        return self._value
+
+    # ------------------------------------------------------------------- durations
+
+    # A negative offset is clamped to 0 rather than refused: it comes from clocks
+    # that disagree by a little (a system message stamped before the call's start),
+    # and refusing it would lose the whole transcript over it.
+
+    def offset_ms_from_secs(self) -> int:
+        """Seconds since the start of the call (required) as whole milliseconds, >= 0."""
+        return max(0, round(self.number() * 1000))
+
+    def offset_ms_from_ms(self, call_start: datetime) -> int:
+        """Milliseconds since the start of the call (required), >= 0.
+
+        Where the unit is unconfirmed: a value too large to be an offset is read
+        as an absolute unix time in milliseconds and measured from ``call_start``.
+        """
+        value = self.number()
+        if abs(value) >= _SMALLEST_UNIX_MS:
+            value -= call_start.timestamp() * 1000
+        return max(0, round(value))
+
+    # ------------------------------------------------------------------ timestamps
+
+    def optional_unix_secs(self) -> datetime | None:
+        """A unix timestamp in seconds as an aware UTC datetime, ``None`` if missing."""
+        value = self.optional_number()
+        return None if value is None else self._from_unix(value)
+
+    def optional_unix_ms(self) -> datetime | None:
+        """A unix timestamp in milliseconds as an aware UTC datetime, ``None`` if missing."""
+        value = self.optional_number()
+        return None if value is None else self._from_unix(value / 1000)
+
+    def optional_instant(self) -> datetime | None:
+        """A point in time given either as ISO 8601 text or as a unix number.
+
+        For platforms whose format is unconfirmed: a number is milliseconds when
+        it is too large to be seconds (see ``_SMALLEST_UNIX_MS``), else seconds.
+        ISO text without an offset is read as UTC.
+        """
+        if self.missing:
+            return None
+        if isinstance(self._value, str):
+            try:
+                parsed = datetime.fromisoformat(self._value)
+            except ValueError:
+                raise self.error("must be an ISO 8601 date and time") from None
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        value = self.number()
+        return self._from_unix(value / 1000 if abs(value) >= _SMALLEST_UNIX_MS else value)
+
+    def _from_unix(self, secs: float) -> datetime:
+        try:
+            # Through timedelta rather than fromtimestamp: exact for every float and
+            # independent of the platform's C library limits.
+            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=secs)
+        except OverflowError:
+            raise self.error("is not a representable point in time") from None
+
+
+def tool_arguments(node: Node) -> dict[str, Any]:
+    """A tool call's arguments, sent as a JSON object or as a JSON *string* of one.
+
+    Lenient by design: the arguments are written by an LLM, so a string that is
+    not JSON, or JSON that is not an object, is kept as ``{"_raw": <string>}``
+    rather than losing the whole transcript over it.
+    """
+    if node.missing:
+        return {}
+    value = node.raw
+    if isinstance(value, dict):
+        return node.object()
+    if not isinstance(value, str):
+        raise node.error(f"must be an object or a JSON string, got {_json_kind(value)}")
+    if not value.strip():
+        return {}
+    try:
+        # orjson, as everywhere on the wire: it also refuses NaN, which JSON cannot carry.
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {"_raw": value}
+    return parsed if isinstance(parsed, dict) else {"_raw": value}
+
+
+def tool_result_text(node: Node) -> str | None:
+    """What a tool answered, as text: strings as they are, other JSON serialised."""
+    if node.missing:
+        return None
+    value = node.raw
+    if isinstance(value, str):
+        return value
+    try:
+        # Sorted keys: a redelivery must give identical text.
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        raise node.error("must be JSON that memstream can store") from None
