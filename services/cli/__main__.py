@@ -248,13 +248,11 @@ def _require_database(settings: Settings) -> Settings:
 
 def _require_endpoints(settings: Settings) -> Settings:
     """Configured endpoints, or the local infrastructure's if it is running."""
+    settings = _require_database(settings)
     status = local.status(settings)
     if settings.kafka_bootstrap is None and status["kafka"].get("running"):
         settings = settings.replace(kafka_bootstrap=status["kafka"]["endpoint"])
-    if settings.database_url is None and status["postgres"].get("running"):
-        settings = settings.replace(database_url=status["postgres"]["endpoint"])
     settings.require_kafka()
-    settings.require_database()
     return settings
 
 
