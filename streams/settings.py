@@ -45,6 +45,8 @@ class Settings:
     # (0 disables it).
     metrics_port: int = 9464
     log_level: str = "INFO"
+    # "json" (one object a line, for log shippers) or "text" (for a terminal).
+    log_format: str = "json"
 
     # Services.
     ingest_port: int = 8080
@@ -62,6 +64,8 @@ class Settings:
             )
         if self.batch_max_records < 1:
             raise ConfigurationError("MEMSTREAM_BATCH_MAX_RECORDS must be >= 1")
+        if self.log_format not in ("json", "text"):
+            raise ConfigurationError("MEMSTREAM_LOG_FORMAT must be 'json' or 'text'")
         if self.poison_retries < 0:
             raise ConfigurationError("MEMSTREAM_POISON_RETRIES must be >= 0")
 
@@ -103,6 +107,7 @@ class Settings:
             retry_backoff_ms=integer("RETRY_BACKOFF_MS", defaults.retry_backoff_ms),
             metrics_port=integer("METRICS_PORT", defaults.metrics_port),
             log_level=(text("LOG_LEVEL", defaults.log_level) or defaults.log_level).upper(),
+            log_format=(text("LOG_FORMAT", defaults.log_format) or defaults.log_format).lower(),
             ingest_port=integer("INGEST_PORT", defaults.ingest_port),
             max_body_bytes=integer("MAX_BODY_BYTES", defaults.max_body_bytes),
         )
@@ -126,6 +131,7 @@ class Settings:
             "RETRY_BACKOFF_MS": self.retry_backoff_ms,
             "METRICS_PORT": self.metrics_port,
             "LOG_LEVEL": self.log_level,
+            "LOG_FORMAT": self.log_format,
             "INGEST_PORT": self.ingest_port,
             "MAX_BODY_BYTES": self.max_body_bytes,
         }

@@ -1,6 +1,8 @@
 """The ``memstream`` command.
 
-    memstream run                      infrastructure (unless configured) + every processor
+    memstream run                      infrastructure (unless configured), the ingest
+                                       service and every processor
+    memstream ingest                   the ingest service alone (webhooks in)
     memstream infra up|down|status     the local Kafka and PostgreSQL
     memstream migrate                  apply the core SQL migrations
     memstream projections run NAME     one projection as a worker of its consumer group
@@ -16,16 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
+import uvicorn
 from prometheus_client import start_http_server
 from psycopg import AsyncConnection
 
@@ -35,6 +39,8 @@ from infra.migrate import migrate
 from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
 from services import tenants as tenants_store
+from services.ingest.app import create_app
+from services.logs import configure_logging
 from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
 from streams.runtime import ProjectionRunner, tune_gc_for_projecting
@@ -54,11 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"memstream: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         result: int = args.handler(settings, args)
         return result
@@ -84,10 +86,20 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="start everything locally: infrastructure (unless configured) and every processor",
         description="Start Kafka and PostgreSQL unless MEMSTREAM_KAFKA_BOOTSTRAP / "
-        "MEMSTREAM_DATABASE_URL are set, apply migrations, create topics, and run every "
-        "projection until Ctrl-C. Stops on exit only the infrastructure it started.",
+        "MEMSTREAM_DATABASE_URL are set, apply migrations, create topics, and run the "
+        "ingest service (port MEMSTREAM_INGEST_PORT; 0 disables it) and every projection "
+        "until Ctrl-C. Stops on exit only the infrastructure it started.",
     )
     run.set_defaults(handler=_run)
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="run the ingest service alone (webhooks and /v1/events into the log)",
+        description="Serve the ingest HTTP API on MEMSTREAM_INGEST_PORT against the configured "
+        "(or running local) Kafka and PostgreSQL. Start several behind a load balancer to scale.",
+    )
+    ingest.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ingest.set_defaults(handler=_ingest)
 
     infra = commands.add_parser("infra", help="the local Kafka and PostgreSQL")
     infra_commands = infra.add_subparsers(dest="infra_command", required=True, metavar="ACTION")
@@ -223,9 +235,17 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         settings = infrastructure.settings
         migrate(settings.require_database())
         runners = [ProjectionRunner(cls(), settings) for cls in PROJECTIONS.values()]
-        return asyncio.run(_serve(settings, runners))
+        return asyncio.run(_serve(settings, runners, ingest_host="127.0.0.1"))
     finally:
         infrastructure.down()
+
+
+def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    settings = _require_endpoints(settings)
+    if not settings.ingest_port:
+        raise ConfigurationError("MEMSTREAM_INGEST_PORT is 0: the ingest service has no port")
+    migrate(settings.require_database())
+    return asyncio.run(_serve(settings, [], ingest_host=args.host))
 
 
 def _projection_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -374,32 +394,64 @@ def _secrets_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return _with_database(work, settings)
 
 
-async def _serve(settings: Settings, runners: list[ProjectionRunner]) -> int:
-    """Run the runners until SIGINT/SIGTERM; stop them gracefully."""
+async def _serve(
+    settings: Settings, runners: list[ProjectionRunner], *, ingest_host: str | None = None
+) -> int:
+    """Run the runners (and the ingest service, given a host) until SIGINT/SIGTERM; stop
+    them gracefully."""
     await ensure_topics(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     for runner in runners:
         await runner.start()
-    tune_gc_for_projecting()
+    if runners:
+        tune_gc_for_projecting()
+    server = _ingest_server(settings, ingest_host) if ingest_host else None
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
         for runner in runners:
             runner.stop()
+        if server is not None:
+            server.should_exit = True
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
-    logger.info("running %s; Ctrl-C to stop", ", ".join(r.projection.name for r in runners))
-    results: list[Any] = await asyncio.gather(
-        *(runner.run() for runner in runners), return_exceptions=True
-    )
+    names = [r.projection.name for r in runners] + (["ingest"] if server else [])
+    logger.info("running %s; Ctrl-C to stop", ", ".join(names))
+    tasks = [runner.run() for runner in runners] + ([server.serve()] if server else [])
+    results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     for failure in failures:
         logger.error("processor failed: %s", failure)
     # A Ctrl-C / SIGTERM is the normal way to stop a service: a clean stop exits 0.
     return EXIT_FAILURE if failures else EXIT_OK
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own SIGINT/SIGTERM handling: `_serve` stops everything together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _ingest_server(settings: Settings, host: str) -> uvicorn.Server | None:
+    """The ingest app on uvicorn, sharing this process's event loop and signal handling."""
+    if not settings.ingest_port:
+        return None
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=settings.ingest_port,
+        log_config=None,  # keep memstream's logging configuration
+        access_log=False,  # requests are counted in /metrics; errors are logged
+        lifespan="on",
+    )
+    server = _QuietServer(config)
+    logger.info("ingest on http://%s:%d", host, settings.ingest_port)
+    return server
 
 
 if __name__ == "__main__":

@@ -1,12 +1,22 @@
 """The ingest service: webhooks and the generic events API, into the log.
 
+Routes (``{tenant}`` is the memstream tenant the platform is configured for):
+
+- ``POST /v1/webhooks/{tenant}/elevenlabs`` — ElevenLabs post-call webhooks (HMAC);
+- ``POST /v1/webhooks/{tenant}/elevenlabs/initiation`` — ElevenLabs'
+  conversation-initiation webhook (bearer token): answers with the caller's briefing;
+- ``POST /v1/webhooks/{tenant}/vapi`` — Vapi's server URL (secret, bearer or HMAC);
+  ``assistant-request`` is answered with the briefing for ``?assistant_id=``;
+- ``POST /v1/webhooks/{tenant}/retell`` — Retell webhooks (HMAC keyed with the API key);
+- ``POST /v1/events`` — memstream events from any producer (tenant API key).
+
 Every request follows one path, and the order is the point:
 
 1. read the raw body, refusing more than ``MEMSTREAM_MAX_BODY_BYTES`` (413);
 2. find the tenant (404) and check the credentials over the *raw* bytes (401);
 3. parse the JSON (400) and normalise it into memstream events (422 with a field path);
 4. append the events and wait for the broker's acknowledgement (503 if it does not come);
-5. answer 200 with the event ids and their log positions.
+5. answer 200: the event ids and log positions, or the reply the platform expects.
 
 A refusal at any step appends nothing, answers a JSON error body
 ``{"error": {"code", "message", "path"?}}`` and counts in
@@ -15,6 +25,7 @@ A refusal at any step appends nothing, answers a JSON error body
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -29,16 +40,34 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from schemas import Event, EventDecodeError, InvalidEvent, decode_event
+from schemas import Event, EventDecodeError, InvalidEvent, decode_event, utc_now
 from services import tenants
+from services.briefing import Briefing, load_briefing
 from services.ingest.errors import IngestError
-from services.ingest.metrics import DEDUPE_HITS, REJECTED, REQUEST_SECONDS, REQUESTS
+from services.ingest.metrics import (
+    BRIEFING_FAILURES,
+    DEDUPE_HITS,
+    REJECTED,
+    REQUEST_SECONDS,
+    REQUESTS,
+    SIGNATURE_FAILURES,
+)
+from services.ingest.platforms import NormalisedWebhook, PayloadError, elevenlabs, retell, vapi
+from services.ingest.signatures import (
+    SignatureError,
+    verify_bearer,
+    verify_elevenlabs,
+    verify_retell,
+    verify_vapi,
+)
 from streams import BrokerUnavailable, EventLog, LogPosition, Settings
 
 logger = logging.getLogger(__name__)
 
 _SECRETS_TTL_S = 5.0
 _RECENT_IDS = 100_000
+# ElevenLabs and Vapi wait for the briefing while the caller hears the phone ring.
+_BRIEFING_TIMEOUT_S = 1.0
 
 
 class IngestService:
@@ -55,6 +84,7 @@ class IngestService:
         )
         self.log = EventLog(settings)
         self._credentials: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._tenants: dict[str, tuple[float, tenants.Tenant | None]] = {}
         self._recent: OrderedDict[Any, None] = OrderedDict()
 
     async def start(self) -> None:
@@ -82,11 +112,59 @@ class IngestService:
         return b"".join(chunks)
 
     async def tenant(self, tenant: str) -> tenants.Tenant:
-        async with self.pool.connection() as conn:
-            found = await tenants.get_tenant(conn, tenant)
+        """The tenant, cached a few seconds like the secrets (a webhook is one query less)."""
+        cached = self._tenants.get(tenant)
+        if cached is not None and time.monotonic() - cached[0] < _SECRETS_TTL_S:
+            found = cached[1]
+        else:
+            async with self.pool.connection() as conn:
+                found = await tenants.get_tenant(conn, tenant)
+            if len(self._tenants) > 10_000:  # URLs are client input: bound the cache
+                self._tenants.clear()
+            self._tenants[tenant] = (time.monotonic(), found)
         if found is None:
             raise IngestError(404, "unknown_tenant", f"no tenant {tenant!r}")
         return found
+
+    async def authenticate(
+        self, tenant: str, platform: str, verify: Callable[[list[str]], None]
+    ) -> None:
+        """Run ``verify`` over the tenant's active secrets for ``platform`` (401 if it fails).
+
+        ``platform`` is the secret's platform in ``memstream.webhook_secrets``.
+        """
+        secrets = await self.secrets(tenant, platform)
+        if not secrets:
+            SIGNATURE_FAILURES.labels(platform, "no_secret_configured").inc()
+            raise IngestError(
+                401,
+                "no_secret_configured",
+                f"tenant {tenant!r} has no active {platform} webhook secret"
+                f" (memstream secrets add --tenant {tenant} --platform {platform})",
+            )
+        try:
+            verify(secrets)
+        except SignatureError as exc:
+            SIGNATURE_FAILURES.labels(platform, exc.code).inc()
+            raise IngestError(401, exc.code, exc.message) from None
+
+    async def briefing(self, tenant: str, subject: str | None) -> Briefing:
+        """The caller's briefing; an empty one if the read models cannot give it in time.
+
+        The phone is ringing: a call that starts without memories is better than a
+        call that fails, so a database error or a slow read is logged and counted,
+        never answered with an error.
+        """
+        if subject is None:
+            return Briefing()
+        try:
+            async with asyncio.timeout(_BRIEFING_TIMEOUT_S):
+                async with self.pool.connection() as conn:
+                    return await load_briefing(conn, tenant, subject)
+        except (psycopg.Error, TimeoutError) as exc:
+            BRIEFING_FAILURES.labels(type(exc).__name__).inc()
+            logger.warning("briefing unavailable, answering an empty one: %s", exc)
+            return Briefing()
 
     async def secrets(self, tenant: str, platform: str) -> list[str]:
         """Active webhook secrets, cached a few seconds (rotation takes effect within that)."""
@@ -143,6 +221,14 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise IngestError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def normalise(parse: Callable[[], NormalisedWebhook]) -> NormalisedWebhook:
+    """Run a platform parser; its PayloadError becomes a 422 naming the field."""
+    try:
+        return parse()
+    except PayloadError as exc:
+        raise IngestError(422, exc.code, exc.message, path=exc.path) from None
 
 
 def accepted(
@@ -235,6 +321,133 @@ def create_app(settings: Settings) -> FastAPI:
             events.append(event)
         positions, hits = await service.append(events, "api")
         return JSONResponse(accepted(events, positions, hits))
+
+    async def deliver(webhook: NormalisedWebhook, platform: str) -> dict[str, Any]:
+        """Append a normalised webhook's events; the 200 body that acknowledges it."""
+        positions, hits = await service.append(webhook.events, platform)
+        logger.info(
+            "webhook accepted",
+            extra={
+                "kind": webhook.kind,
+                "conversation_id": webhook.conversation_id,
+                "events": len(webhook.events),
+                "duplicates": hits,
+            },
+        )
+        return {"kind": webhook.kind, **accepted(webhook.events, positions, hits)}
+
+    @app.post("/v1/webhooks/{tenant}/elevenlabs")
+    async def elevenlabs_post_call(tenant: str, request: Request) -> JSONResponse:
+        """ElevenLabs post-call webhooks: transcription, audio (not kept), initiation failure."""
+        body = await service.read_body(request)
+        found = await service.tenant(tenant)
+        await service.authenticate(
+            tenant,
+            "elevenlabs",
+            lambda keys: verify_elevenlabs(request.headers, body, keys, now=time.time()),
+        )
+        document = parse_json(body)
+        webhook = normalise(
+            lambda: elevenlabs.parse_post_call(
+                tenant, document, received_at=utc_now(), default_region=found.default_region
+            )
+        )
+        return JSONResponse(await deliver(webhook, "elevenlabs"))
+
+    @app.post("/v1/webhooks/{tenant}/elevenlabs/initiation")
+    async def elevenlabs_initiation(
+        tenant: str, request: Request, first_message: bool = False
+    ) -> JSONResponse:
+        """An inbound call is ringing: append conversation.started, answer the briefing.
+
+        ``?first_message=true`` also overrides the agent's first message for a
+        returning caller whose name is known (the agent must allow that override
+        in its ElevenLabs security settings, or ElevenLabs refuses the call).
+        """
+        body = await service.read_body(request)
+        found = await service.tenant(tenant)
+        await service.authenticate(
+            tenant, "elevenlabs-init", lambda keys: verify_bearer(request.headers, keys)
+        )
+        document = parse_json(body)
+        webhook = normalise(
+            lambda: elevenlabs.parse_initiation(
+                tenant, document, received_at=utc_now(), default_region=found.default_region
+            )
+        )
+        # The phone is ringing: read the briefing while the broker acknowledges.
+        briefing, _ = await asyncio.gather(
+            service.briefing(tenant, webhook.subject), deliver(webhook, "elevenlabs")
+        )
+        reply: dict[str, Any] = {
+            "type": "conversation_initiation_client_data",
+            "dynamic_variables": briefing.variables(),
+        }
+        greeting = briefing.greeting() if first_message else None
+        if greeting is not None:
+            reply["conversation_config_override"] = {"agent": {"first_message": greeting}}
+        return JSONResponse(reply)
+
+    @app.post("/v1/webhooks/{tenant}/vapi")
+    async def vapi_server_message(
+        tenant: str, request: Request, assistant_id: str | None = None
+    ) -> JSONResponse:
+        """Vapi's server URL: every message type, dispatched on ``message.type``.
+
+        ``assistant-request`` is answered with ``assistant_id`` (a query parameter of
+        the server URL configured in Vapi) and the caller's briefing as
+        ``assistantOverrides.variableValues``.
+        """
+        body = await service.read_body(request)
+        found = await service.tenant(tenant)
+        await service.authenticate(
+            tenant,
+            "vapi",
+            lambda keys: verify_vapi(request.headers, body, secrets=keys, now=time.time()),
+        )
+        document = parse_json(body)
+        webhook = normalise(
+            lambda: vapi.parse_server_message(
+                tenant, document, received_at=utc_now(), default_region=found.default_region
+            )
+        )
+        if webhook.kind != "vapi.assistant-request":
+            return JSONResponse(await deliver(webhook, "vapi"))
+        if not assistant_id:
+            raise IngestError(
+                422,
+                "assistant_not_configured",
+                "answering assistant-request needs the assistant: add ?assistant_id=<id>"
+                " to the server URL",
+                path="assistant_id",
+            )
+        briefing, _ = await asyncio.gather(
+            service.briefing(tenant, webhook.subject), deliver(webhook, "vapi")
+        )
+        return JSONResponse(
+            {
+                "assistantId": assistant_id,
+                "assistantOverrides": {"variableValues": briefing.variables()},
+            }
+        )
+
+    @app.post("/v1/webhooks/{tenant}/retell")
+    async def retell_webhook(tenant: str, request: Request) -> JSONResponse:
+        """Retell webhooks: call_ended and call_analyzed become conversation.ended."""
+        body = await service.read_body(request)
+        found = await service.tenant(tenant)
+        await service.authenticate(
+            tenant,
+            "retell",
+            lambda keys: verify_retell(request.headers, body, api_keys=keys, now=time.time()),
+        )
+        document = parse_json(body)
+        webhook = normalise(
+            lambda: retell.parse_webhook(
+                tenant, document, received_at=utc_now(), default_region=found.default_region
+            )
+        )
+        return JSONResponse(await deliver(webhook, "retell"))
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:

@@ -28,3 +28,8 @@ DEDUPE_HITS = Counter(
     "Webhooks whose event ids this process appended before (platform redeliveries).",
     ["platform"],
 )
+BRIEFING_FAILURES = Counter(
+    "memstream_ingest_briefing_failures_total",
+    "Call-start briefings answered empty because the read models failed or were too slow.",
+    ["reason"],
+)

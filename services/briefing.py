@@ -1,0 +1,109 @@
+"""The call-start briefing: what an agent should know about a caller as the phone rings.
+
+Built from the read models on a fast path: one indexed query, recency and
+salience only, no embedding or LLM call (the ElevenLabs initiation webhook and
+Vapi's assistant-request keep the caller waiting while it runs). The same
+briefing fills ElevenLabs' ``dynamic_variables`` and Vapi's ``variableValues``.
+
+Every key is always present; an unknown caller gets empty strings, because
+ElevenLabs refuses to start a conversation when a variable the agent uses is
+missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+__all__ = ["BRIEFING_KEYS", "Briefing", "load_briefing"]
+
+BRIEFING_KEYS = ("user_name", "memory_context", "recent_topics", "last_interaction")
+
+#: How many past conversations the briefing looks at.
+RECENT_CONVERSATIONS = 3
+#: Upper bound on ``memory_context``: it lands in the agent's prompt on every call.
+MEMORY_CONTEXT_CHARS = 1200
+
+# The user, and their latest ended conversations (index conversations_by_subject).
+# A LEFT JOIN so a caller with no ended conversation still gets a row.
+_QUERY = """
+SELECT u.display_name, c.ended_at, c.started_at, c.title, c.summary
+FROM conversations.users u
+LEFT JOIN LATERAL (
+    SELECT ended_at, started_at, title, summary
+    FROM conversations.conversations
+    WHERE tenant = u.tenant AND subject = u.subject AND status = 'ended'
+    ORDER BY started_at DESC NULLS LAST
+    LIMIT %(recent)s
+) c ON true
+WHERE u.tenant = %(tenant)s AND u.subject = %(subject)s
+"""
+
+
+@dataclass(frozen=True)
+class Briefing:
+    """What the agent is told about the caller; empty strings when nothing is known."""
+
+    user_name: str = ""
+    memory_context: str = ""
+    recent_topics: str = ""
+    last_interaction: str = ""
+    known: bool = False
+    """Whether the read models know this caller at all."""
+
+    def variables(self) -> dict[str, str]:
+        """The four variables, every key present, for the platform's reply."""
+        return {key: getattr(self, key) for key in BRIEFING_KEYS}
+
+    def greeting(self) -> str | None:
+        """A first message for a returning caller whose name is known, else None."""
+        if not self.user_name:
+            return None
+        return f"Hi {self.user_name}, good to hear from you again. How can I help today?"
+
+
+async def load_briefing(conn: AsyncConnection[Any], tenant: str, subject: str) -> Briefing:
+    """The briefing for ``subject``: a single read-model query."""
+    cursor = await conn.execute(
+        _QUERY, {"tenant": tenant, "subject": subject, "recent": RECENT_CONVERSATIONS}
+    )
+    rows = await cursor.fetchall()
+    if not rows:
+        return Briefing()
+    display_name = rows[0][0] or ""
+    conversations = [row[1:] for row in rows if row[1] is not None or row[2] is not None]
+    topics: list[str] = []
+    context: list[str] = []
+    for ended_at, started_at, title, summary in conversations:
+        if title and title not in topics:
+            topics.append(title)
+        if summary:
+            context.append(f"{_day(ended_at or started_at)}: {_one_line(summary)}")
+    last = conversations[0] if conversations else None
+    return Briefing(
+        user_name=display_name,
+        memory_context=_bounded("\n".join(context), MEMORY_CONTEXT_CHARS),
+        recent_topics="; ".join(topics),
+        last_interaction=_day(last[0] or last[1]) if last else "",
+        known=True,
+    )
+
+
+def _day(moment: datetime | None) -> str:
+    return moment.date().isoformat() if moment is not None else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _bounded(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    # End on a word boundary when there is one in the last part.
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut) + "…"
