@@ -9,8 +9,11 @@ model calls that a rebuild must replay instead of calling the model again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -27,6 +30,8 @@ EMBEDDINGS = "embeddings"
 SUMMARIES = "summaries"
 DLQ = "dlq"
 LOGICAL_TOPICS = (CONVERSATIONS, MEMORIES, EMBEDDINGS, SUMMARIES, DLQ)
+
+_METADATA_WAIT_S = 30.0
 
 TOPIC_CONFIG = {
     "retention.ms": "-1",
@@ -66,6 +71,30 @@ class Topics:
         return [self.name(logical) for logical in LOGICAL_TOPICS]
 
 
+async def _described_with_leaders(
+    admin: AIOKafkaAdminClient, names: list[str], wait: bool
+) -> list[dict[str, Any]]:
+    """Describe the topics; with ``wait``, until every partition has a leader.
+
+    A topic just created is not at once in the broker's metadata. A consumer that
+    subscribes in that window is assigned no partitions, and aiokafka only looks
+    again at the next metadata refresh (minutes later): so creation is complete
+    only when the metadata shows the partitions with their leaders.
+    """
+    deadline = time.monotonic() + _METADATA_WAIT_S
+    while True:
+        described: list[dict[str, Any]] = list(await admin.describe_topics(names))
+        ready = all(
+            topic.get("error_code", 0) == 0
+            and topic.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
+            for topic in described
+        )
+        if ready or not wait or time.monotonic() > deadline:
+            return described
+        await asyncio.sleep(0.1)
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; check existing ones have the configured partition count.
 
@@ -103,7 +132,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     raise BrokerUnavailable(
                         bootstrap, f"creating {name} failed with error {code}: {message}"
                     )
-        described = await admin.describe_topics(topics.all())
+        described = await _described_with_leaders(admin, topics.all(), bool(created))
         for topic in described:
             count = len(topic.get("partitions", []))
             if count and count != settings.partitions:

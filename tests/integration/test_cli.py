@@ -10,20 +10,33 @@ import sys
 import urllib.request
 from typing import Any
 
+import httpx
+import orjson
+
 from projections.conversations import get_conversation
+from services import tenants
 from streams import EventLog, Settings
 from streams.offsets import partitions_of
 from streams.topics import Topics
 from tests.helpers import call_events, closed_port, eventually
+from tests.integration.ingest_fixtures import SECRETS, TENANT, deliver, payload
 
 
-async def test_memstream_run_projects_the_log_serves_metrics_and_stops_cleanly(
+async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
     settings: Settings, db: Any
 ) -> None:
-    metrics_port = closed_port()
+    metrics_port, ingest_port = closed_port(), closed_port()
+    await tenants.create_tenant(db, TENANT, "Bayview Dental", default_region="US")
+    await tenants.add_webhook_secret(db, TENANT, "vapi", SECRETS["vapi"])
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"],
-        env={**os.environ, **settings.to_env(), "MEMSTREAM_METRICS_PORT": str(metrics_port)},
+        env={
+            **os.environ,
+            **settings.to_env(),
+            "MEMSTREAM_METRICS_PORT": str(metrics_port),
+            "MEMSTREAM_INGEST_PORT": str(ingest_port),
+            "MEMSTREAM_LOG_FORMAT": "json",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -46,6 +59,19 @@ async def test_memstream_run_projects_the_log_serves_metrics_and_stops_cleanly(
         )
         assert conversation["turn_count"] == 4
 
+        # A platform webhook, over the network, into the same read model.
+        webhook = payload("vapi_end_of_call_report")
+        call_id = webhook["message"]["call"]["id"]
+        base = f"http://127.0.0.1:{ingest_port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            await eventually(lambda: _ready(client), bool, timeout=30)
+            response = await deliver(client, "vapi", webhook)
+        assert response.status_code == 200, response.text
+        await eventually(
+            lambda: get_conversation(db, TENANT, call_id, with_turns=False),
+            lambda c: c is not None and c["status"] == "ended",
+        )
+
         metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
         assert (
             'memstream_projection_events_total{outcome="applied",projection="conversations"'
@@ -54,7 +80,20 @@ async def test_memstream_run_projects_the_log_serves_metrics_and_stops_cleanly(
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
+        print(stderr.decode()[-5000:])  # shown by pytest when the test fails
     assert process.returncode == 0, stderr.decode()[-3000:]
+    # Logs are JSON lines; the webhook's carries its conversation id as a field.
+    lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+    accepted = [entry for entry in lines if entry["message"] == "webhook accepted"]
+    assert [entry["conversation_id"] for entry in accepted] == [call_id]
+    assert accepted[0]["kind"] == "vapi.end-of-call-report"
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/health/ready")).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _get(url: str) -> str:
