@@ -50,6 +50,8 @@ class Settings:
 
     # Services.
     ingest_port: int = 8080
+    # 127.0.0.1 keeps a development machine's service private; containers need 0.0.0.0.
+    ingest_host: str = "127.0.0.1"
     max_body_bytes: int = 10 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -109,6 +111,7 @@ class Settings:
             log_level=(text("LOG_LEVEL", defaults.log_level) or defaults.log_level).upper(),
             log_format=(text("LOG_FORMAT", defaults.log_format) or defaults.log_format).lower(),
             ingest_port=integer("INGEST_PORT", defaults.ingest_port),
+            ingest_host=text("INGEST_HOST", defaults.ingest_host) or defaults.ingest_host,
             max_body_bytes=integer("MAX_BODY_BYTES", defaults.max_body_bytes),
         )
 
@@ -133,6 +136,7 @@ class Settings:
             "LOG_LEVEL": self.log_level,
             "LOG_FORMAT": self.log_format,
             "INGEST_PORT": self.ingest_port,
+            "INGEST_HOST": self.ingest_host,
             "MAX_BODY_BYTES": self.max_body_bytes,
         }
         return {f"MEMSTREAM_{k}": str(v) for k, v in values.items() if v is not None}

@@ -98,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the ingest HTTP API on MEMSTREAM_INGEST_PORT against the configured "
         "(or running local) Kafka and PostgreSQL. Start several behind a load balancer to scale.",
     )
-    ingest.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ingest.add_argument(
+        "--host", default=None, help="address to bind (default: MEMSTREAM_INGEST_HOST, 127.0.0.1)"
+    )
     ingest.set_defaults(handler=_ingest)
 
     infra = commands.add_parser("infra", help="the local Kafka and PostgreSQL")
@@ -235,7 +237,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         settings = infrastructure.settings
         migrate(settings.require_database())
         runners = [ProjectionRunner(cls(), settings) for cls in PROJECTIONS.values()]
-        return asyncio.run(_serve(settings, runners, ingest_host="127.0.0.1"))
+        return asyncio.run(_serve(settings, runners, ingest_host=settings.ingest_host))
     finally:
         infrastructure.down()
 
@@ -245,7 +247,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.ingest_port:
         raise ConfigurationError("MEMSTREAM_INGEST_PORT is 0: the ingest service has no port")
     migrate(settings.require_database())
-    return asyncio.run(_serve(settings, [], ingest_host=args.host))
+    return asyncio.run(_serve(settings, [], ingest_host=args.host or settings.ingest_host))
 
 
 def _projection_run(settings: Settings, args: argparse.Namespace) -> int:

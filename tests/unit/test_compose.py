@@ -218,16 +218,19 @@ def test_memstream_environment_points_at_the_compose_services(
     assert url.password == postgres_env["POSTGRES_PASSWORD"]
 
 
-def test_memstream_healthcheck_probes_the_metrics_port(
+def test_memstream_healthcheck_probes_ingest_readiness_and_ports_are_reachable(
     services: dict[str, dict[str, Any]],
 ) -> None:
     memstream = services["memstream"]
-    port = Settings.from_env(environment(memstream)).metrics_port
-    assert port == 9464
+    settings = Settings.from_env(environment(memstream))
+    assert settings.metrics_port == 9464 and settings.ingest_port == 8080
+    # Bound to loopback inside a container, the published port would reach nothing.
+    assert settings.ingest_host == "0.0.0.0"
     probe = " ".join(memstream["healthcheck"]["test"])
-    assert f":{port}/metrics" in probe and "python" in probe  # python:*-slim has no curl
+    assert f":{settings.ingest_port}/health/ready" in probe and "python" in probe  # no curl
     exposed = {int(str(p).split("/")[0]) for p in memstream.get("expose") or []}
-    assert port in exposed | published_ports(memstream).keys()
+    reachable = exposed | published_ports(memstream).keys()
+    assert {settings.metrics_port, settings.ingest_port} <= reachable
 
 
 def test_memstream_service_runs_the_console_script(services: dict[str, dict[str, Any]]) -> None:
