@@ -1,11 +1,13 @@
 """Read models built from the log, one sub-package each, and the registry of them."""
 
 from projections.conversations import ConversationsProjection
+from projections.memories import MemoriesProjection
 from streams.projection import Projection
 
 #: Every projection memstream runs, by name (what `memstream run` starts).
 PROJECTIONS: dict[str, type[Projection]] = {
     ConversationsProjection.name: ConversationsProjection,
+    MemoriesProjection.name: MemoriesProjection,
 }
 
 __all__ = ["PROJECTIONS"]

@@ -28,8 +28,15 @@ __all__ = [
     "ConversationStartedData",
     "MemoryAsserted",
     "MemoryAssertedData",
+    "MemoryExtracted",
+    "MemoryExtractedData",
+    "MemoryReinforced",
+    "MemoryReinforcedData",
     "MemoryRetracted",
     "MemoryRetractedData",
+    "MemorySuperseded",
+    "MemorySupersededData",
+    "Provenance",
     "Sector",
     "ToolCall",
     "Turn",
@@ -215,3 +222,73 @@ class UserForgotten(Event):
     v: Literal[1] = 1
     data: UserForgottenData
     topic: ClassVar[str] = "conversations"
+
+
+# ------------------------------------------------------- derived by extraction (memories)
+
+
+class Provenance(EventData):
+    """Where a memory came from: the conversation and the turns that said it."""
+
+    conversation_id: NonEmptyStr
+    turns: tuple[Annotated[int, Field(ge=0)], ...] = ()
+    """Indices into the conversation's transcript (``conversation.ended`` turns)."""
+
+
+class MemoryExtractedData(EventData):
+    memory_id: uuid.UUID
+    content: Annotated[PersonalText, StringConstraints(min_length=1)]
+    sector: Sector
+    salience: float = Field(ge=0.0, le=1.0)
+    kind: NonEmptyStr
+    """What the extractor saw: ``fact``, ``preference``, ``plan``, ``problem``, ``feeling``..."""
+    key: str | None = None
+    """A slot for facts that replace each other (``home_city``); None when facts accumulate."""
+    observed_at: AwareDatetime
+    """When the caller said it: the start of the call."""
+    extractor: NonEmptyStr
+    """Which path produced it: ``rules``, or ``llm:<model>``."""
+    extractor_version: NonEmptyStr
+    provenance: Provenance
+
+
+class MemoryExtracted(Event):
+    """A new memory about the user, found in a finished conversation."""
+
+    type: Literal["memory.extracted"] = "memory.extracted"
+    v: Literal[1] = 1
+    data: MemoryExtractedData
+    topic: ClassVar[str] = "memories"
+
+
+class MemoryReinforcedData(EventData):
+    memory_id: uuid.UUID
+    """The memory said again."""
+    observed_at: AwareDatetime
+    provenance: Provenance
+
+
+class MemoryReinforced(Event):
+    """A known memory came up again in another conversation."""
+
+    type: Literal["memory.reinforced"] = "memory.reinforced"
+    v: Literal[1] = 1
+    data: MemoryReinforcedData
+    topic: ClassVar[str] = "memories"
+
+
+class MemorySupersededData(EventData):
+    memory_id: uuid.UUID
+    """The memory no longer true."""
+    superseded_by: uuid.UUID
+    """The memory that replaces it (extracted from the same conversation)."""
+    observed_at: AwareDatetime
+
+
+class MemorySuperseded(Event):
+    """A memory was replaced by a newer fact for the same slot (moved city, changed plan)."""
+
+    type: Literal["memory.superseded"] = "memory.superseded"
+    v: Literal[1] = 1
+    data: MemorySupersededData
+    topic: ClassVar[str] = "memories"

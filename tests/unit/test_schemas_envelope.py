@@ -22,7 +22,10 @@ from schemas import (
     EventData,
     MemoryAsserted,
     MemoryAssertedData,
+    MemoryExtracted,
+    MemoryReinforced,
     MemoryRetracted,
+    MemorySuperseded,
     Source,
     Turn,
     UnknownEventType,
@@ -259,6 +262,9 @@ EXPECTED_TYPES = {
     ("memory.asserted", 1): (MemoryAsserted, "conversations"),
     ("memory.retracted", 1): (MemoryRetracted, "conversations"),
     ("user.forgotten", 1): (UserForgotten, "conversations"),
+    ("memory.extracted", 1): (MemoryExtracted, "memories"),
+    ("memory.reinforced", 1): (MemoryReinforced, "memories"),
+    ("memory.superseded", 1): (MemorySuperseded, "memories"),
 }
 
 

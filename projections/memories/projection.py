@@ -1,0 +1,301 @@
+"""Projects memory events into the memories read model (``memories``, ``reinforcements``).
+
+From the ``memories`` topic: ``memory.extracted`` (a new memory), ``memory.reinforced``
+(said again), ``memory.superseded`` (replaced by a newer fact for the same slot). From
+``conversations``: ``memory.asserted`` / ``memory.retracted`` (the API) and
+``user.forgotten`` (erasure).
+
+The two topics are consumed with no order between them, so every write is a merge
+that gives the same rows whatever the order and however often an event is seen:
+
+- a memory row is upserted from its ``extracted``/``asserted`` event (same id, same
+  values), keeping any state already recorded;
+- states only move towards ``retracted`` (active → superseded → retracted); a state
+  change that arrives first leaves a row without content, filled in later;
+- the reinforcement count is the number of distinct ``memory.reinforced`` events
+  (kept in ``reinforcements``), recomputed for the memories a batch touches;
+- ``user.forgotten`` deletes the user's rows and records the erasure time, and any
+  memory event about them from before that time is dropped when it arrives later.
+
+``prepare`` folds a batch into JSON documents (pure Python, in the runtime's fetch
+stage); ``apply`` ships them in five statements, the rows expanded server-side with
+``json_populate_recordset`` as in the conversations projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from psycopg import AsyncConnection
+
+from schemas import (
+    MemoryAsserted,
+    MemoryExtracted,
+    MemoryReinforced,
+    MemoryRetracted,
+    MemorySuperseded,
+    UserForgotten,
+)
+from streams.projection import LogRecord, Projection
+from streams.topics import CONVERSATIONS, MEMORIES
+
+__all__ = ["DECAY_PER_DAY", "MemoriesProjection", "PreparedBatch"]
+
+SCHEMA_SQL = (Path(__file__).parent / "schema.sql").read_text()
+
+#: Exponential decay of salience per day since the memory was last said, by sector.
+#: Half-lives: semantic ~139 days, procedural ~87, episodic ~46, emotional ~35,
+#: reflective ~2 years. Facts about a person fade slowly; what happened on one call
+#: and how they felt about it fade fast.
+DECAY_PER_DAY: dict[str, float] = {
+    "semantic": 0.005,
+    "procedural": 0.008,
+    "episodic": 0.015,
+    "emotional": 0.02,
+    "reflective": 0.001,
+}
+
+_STATE_RANK = {"active": 0, "superseded": 1, "retracted": 2}
+
+_MEMORY_COLUMNS = (
+    "tenant, memory_id, subject, content, sector, salience, decay_rate, kind, key, origin,"
+    " extractor, extractor_version, conversation_id, provenance, observed_at, last_seen_at,"
+    " updated_at"
+)
+_NOT_FORGOTTEN = """NOT EXISTS (
+    SELECT 1 FROM forgotten f
+     WHERE f.tenant = s.tenant AND f.subject = s.subject AND f.forgotten_at >= s.{time})"""
+
+_FORGET_SQL = [
+    """
+    INSERT INTO forgotten AS f (tenant, subject, forgotten_at)
+    SELECT tenant, subject, forgotten_at FROM json_populate_recordset(NULL::forgotten, %s::json)
+    ON CONFLICT (tenant, subject) DO UPDATE
+        SET forgotten_at = GREATEST(f.forgotten_at, EXCLUDED.forgotten_at)
+    """,
+    """
+    DELETE FROM memories m USING forgotten f
+     WHERE f.tenant = m.tenant AND f.subject = m.subject
+       AND COALESCE(m.observed_at, m.updated_at) <= f.forgotten_at
+       AND (f.tenant, f.subject) IN (SELECT tenant, subject
+                                       FROM json_populate_recordset(NULL::forgotten, %s::json))
+    """,
+    """
+    DELETE FROM reinforcements r USING forgotten f
+     WHERE f.tenant = r.tenant AND f.subject = r.subject AND r.observed_at <= f.forgotten_at
+       AND (f.tenant, f.subject) IN (SELECT tenant, subject
+                                       FROM json_populate_recordset(NULL::forgotten, %s::json))
+    """,
+]
+
+_UPSERT_MEMORIES_SQL = f"""
+INSERT INTO memories AS m ({_MEMORY_COLUMNS})
+SELECT {_MEMORY_COLUMNS} FROM json_populate_recordset(NULL::memories, %s::json) AS s
+ WHERE {_NOT_FORGOTTEN.format(time="observed_at")}
+ON CONFLICT (tenant, memory_id) DO UPDATE SET
+    subject = EXCLUDED.subject,
+    content = EXCLUDED.content,
+    sector = EXCLUDED.sector,
+    salience = EXCLUDED.salience,
+    decay_rate = EXCLUDED.decay_rate,
+    kind = EXCLUDED.kind,
+    key = EXCLUDED.key,
+    origin = EXCLUDED.origin,
+    extractor = EXCLUDED.extractor,
+    extractor_version = EXCLUDED.extractor_version,
+    conversation_id = EXCLUDED.conversation_id,
+    provenance = EXCLUDED.provenance,
+    observed_at = EXCLUDED.observed_at,
+    last_seen_at = GREATEST(m.last_seen_at, EXCLUDED.last_seen_at),
+    updated_at = GREATEST(m.updated_at, EXCLUDED.updated_at)
+    -- state and superseded_by are left as they are: a row created by an earlier
+    -- retraction or supersession keeps it.
+"""
+
+_INSERT_REINFORCEMENTS_SQL = f"""
+INSERT INTO reinforcements (tenant, event_id, memory_id, subject, observed_at, provenance)
+SELECT tenant, event_id, memory_id, subject, observed_at, provenance
+  FROM json_populate_recordset(NULL::reinforcements, %s::json) AS s
+ WHERE {_NOT_FORGOTTEN.format(time="observed_at")}
+ON CONFLICT (tenant, event_id) DO NOTHING
+"""
+
+_UPSERT_STATES_SQL = f"""
+INSERT INTO memories AS m (tenant, memory_id, subject, state, superseded_by, updated_at)
+SELECT tenant, memory_id, subject, state, superseded_by, updated_at
+  FROM json_populate_recordset(NULL::memories, %s::json) AS s
+ WHERE {_NOT_FORGOTTEN.format(time="updated_at")}
+ON CONFLICT (tenant, memory_id) DO UPDATE SET
+    state = CASE WHEN 'retracted' IN (m.state, EXCLUDED.state) THEN 'retracted'
+                 WHEN 'superseded' IN (m.state, EXCLUDED.state) THEN 'superseded'
+                 ELSE 'active' END,
+    superseded_by = COALESCE(m.superseded_by, EXCLUDED.superseded_by),
+    updated_at = GREATEST(m.updated_at, EXCLUDED.updated_at)
+"""
+
+# For the memories a batch touched: the count of distinct reinforcements and the last
+# time the memory was said.
+_RECOUNT_SQL = """
+UPDATE memories m
+   SET reinforcement_count = r.n,
+       last_seen_at = GREATEST(m.observed_at, r.last_seen_at)
+  FROM (SELECT t.tenant, t.memory_id, count(r.event_id)::int AS n,
+               max(r.observed_at) AS last_seen_at
+          FROM json_to_recordset(%s::json) AS t(tenant text, memory_id uuid)
+          LEFT JOIN reinforcements r ON r.tenant = t.tenant AND r.memory_id = t.memory_id
+         GROUP BY t.tenant, t.memory_id) r
+ WHERE m.tenant = r.tenant AND m.memory_id = r.memory_id
+"""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch folded into JSON documents (None: nothing of that kind in the batch)."""
+
+    forgotten: bytes | None
+    memories: bytes | None
+    reinforcements: bytes | None
+    states: bytes | None
+    touched: bytes | None
+
+
+class MemoriesProjection(Projection):
+    name: ClassVar[str] = "memories"
+    topics: ClassVar[tuple[str, ...]] = (MEMORIES, CONVERSATIONS)
+    tables: ClassVar[tuple[str, ...]] = ("memories", "reinforcements", "forgotten")
+
+    def schema_sql(self) -> str:
+        return SCHEMA_SQL
+
+    def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
+        forgotten: dict[tuple[str, str], dict[str, Any]] = {}
+        memories: dict[tuple[str, str], dict[str, Any]] = {}
+        reinforcements: dict[tuple[str, str], dict[str, Any]] = {}
+        states: dict[tuple[str, str], dict[str, Any]] = {}
+        for record in records:
+            event = record.event
+            if isinstance(event, MemoryExtracted):
+                data = event.data
+                memories[(event.tenant, str(data.memory_id))] = _memory_row(
+                    event.tenant,
+                    event.subject,
+                    str(data.memory_id),
+                    content=str(data.content),
+                    sector=data.sector,
+                    salience=data.salience,
+                    kind=data.kind,
+                    key=data.key,
+                    origin="extracted",
+                    extractor=data.extractor,
+                    extractor_version=data.extractor_version,
+                    conversation_id=data.provenance.conversation_id,
+                    provenance=[data.provenance.model_dump(mode="json")],
+                    observed_at=data.observed_at.isoformat(),
+                    updated_at=event.occurred_at.isoformat(),
+                )
+            elif isinstance(event, MemoryAsserted):
+                data_a = event.data
+                memories[(event.tenant, str(data_a.memory_id))] = _memory_row(
+                    event.tenant,
+                    event.subject,
+                    str(data_a.memory_id),
+                    content=str(data_a.content),
+                    sector=data_a.sector,
+                    salience=data_a.salience,
+                    kind="asserted",
+                    key=None,
+                    origin="asserted",
+                    extractor=data_a.asserted_by,
+                    extractor_version=None,
+                    conversation_id=event.correlation_id,
+                    provenance=[],
+                    observed_at=event.occurred_at.isoformat(),
+                    updated_at=event.occurred_at.isoformat(),
+                )
+            elif isinstance(event, MemoryReinforced):
+                reinforcements[(event.tenant, str(event.id))] = {
+                    "tenant": event.tenant,
+                    "event_id": str(event.id),
+                    "memory_id": str(event.data.memory_id),
+                    "subject": event.subject,
+                    "observed_at": event.data.observed_at.isoformat(),
+                    "provenance": event.data.provenance.model_dump(mode="json"),
+                }
+            elif isinstance(event, MemorySuperseded | MemoryRetracted):
+                superseded = isinstance(event, MemorySuperseded)
+                state = "superseded" if superseded else "retracted"
+                key = (event.tenant, str(event.data.memory_id))
+                previous = states.get(key)
+                if previous is None or _STATE_RANK[state] > _STATE_RANK[previous["state"]]:
+                    states[key] = {
+                        "tenant": event.tenant,
+                        "memory_id": key[1],
+                        "subject": event.subject,
+                        "state": state,
+                        "superseded_by": (
+                            str(event.data.superseded_by)
+                            if isinstance(event, MemorySuperseded)
+                            else (previous or {}).get("superseded_by")
+                        ),
+                        "updated_at": event.occurred_at.isoformat(),
+                    }
+            elif isinstance(event, UserForgotten):
+                key = (event.tenant, event.subject)
+                at = event.occurred_at.isoformat()
+                previous_f = forgotten.get(key)
+                if previous_f is None or previous_f["forgotten_at"] < at:
+                    forgotten[key] = {
+                        "tenant": event.tenant,
+                        "subject": event.subject,
+                        "forgotten_at": at,
+                    }
+            # Conversation events are another projection's business.
+        touched = {(r["tenant"], r["memory_id"]) for r in reinforcements.values()} | set(memories)
+        return PreparedBatch(
+            forgotten=_json(forgotten.values()),
+            memories=_json(memories.values()),
+            reinforcements=_json(reinforcements.values()),
+            states=_json(states.values()),
+            touched=_json({"tenant": t, "memory_id": m} for t, m in sorted(touched)),
+        )
+
+    async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
+        # 1. Erasures first: rows already here go, and the steps below drop anything
+        #    about the erased users from before the erasure.
+        if prepared.forgotten is not None:
+            for statement in _FORGET_SQL:
+                await conn.execute(statement, [prepared.forgotten])
+        # 2. Memories, reinforcements and state changes, each an order-independent merge.
+        if prepared.memories is not None:
+            await conn.execute(_UPSERT_MEMORIES_SQL, [prepared.memories])
+        if prepared.reinforcements is not None:
+            await conn.execute(_INSERT_REINFORCEMENTS_SQL, [prepared.reinforcements])
+        if prepared.states is not None:
+            await conn.execute(_UPSERT_STATES_SQL, [prepared.states])
+        # 3. Counts and last-seen times of what this batch touched.
+        if prepared.touched is not None:
+            await conn.execute(_RECOUNT_SQL, [prepared.touched])
+
+
+def _memory_row(
+    tenant: str, subject: str, memory_id: str, *, sector: str, observed_at: str, **values: Any
+) -> dict[str, Any]:
+    return {
+        "tenant": tenant,
+        "subject": subject,
+        "memory_id": memory_id,
+        "sector": sector,
+        "decay_rate": DECAY_PER_DAY[sector],
+        "observed_at": observed_at,
+        "last_seen_at": observed_at,
+        **values,
+    }
+
+
+def _json(rows: Any) -> bytes | None:
+    listed = list(rows)
+    return orjson.dumps(listed) if listed else None

@@ -1,0 +1,74 @@
+"""Read queries of the memories read model, through its live views (``memories.*``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+__all__ = ["REINFORCEMENT_BOOST", "get_memory", "list_memories", "top_memories"]
+
+#: Salience gained per reinforcement (capped at 1): a fact said on several calls matters.
+REINFORCEMENT_BOOST = 0.05
+
+# Decayed salience at %(now)s: salience (plus reinforcement) * exp(-rate * days since
+# the memory was last said). Computed at read time, so rows stay a pure function of
+# the log.
+_SCORE = """
+LEAST(1.0, salience + %(boost)s * reinforcement_count)
+  * exp(-decay_rate * GREATEST(0, extract(epoch FROM %(now)s - last_seen_at) / 86400.0))
+"""
+
+
+async def top_memories(
+    conn: AsyncConnection[Any], tenant: str, subject: str, *, now: datetime, limit: int = 8
+) -> list[dict[str, Any]]:
+    """The user's active memories by decayed salience (recency and salience), best first."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        f"""
+        SELECT memory_id, content, sector, kind, observed_at, last_seen_at,
+               reinforcement_count, {_SCORE} AS score
+          FROM memories.memories
+         WHERE tenant = %(tenant)s AND subject = %(subject)s
+           AND state = 'active' AND content IS NOT NULL
+         ORDER BY score DESC, memory_id
+         LIMIT %(limit)s
+        """,
+        {
+            "tenant": tenant,
+            "subject": subject,
+            "now": now,
+            "limit": limit,
+            "boost": REINFORCEMENT_BOOST,
+        },
+    )
+    return await cursor.fetchall()
+
+
+async def get_memory(
+    conn: AsyncConnection[Any], tenant: str, memory_id: uuid.UUID
+) -> dict[str, Any] | None:
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        "SELECT * FROM memories.memories WHERE tenant = %s AND memory_id = %s",
+        [tenant, memory_id],
+    )
+    return await cursor.fetchone()
+
+
+async def list_memories(
+    conn: AsyncConnection[Any], tenant: str, subject: str, *, state: str | None = "active"
+) -> list[dict[str, Any]]:
+    """A user's memories (with content), oldest first; every state when ``state`` is None."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        "SELECT * FROM memories.memories WHERE tenant = %s AND subject = %s"
+        " AND content IS NOT NULL AND (%s::text IS NULL OR state = %s)"
+        " ORDER BY observed_at, memory_id",
+        [tenant, subject, state, state],
+    )
+    return await cursor.fetchall()

@@ -1,0 +1,69 @@
+-- The memories read model: what memstream knows about each user, with its provenance.
+-- Created unqualified inside the projection version's own schema (memories_vN); readers
+-- query the views in schema `memories`. Every value derives from events only (no now()):
+-- decay is computed when reading, from observed_at / last_seen_at, so a rebuild from the
+-- log gives identical rows.
+--
+-- Events reach this projection from two topics (memories: extracted, reinforced,
+-- superseded; conversations: asserted, retracted, forgotten) with no order between
+-- them, so every write merges order-independently: a retraction or supersession that
+-- arrives before its memory leaves a row without content that the memory later fills,
+-- and the state only ever moves towards retracted.
+
+CREATE TABLE IF NOT EXISTS memories (
+    tenant               text        NOT NULL,
+    memory_id            uuid        NOT NULL,
+    subject              text        NOT NULL,
+    content              text,
+    sector               text        CHECK (sector IN ('semantic', 'episodic', 'procedural',
+                                                       'emotional', 'reflective')),
+    salience             real        CHECK (salience BETWEEN 0 AND 1),
+    -- Per-day exponential decay of salience, by sector (see projection.py DECAY_PER_DAY).
+    decay_rate           real,
+    state                text        NOT NULL DEFAULT 'active'
+                                     CHECK (state IN ('active', 'superseded', 'retracted')),
+    superseded_by        uuid,
+    kind                 text,
+    key                  text,
+    origin               text        CHECK (origin IN ('extracted', 'asserted')),
+    extractor            text,
+    extractor_version    text,
+    conversation_id      text,
+    provenance           jsonb       NOT NULL DEFAULT '[]',
+    reinforcement_count  integer     NOT NULL DEFAULT 0,
+    observed_at          timestamptz,
+    last_seen_at         timestamptz,
+    updated_at           timestamptz NOT NULL,
+    -- Content and the day it was said: questions name dates ("what did I say in March").
+    search               tsvector GENERATED ALWAYS AS (
+        to_tsvector('english', coalesce(content, '') || ' '
+                    || coalesce(to_char(observed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD Month'), ''))
+    ) STORED,
+    PRIMARY KEY (tenant, memory_id)
+);
+-- The briefing and search read one user's active memories.
+CREATE INDEX IF NOT EXISTS memories_by_subject
+    ON memories (tenant, subject, salience DESC) WHERE state = 'active';
+CREATE INDEX IF NOT EXISTS memories_search ON memories USING gin (search);
+
+-- One row per memory.reinforced event: the count is their number, so a redelivered
+-- event counts once.
+CREATE TABLE IF NOT EXISTS reinforcements (
+    tenant           text        NOT NULL,
+    event_id         uuid        NOT NULL,
+    memory_id        uuid        NOT NULL,
+    subject          text        NOT NULL,
+    observed_at      timestamptz NOT NULL,
+    provenance       jsonb       NOT NULL,
+    PRIMARY KEY (tenant, event_id)
+);
+CREATE INDEX IF NOT EXISTS reinforcements_by_memory ON reinforcements (tenant, memory_id);
+
+-- Erased users: memory events about them that happened before the erasure are dropped
+-- even when they arrive after it (they come from another topic).
+CREATE TABLE IF NOT EXISTS forgotten (
+    tenant        text        NOT NULL,
+    subject       text        NOT NULL,
+    forgotten_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant, subject)
+);
