@@ -1,7 +1,7 @@
 """The call-start briefing: what an agent should know about a caller as the phone rings.
 
-Built from the read models on a fast path: one indexed query, recency and
-salience only, no embedding or LLM call (the ElevenLabs initiation webhook and
+Built from the read models on a fast path: an indexed query per read model,
+recency and salience only, no embedding or LLM call (the ElevenLabs initiation webhook and
 Vapi's assistant-request keep the caller waiting while it runs). The same
 briefing fills ElevenLabs' ``dynamic_variables`` and Vapi's ``variableValues``.
 
@@ -18,12 +18,19 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from projections.memories import top_memories
+from schemas import utc_now
+
 __all__ = ["BRIEFING_KEYS", "Briefing", "load_briefing"]
 
 BRIEFING_KEYS = ("user_name", "memory_context", "recent_topics", "last_interaction")
 
 #: How many past conversations the briefing looks at.
 RECENT_CONVERSATIONS = 3
+#: How many memories the briefing lists.
+BRIEFING_MEMORIES = 8
+# Memories of what happened, or how the caller felt, make sense with their date.
+_DATED_SECTORS = frozenset({"episodic", "emotional"})
 #: Upper bound on ``memory_context``: it lands in the agent's prompt on every call.
 MEMORY_CONTEXT_CHARS = 1200
 
@@ -65,8 +72,22 @@ class Briefing:
         return f"Hi {self.user_name}, good to hear from you again. How can I help today?"
 
 
-async def load_briefing(conn: AsyncConnection[Any], tenant: str, subject: str) -> Briefing:
-    """The briefing for ``subject``: a single read-model query."""
+async def load_briefing(
+    conn: AsyncConnection[Any],
+    tenant: str,
+    subject: str,
+    *,
+    now: datetime | None = None,
+    with_memories: bool = True,
+) -> Briefing:
+    """The briefing for ``subject``: one query per read model.
+
+    ``memory_context`` lists the caller's strongest memories (salience decayed since
+    each was last said, see :func:`projections.memories.top_memories`), dated when
+    they are events, then the last call's summary; without memories (or with
+    ``with_memories`` false, when the memories read model does not exist yet) the
+    summaries of the last calls.
+    """
     cursor = await conn.execute(
         _QUERY, {"tenant": tenant, "subject": subject, "recent": RECENT_CONVERSATIONS}
     )
@@ -75,13 +96,22 @@ async def load_briefing(conn: AsyncConnection[Any], tenant: str, subject: str) -
         return Briefing()
     display_name = rows[0][0] or ""
     conversations = [row[1:] for row in rows if row[1] is not None or row[2] is not None]
+    memories = (
+        await top_memories(conn, tenant, subject, now=now or utc_now(), limit=BRIEFING_MEMORIES)
+        if with_memories
+        else []
+    )
     topics: list[str] = []
-    context: list[str] = []
+    summaries: list[str] = []
     for ended_at, started_at, title, summary in conversations:
         if title and title not in topics:
             topics.append(title)
         if summary:
-            context.append(f"{_day(ended_at or started_at)}: {_one_line(summary)}")
+            summaries.append(f"{_day(ended_at or started_at)}: {_one_line(summary)}")
+    lines = [_memory_line(m) for m in memories]
+    if lines and summaries:
+        lines.append(f"Last call {summaries[0]}")
+    context = lines or summaries
     last = conversations[0] if conversations else None
     return Briefing(
         user_name=display_name,
@@ -90,6 +120,13 @@ async def load_briefing(conn: AsyncConnection[Any], tenant: str, subject: str) -
         last_interaction=_day(last[0] or last[1]) if last else "",
         known=True,
     )
+
+
+def _memory_line(memory: dict[str, Any]) -> str:
+    content = _one_line(memory["content"])
+    if memory["sector"] in _DATED_SECTORS:
+        return f"- {content} ({_day(memory['observed_at'])})"
+    return f"- {content}"
 
 
 def _day(moment: datetime | None) -> str:

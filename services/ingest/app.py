@@ -85,6 +85,7 @@ class IngestService:
         self.log = EventLog(settings)
         self._credentials: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._tenants: dict[str, tuple[float, tenants.Tenant | None]] = {}
+        self._memories_checked: tuple[float, bool] = (float("-inf"), False)
         self._recent: OrderedDict[Any, None] = OrderedDict()
 
     async def start(self) -> None:
@@ -148,6 +149,16 @@ class IngestService:
             SIGNATURE_FAILURES.labels(platform, exc.code).inc()
             raise IngestError(401, exc.code, exc.message) from None
 
+    async def _memories_exist(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether the memories read model exists yet (checked every few seconds)."""
+        checked_at, exists = self._memories_checked
+        if time.monotonic() - checked_at > _SECRETS_TTL_S:
+            cursor = await conn.execute("SELECT to_regclass('memories.memories') IS NOT NULL")
+            row = await cursor.fetchone()
+            exists = bool(row and row[0])
+            self._memories_checked = (time.monotonic(), exists)
+        return exists
+
     async def briefing(self, tenant: str, subject: str | None) -> Briefing:
         """The caller's briefing; an empty one if the read models cannot give it in time.
 
@@ -160,7 +171,9 @@ class IngestService:
         try:
             async with asyncio.timeout(_BRIEFING_TIMEOUT_S):
                 async with self.pool.connection() as conn:
-                    return await load_briefing(conn, tenant, subject)
+                    return await load_briefing(
+                        conn, tenant, subject, with_memories=await self._memories_exist(conn)
+                    )
         except (psycopg.Error, TimeoutError) as exc:
             BRIEFING_FAILURES.labels(type(exc).__name__).inc()
             logger.warning("briefing unavailable, answering an empty one: %s", exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -10,9 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from projections.conversations import ConversationsProjection, get_conversation, get_user
-from schemas import ConversationEnded, ConversationStarted, decode_event
+from projections.memories import MemoriesProjection
+from schemas import ConversationEnded, ConversationStarted, MemoryExtracted, Source, decode_event
 from services.briefing import BRIEFING_KEYS
-from streams import Settings
+from streams import EventLog, Settings
 from streams.topics import Topics
 from tests.helpers import read_topic
 from tests.integration.ingest_fixtures import (
@@ -274,3 +277,54 @@ async def test_vapi_assistant_request_without_an_assistant_is_refused_and_append
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "assistant_not_configured"
     assert await appended(topics) == []
+
+
+async def test_initiation_briefs_the_agent_with_the_callers_strongest_memories(
+    topics: Settings, ingest: httpx.AsyncClient, tenant: str
+) -> None:
+    # Yesterday's call: memories decay from when they were said.
+    said_at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    call = payload("elevenlabs_post_call_transcription")
+    call["data"]["metadata"]["start_time_unix_secs"] = int(said_at.timestamp())
+    assert (await deliver(ingest, "elevenlabs", call)).status_code == 200
+
+    def memory(content: str, sector: str, salience: float) -> MemoryExtracted:
+        return MemoryExtracted.create(
+            tenant=TENANT,
+            subject=f"{TENANT}/{CALLER}",
+            source=Source(platform="memstream"),
+            occurred_at=said_at,
+            data={
+                "memory_id": uuid.uuid4(),
+                "content": content,
+                "sector": sector,
+                "salience": salience,
+                "kind": "fact",
+                "observed_at": said_at,
+                "extractor": "rules",
+                "extractor_version": "1",
+                "provenance": {"conversation_id": call["data"]["conversation_id"]},
+            },
+        )
+
+    async with EventLog(topics) as log:
+        await log.append_many(
+            [
+                memory("Allergic to penicillin", "semantic", 0.9),
+                memory("Moved the cleaning appointment to Friday", "episodic", 0.7),
+                memory("Likes the radio station in the waiting room", "semantic", 0.1),
+            ]
+        )
+    await project(topics, ConversationsProjection())
+    await project(topics, MemoriesProjection())
+
+    response = await deliver(ingest, "elevenlabs-init", payload("elevenlabs_initiation"))
+    assert response.status_code == 200, response.text
+    lines = response.json()["dynamic_variables"]["memory_context"].splitlines()
+    day = said_at.date().isoformat()
+    assert lines[:3] == [
+        "- Allergic to penicillin",
+        f"- Moved the cleaning appointment to Friday ({day})",
+        "- Likes the radio station in the waiting room",
+    ]
+    assert lines[3].startswith(f"Last call {day}: ")
