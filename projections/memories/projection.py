@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,12 +60,16 @@ DECAY_PER_DAY: dict[str, float] = {
     "reflective": 0.001,
 }
 
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
 _STATE_RANK = {"active": 0, "superseded": 1, "retracted": 2}
 
 _MEMORY_COLUMNS = (
     "tenant, memory_id, subject, content, sector, salience, decay_rate, kind, key, origin,"
     " extractor, extractor_version, conversation_id, provenance, observed_at, last_seen_at,"
-    " updated_at"
+    " observed_on, updated_at"
 )
 _NOT_FORGOTTEN = """NOT EXISTS (
     SELECT 1 FROM forgotten f
@@ -110,6 +115,7 @@ ON CONFLICT (tenant, memory_id) DO UPDATE SET
     conversation_id = EXCLUDED.conversation_id,
     provenance = EXCLUDED.provenance,
     observed_at = EXCLUDED.observed_at,
+    observed_on = EXCLUDED.observed_on,
     last_seen_at = GREATEST(m.last_seen_at, EXCLUDED.last_seen_at),
     updated_at = GREATEST(m.updated_at, EXCLUDED.updated_at)
     -- state and superseded_by are left as they are: a row created by an earlier
@@ -156,11 +162,11 @@ UPDATE memories m
 class PreparedBatch:
     """A batch folded into JSON documents (None: nothing of that kind in the batch)."""
 
-    forgotten: bytes | None
-    memories: bytes | None
-    reinforcements: bytes | None
-    states: bytes | None
-    touched: bytes | None
+    forgotten: str | None
+    memories: str | None
+    reinforcements: str | None
+    states: str | None
+    touched: str | None
 
 
 class MemoriesProjection(Projection):
@@ -194,7 +200,7 @@ class MemoriesProjection(Projection):
                     extractor_version=data.extractor_version,
                     conversation_id=data.provenance.conversation_id,
                     provenance=[data.provenance.model_dump(mode="json")],
-                    observed_at=data.observed_at.isoformat(),
+                    observed_at=data.observed_at,
                     updated_at=event.occurred_at.isoformat(),
                 )
             elif isinstance(event, MemoryAsserted):
@@ -213,7 +219,7 @@ class MemoriesProjection(Projection):
                     extractor_version=None,
                     conversation_id=event.correlation_id,
                     provenance=[],
-                    observed_at=event.occurred_at.isoformat(),
+                    observed_at=event.occurred_at,
                     updated_at=event.occurred_at.isoformat(),
                 )
             elif isinstance(event, MemoryReinforced):
@@ -282,20 +288,23 @@ class MemoriesProjection(Projection):
 
 
 def _memory_row(
-    tenant: str, subject: str, memory_id: str, *, sector: str, observed_at: str, **values: Any
+    tenant: str, subject: str, memory_id: str, *, sector: str, observed_at: datetime, **values: Any
 ) -> dict[str, Any]:
+    day = observed_at.astimezone(UTC)
     return {
         "tenant": tenant,
         "subject": subject,
         "memory_id": memory_id,
         "sector": sector,
         "decay_rate": DECAY_PER_DAY[sector],
-        "observed_at": observed_at,
-        "last_seen_at": observed_at,
+        "observed_at": observed_at.isoformat(),
+        "last_seen_at": observed_at.isoformat(),
+        # English names whatever the server's locale.
+        "observed_on": f"{day:%Y-%m-%d} {_MONTHS[day.month - 1]} {day.year} {_DAYS[day.weekday()]}",
         **values,
     }
 
 
-def _json(rows: Any) -> bytes | None:
+def _json(rows: Any) -> str | None:
     listed = list(rows)
-    return orjson.dumps(listed) if listed else None
+    return orjson.dumps(listed).decode() if listed else None

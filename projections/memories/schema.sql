@@ -34,10 +34,11 @@ CREATE TABLE IF NOT EXISTS memories (
     observed_at          timestamptz,
     last_seen_at         timestamptz,
     updated_at           timestamptz NOT NULL,
-    -- Content and the day it was said: questions name dates ("what did I say in March").
+    -- The day it was said, as words ("2026-11-19 November 2026 Thursday"): questions
+    -- name dates. Written by the projection (to_char is not immutable).
+    observed_on          text,
     search               tsvector GENERATED ALWAYS AS (
-        to_tsvector('english', coalesce(content, '') || ' '
-                    || coalesce(to_char(observed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD Month'), ''))
+        to_tsvector('english', coalesce(content, '') || ' ' || coalesce(observed_on, ''))
     ) STORED,
     PRIMARY KEY (tenant, memory_id)
 );
