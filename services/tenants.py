@@ -79,7 +79,7 @@ async def create_tenant(
     name: str | None = None,
     default_region: str | None = None,
 ) -> Tenant:
-    if not TENANT_PATTERN.match(tenant):
+    if not TENANT_PATTERN.fullmatch(tenant):
         raise TenantError(
             "invalid_tenant",
             "a tenant id is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter"

@@ -114,6 +114,10 @@ class IngestService:
 
     async def tenant(self, tenant: str) -> tenants.Tenant:
         """The tenant, cached a few seconds like the secrets (a webhook is one query less)."""
+        if not tenants.TENANT_PATTERN.fullmatch(tenant):
+            # Not a name a tenant can have (and a NUL byte would not even reach the
+            # database as text): unknown, without a query.
+            raise IngestError(404, "unknown_tenant", "no such tenant")
         cached = self._tenants.get(tenant)
         if cached is not None and time.monotonic() - cached[0] < _SECRETS_TTL_S:
             found = cached[1]
@@ -216,6 +220,13 @@ class IngestService:
             DEDUPE_HITS.labels(platform).inc(hits)
         try:
             positions = await self.log.append_many(fresh) if fresh else []
+        except orjson.JSONEncodeError as exc:
+            # Valid by the schema but not representable on the wire (an integer beyond
+            # 64 bits deep in platform metadata); records are encoded before anything
+            # is sent, so nothing was appended.
+            raise IngestError(
+                422, "unencodable_value", f"the payload holds a value that cannot be stored: {exc}"
+            ) from None
         except BrokerUnavailable as exc:
             logger.error("append failed: %s", exc)
             raise IngestError(

@@ -190,9 +190,7 @@ def _transcription(
     start_node = metadata_node["start_time_unix_secs"]
     started_at = start_node.optional_unix_secs()
     duration_node = metadata_node["call_duration_secs"]
-    duration = duration_node.optional_number()
-    if duration is not None and duration < 0:
-        raise duration_node.error("must not be negative")
+    duration = duration_node.optional_duration_secs()
     if started_at is None:
         if event_time is None or duration is None:
             raise start_node.error(

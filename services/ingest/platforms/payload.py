@@ -42,6 +42,11 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # until the year 5138. Used only where a platform's unit is unconfirmed.
 _SMALLEST_UNIX_MS = 100_000_000_000
 
+# No call lasts a week: a duration or an offset beyond it is a broken payload, and
+# refusing it here keeps timedelta and the 64-bit integers of the wire format from
+# overflowing further on.
+MAX_CALL_SECS = 7 * 24 * 3600
+
 
 def _json_kind(value: object) -> str:
     if isinstance(value, dict):
@@ -207,9 +212,20 @@ class Node:
     # that disagree by a little (a system message stamped before the call's start),
     # and refusing it would lose the whole transcript over it.
 
+    def optional_duration_secs(self, scale: float = 1.0) -> float | None:
+        """A call duration (``scale``: seconds per unit) in seconds; ``None`` if missing."""
+        value = self.optional_number()
+        if value is None:
+            return None
+        if value < 0:
+            raise self.error("must not be negative")
+        if value * scale > MAX_CALL_SECS:
+            raise self.error("is longer than any call")
+        return value * scale
+
     def offset_ms_from_secs(self) -> int:
         """Seconds since the start of the call (required) as whole milliseconds, >= 0."""
-        return max(0, round(self.number() * 1000))
+        return self._offset_ms(self.number() * 1000)
 
     def offset_ms_from_ms(self, call_start: datetime) -> int:
         """Milliseconds since the start of the call (required), >= 0.
@@ -220,6 +236,12 @@ class Node:
         value = self.number()
         if abs(value) >= _SMALLEST_UNIX_MS:
             value -= call_start.timestamp() * 1000
+        return self._offset_ms(value)
+
+    def _offset_ms(self, value: float) -> int:
+        # ±1.8e305 seconds is finite, but not once in milliseconds.
+        if not math.isfinite(value) or abs(value) > MAX_CALL_SECS * 1000:
+            raise self.error("is beyond the length of any call")
         return max(0, round(value))
 
     # ------------------------------------------------------------------ timestamps

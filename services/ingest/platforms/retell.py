@@ -102,10 +102,7 @@ def _call_ended(
         duration = (ended_at - started_at).total_seconds()
     else:
         duration_node = call["duration_ms"]
-        duration_ms = duration_node.optional_number()
-        if duration_ms is not None and duration_ms < 0:
-            raise duration_node.error("must not be negative")
-        duration = duration_ms / 1000 if duration_ms is not None else None
+        duration = duration_node.optional_duration_secs(scale=0.001)
     if started_at is None:
         if ended_at is None or duration is None:
             raise start_node.error("is required (or end_timestamp and duration_ms)")

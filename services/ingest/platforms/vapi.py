@@ -291,12 +291,9 @@ def _duration_secs(
     message: Node, started_at: datetime | None, ended_at: datetime | None
 ) -> float | None:
     for name, scale in (("durationSeconds", 1.0), ("durationMs", 0.001)):
-        node = message[name]
-        value = node.optional_number()
+        value = message[name].optional_duration_secs(scale)
         if value is not None:
-            if value < 0:
-                raise node.error("must not be negative")
-            return value * scale
+            return value
     if started_at is not None and ended_at is not None and ended_at >= started_at:
         return (ended_at - started_at).total_seconds()
     return None
