@@ -29,9 +29,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -240,19 +241,28 @@ class IngestService:
         return [by_id.get(e.id) for e in events], hits
 
 
+class Parse(Protocol):
+    """A platform adapter's parse function (see services.ingest.platforms)."""
+
+    def __call__(
+        self,
+        tenant: str,
+        body: dict[str, Any],
+        *,
+        received_at: datetime,
+        default_region: str | None = None,
+    ) -> NormalisedWebhook: ...
+
+
+#: Checks a request's credentials (headers, raw body, active secrets); raises SignatureError.
+Verify = Callable[[Mapping[str, str], bytes, list[str]], None]
+
+
 def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise IngestError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-
-
-def normalise(parse: Callable[[], NormalisedWebhook]) -> NormalisedWebhook:
-    """Run a platform parser; its PayloadError becomes a 422 naming the field."""
-    try:
-        return parse()
-    except PayloadError as exc:
-        raise IngestError(422, exc.code, exc.message, path=exc.path) from None
 
 
 def accepted(
@@ -360,21 +370,36 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return {"kind": webhook.kind, **accepted(webhook.events, positions, hits)}
 
-    @app.post("/v1/webhooks/{tenant}/elevenlabs")
-    async def elevenlabs_post_call(tenant: str, request: Request) -> JSONResponse:
-        """ElevenLabs post-call webhooks: transcription, audio (not kept), initiation failure."""
+    async def receive(
+        request: Request,
+        tenant: str,
+        secret_platform: str,
+        verify: Verify,
+        parse: Parse,
+    ) -> NormalisedWebhook:
+        """Steps 1-3 of every webhook: body, tenant, credentials, JSON, normalised events."""
         body = await service.read_body(request)
         found = await service.tenant(tenant)
         await service.authenticate(
-            tenant,
-            "elevenlabs",
-            lambda keys: verify_elevenlabs(request.headers, body, keys, now=time.time()),
+            tenant, secret_platform, lambda keys: verify(request.headers, body, keys)
         )
         document = parse_json(body)
-        webhook = normalise(
-            lambda: elevenlabs.parse_post_call(
+        try:
+            return parse(
                 tenant, document, received_at=utc_now(), default_region=found.default_region
             )
+        except PayloadError as exc:
+            raise IngestError(422, exc.code, exc.message, path=exc.path) from None
+
+    @app.post("/v1/webhooks/{tenant}/elevenlabs")
+    async def elevenlabs_post_call(tenant: str, request: Request) -> JSONResponse:
+        """ElevenLabs post-call webhooks: transcription, audio (not kept), initiation failure."""
+        webhook = await receive(
+            request,
+            tenant,
+            "elevenlabs",
+            lambda headers, body, keys: verify_elevenlabs(headers, body, keys, now=time.time()),
+            elevenlabs.parse_post_call,
         )
         return JSONResponse(await deliver(webhook, "elevenlabs"))
 
@@ -388,16 +413,12 @@ def create_app(settings: Settings) -> FastAPI:
         returning caller whose name is known (the agent must allow that override
         in its ElevenLabs security settings, or ElevenLabs refuses the call).
         """
-        body = await service.read_body(request)
-        found = await service.tenant(tenant)
-        await service.authenticate(
-            tenant, "elevenlabs-init", lambda keys: verify_bearer(request.headers, keys)
-        )
-        document = parse_json(body)
-        webhook = normalise(
-            lambda: elevenlabs.parse_initiation(
-                tenant, document, received_at=utc_now(), default_region=found.default_region
-            )
+        webhook = await receive(
+            request,
+            tenant,
+            "elevenlabs-init",
+            lambda headers, _body, keys: verify_bearer(headers, keys),
+            elevenlabs.parse_initiation,
         )
         # The phone is ringing: read the briefing while the broker acknowledges.
         briefing, _ = await asyncio.gather(
@@ -422,18 +443,12 @@ def create_app(settings: Settings) -> FastAPI:
         the server URL configured in Vapi) and the caller's briefing as
         ``assistantOverrides.variableValues``.
         """
-        body = await service.read_body(request)
-        found = await service.tenant(tenant)
-        await service.authenticate(
+        webhook = await receive(
+            request,
             tenant,
             "vapi",
-            lambda keys: verify_vapi(request.headers, body, secrets=keys, now=time.time()),
-        )
-        document = parse_json(body)
-        webhook = normalise(
-            lambda: vapi.parse_server_message(
-                tenant, document, received_at=utc_now(), default_region=found.default_region
-            )
+            lambda headers, body, keys: verify_vapi(headers, body, secrets=keys, now=time.time()),
+            vapi.parse_server_message,
         )
         if webhook.kind != "vapi.assistant-request":
             return JSONResponse(await deliver(webhook, "vapi"))
@@ -458,18 +473,14 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/webhooks/{tenant}/retell")
     async def retell_webhook(tenant: str, request: Request) -> JSONResponse:
         """Retell webhooks: call_ended and call_analyzed become conversation.ended."""
-        body = await service.read_body(request)
-        found = await service.tenant(tenant)
-        await service.authenticate(
+        webhook = await receive(
+            request,
             tenant,
             "retell",
-            lambda keys: verify_retell(request.headers, body, api_keys=keys, now=time.time()),
-        )
-        document = parse_json(body)
-        webhook = normalise(
-            lambda: retell.parse_webhook(
-                tenant, document, received_at=utc_now(), default_region=found.default_region
-            )
+            lambda headers, body, keys: verify_retell(
+                headers, body, api_keys=keys, now=time.time()
+            ),
+            retell.parse_webhook,
         )
         return JSONResponse(await deliver(webhook, "retell"))
 
