@@ -1,6 +1,8 @@
-"""Read models built from the log, one sub-package each, and the registry of them."""
+"""Read models built from the log, and the processors that derive events, one sub-package
+each; and the registry of them."""
 
 from projections.conversations import ConversationsProjection
+from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
 from streams.projection import Projection
 
@@ -8,6 +10,7 @@ from streams.projection import Projection
 PROJECTIONS: dict[str, type[Projection]] = {
     ConversationsProjection.name: ConversationsProjection,
     MemoriesProjection.name: MemoriesProjection,
+    ExtractionProcessor.name: ExtractionProcessor,
 }
 
 __all__ = ["PROJECTIONS"]

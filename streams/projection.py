@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from psycopg import AsyncConnection
 
 from schemas import Event
+from streams.producer import EventLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,14 @@ class Projection(abc.ABC):
     @abc.abstractmethod
     def schema_sql(self) -> str:
         """DDL for the tables, unqualified and idempotent (``CREATE ... IF NOT EXISTS``)."""
+
+    async def open(self, log: EventLog) -> None:  # noqa: B027 - optional hook
+        """Called once the runtime has started, with its producer (acks=all).
+
+        A processor that emits events (extraction, embeddings, summaries) keeps ``log``
+        and appends its output from `apply`, before the checkpoint commits; a read model
+        ignores it. The runtime owns the producer and closes it.
+        """
 
     def prepare(self, records: Sequence[LogRecord]) -> Any:
         """Pure-Python work on a batch (folding, building rows), no I/O; feeds `apply`.

@@ -175,6 +175,8 @@ class ProjectionRunner:
         await ensure_topics(self.settings)
         self._dlq = EventLog(self.settings)
         await self._dlq.start()
+        # The same producer serves the DLQ and a processor's own output.
+        await self.projection.open(self._dlq)
         bootstrap = self.settings.require_kafka()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,

@@ -1,0 +1,1 @@
+"""Extraction: finished conversations into memories."""

@@ -1,0 +1,82 @@
+"""What an extractor returns: :class:`Candidate` memories, the :class:`Extractor` protocol,
+and :func:`normalise_content`, the comparison key that tells "the same fact" apart.
+
+A candidate has no id yet: the extraction processor decides whether it is a new
+memory, the reinforcement of a known one (same normalised content) or the
+replacement of a known one (same ``key``), and only then derives an id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from schemas.events import ConversationEndedData, Sector
+
+__all__ = ["KINDS", "Candidate", "Extractor", "normalise_content"]
+
+#: What an extractor saw; ``MemoryExtractedData.kind`` takes one of these.
+KINDS = frozenset({"fact", "preference", "plan", "problem", "feeling", "habit", "event", "identity"})
+
+_WHITESPACE = re.compile(r"\s+")
+# Punctuation (and spaces) at either end; apostrophes inside words are kept.
+_EDGE_PUNCTUATION = re.compile(r"^[\s\W_]+|[\s\W_]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A memory an extractor found in one conversation, before it has an id.
+
+    ``content`` is concise and in the third person about the caller, without a
+    trailing period ("Allergic to penicillin", "Prefers morning appointments").
+    ``key`` names a slot for facts that replace each other (``home_city``,
+    ``date_of_birth``...) and is None for facts that accumulate. ``turns`` are the
+    indices into ``ConversationEndedData.turns`` the memory came from, sorted.
+    """
+
+    content: str
+    sector: Sector
+    salience: float
+    kind: str
+    key: str | None
+    turns: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        # Checked here so a faulty extractor fails on its own output, not later in
+        # the event schema with a less helpful message.
+        if not self.content.strip():
+            raise ValueError("a candidate needs content")
+        if not 0.0 <= self.salience <= 1.0:
+            raise ValueError(f"salience {self.salience} is outside 0..1")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {sorted(KINDS)}")
+        if not self.turns or any(t < 0 for t in self.turns):
+            raise ValueError("a candidate comes from at least one turn, by index")
+        if list(self.turns) != sorted(set(self.turns)):
+            raise ValueError(f"turns {self.turns} are not sorted and distinct")
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """Turns one finished conversation into candidate memories about the caller.
+
+    Implementations are pure: the same conversation gives the same candidates,
+    which is what lets the processor replay a batch and derive the same ids.
+    """
+
+    name: str
+    """Which path produced the memories: ``rules``, or ``llm:<model>``."""
+    version: str
+    """Bumped when the same conversation would give different candidates."""
+
+    def extract(self, conversation: ConversationEndedData) -> list[Candidate]: ...
+
+
+def normalise_content(text: str) -> str:
+    """The form two contents are compared in: lowercase, single spaces, no end punctuation.
+
+    >>> normalise_content("  Allergic to  Penicillin. ")
+    'allergic to penicillin'
+    """
+    return _EDGE_PUNCTUATION.sub("", _WHITESPACE.sub(" ", text.lower()))

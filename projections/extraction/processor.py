@@ -1,0 +1,307 @@
+"""The extraction processor: finished conversations in, memory events out.
+
+It runs on the projection runtime like a read model, reading ``conversations``, but
+its product is events: for each ``conversation.ended`` the extractor's candidates
+become ``memory.extracted``, ``memory.reinforced`` (the caller said a known fact
+again) or ``memory.extracted`` + ``memory.superseded`` (a new fact for a slot that
+held another, e.g. a new home city), appended to the ``memories`` topic.
+
+Its own tables are the state those decisions need, kept in the same transaction as
+its checkpoints:
+
+- ``facts``: the user's known memories (normalised content, slot, state), from
+  earlier extractions and from ``memory.asserted``; ``memory.retracted`` and
+  ``user.forgotten`` take facts out of play;
+- ``processed``: the conversation events already extracted, so a conversation
+  appended twice (a redelivered webhook) is not extracted twice.
+
+The batch sequence, as in every projection, is one transaction:
+
+1. ``prepare`` (fetch stage, no I/O): run the extractor over each conversation;
+2. ``apply``: read the batch's users' facts, decide per candidate, update
+   ``facts`` and ``processed``, and append the memory events — waiting for the
+   broker's acknowledgement — before the runtime commits the checkpoint.
+
+A crash after the append and before the commit replays the batch: the decisions are
+made again from the same state, so the events have the same ids (derived from the
+conversation event's id and the memory's content) and every projection downstream
+applies them once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from psycopg import AsyncConnection
+
+from projections.extraction.candidates import Candidate, Extractor, normalise_content
+from projections.extraction.rules import RuleExtractor
+from schemas import (
+    ConversationEnded,
+    Event,
+    MemoryAsserted,
+    MemoryExtracted,
+    MemoryReinforced,
+    MemoryRetracted,
+    MemorySuperseded,
+    Source,
+    UserForgotten,
+    derived_event_id,
+)
+from streams.producer import EventLog
+from streams.projection import LogRecord, Projection
+from streams.topics import CONVERSATIONS
+
+__all__ = ["ExtractionProcessor"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_SQL = (Path(__file__).parent / "schema.sql").read_text()
+
+
+@dataclass
+class _Fact:
+    memory_id: uuid.UUID
+    normalised: str
+    key: str | None
+    state: str = "active"
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    event: ConversationEnded
+    candidates: list[Candidate]
+
+
+@dataclass
+class PreparedBatch:
+    """The batch in log order: conversations with their candidates, and fact changes."""
+
+    items: list[_Extraction | MemoryAsserted | MemoryRetracted | UserForgotten] = field(
+        default_factory=list
+    )
+
+    @property
+    def subjects(self) -> list[tuple[str, str]]:
+        return sorted({(i.event.tenant, i.event.subject) if isinstance(i, _Extraction)
+                       else (i.tenant, i.subject) for i in self.items})  # fmt: skip
+
+
+class ExtractionProcessor(Projection):
+    name: ClassVar[str] = "extraction"
+    topics: ClassVar[tuple[str, ...]] = (CONVERSATIONS,)
+    tables: ClassVar[tuple[str, ...]] = ("facts", "processed")
+
+    def __init__(self, extractor: Extractor | None = None) -> None:
+        self.extractor: Extractor = extractor or RuleExtractor()
+        self._log: EventLog | None = None
+
+    def schema_sql(self) -> str:
+        return SCHEMA_SQL
+
+    async def open(self, log: EventLog) -> None:
+        self._log = log
+
+    def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
+        batch = PreparedBatch()
+        for record in records:
+            event = record.event
+            if isinstance(event, ConversationEnded):
+                batch.items.append(_Extraction(event, self.extractor.extract(event.data)))
+            elif isinstance(event, MemoryAsserted | MemoryRetracted | UserForgotten):
+                batch.items.append(event)
+        return batch
+
+    async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
+        if not prepared.items:
+            return
+        if self._log is None:
+            raise RuntimeError("the extraction processor appends events: open() it first")
+        facts = await self._load_facts(conn, prepared.subjects)
+        done = await self._processed(conn, prepared)
+        output: list[Event] = []
+        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact | None]] = {}
+        forgotten: list[tuple[str, str]] = []
+        processed: list[tuple[str, uuid.UUID]] = []
+        for item in prepared.items:
+            if isinstance(item, _Extraction):
+                event = item.event
+                if (event.tenant, event.id) in done:
+                    continue  # the same conversation appended twice
+                done.add((event.tenant, event.id))
+                processed.append((event.tenant, event.id))
+                known = facts[(event.tenant, event.subject)]
+                output.extend(self._decide(event, item.candidates, known, changed))
+            elif isinstance(item, MemoryAsserted):
+                fact = _Fact(item.data.memory_id, normalise_content(str(item.data.content)), None)
+                facts[(item.tenant, item.subject)].append(fact)
+                changed[(item.tenant, fact.memory_id)] = (item.subject, fact)
+            elif isinstance(item, MemoryRetracted):
+                for fact in facts[(item.tenant, item.subject)]:
+                    if fact.memory_id == item.data.memory_id:
+                        fact.state = "retracted"
+                        changed[(item.tenant, fact.memory_id)] = (item.subject, fact)
+            else:
+                for fact in facts.pop((item.tenant, item.subject), []):
+                    changed.pop((item.tenant, fact.memory_id), None)
+                forgotten.append((item.tenant, item.subject))
+        # Write the new state, then append: both are undone together if the append fails
+        # (the transaction rolls back and the runtime retries the batch).
+        await self._save(conn, changed, forgotten, processed)
+        if output:
+            await self._log.append_many(output)
+
+    # -- decisions --------------------------------------------------------------------
+
+    def _decide(
+        self,
+        event: ConversationEnded,
+        candidates: list[Candidate],
+        known: list[_Fact],
+        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact | None]],
+    ) -> list[Event]:
+        data = event.data
+        said_at = data.started_at
+        source = Source(
+            platform="memstream", event_id=str(event.id), agent_id=event.source.agent_id
+        )
+        envelope: dict[str, Any] = {
+            "tenant": event.tenant,
+            "subject": event.subject,
+            "source": source,
+            "occurred_at": said_at,
+            "correlation_id": data.conversation_id,
+            "causation_id": event.id,
+        }
+        out: list[Event] = []
+        for candidate in candidates:
+            normalised = normalise_content(candidate.content)
+            provenance = {"conversation_id": data.conversation_id, "turns": candidate.turns}
+            same = next(
+                (f for f in known if f.state == "active" and f.normalised == normalised), None
+            )
+            if same is not None:
+                out.append(
+                    MemoryReinforced.create(
+                        id=derived_event_id(
+                            "memory.reinforced", str(event.id), str(same.memory_id)
+                        ),
+                        data={
+                            "memory_id": same.memory_id,
+                            "observed_at": said_at,
+                            "provenance": provenance,
+                        },
+                        **envelope,
+                    )
+                )
+                continue
+            memory_id = derived_event_id("memory", str(event.id), normalised)
+            out.append(
+                MemoryExtracted.create(
+                    id=memory_id,
+                    data={
+                        "memory_id": memory_id,
+                        "content": candidate.content,
+                        "sector": candidate.sector,
+                        "salience": candidate.salience,
+                        "kind": candidate.kind,
+                        "key": candidate.key,
+                        "observed_at": said_at,
+                        "extractor": self.extractor.name,
+                        "extractor_version": self.extractor.version,
+                        "provenance": provenance,
+                    },
+                    **envelope,
+                )
+            )
+            if candidate.key is not None:
+                for old in known:
+                    if old.state == "active" and old.key == candidate.key:
+                        old.state = "superseded"
+                        changed[(event.tenant, old.memory_id)] = (event.subject, old)
+                        out.append(
+                            MemorySuperseded.create(
+                                id=derived_event_id(
+                                    "memory.superseded", str(event.id), str(old.memory_id)
+                                ),
+                                data={
+                                    "memory_id": old.memory_id,
+                                    "superseded_by": memory_id,
+                                    "observed_at": said_at,
+                                },
+                                **envelope,
+                            )
+                        )
+            fact = _Fact(memory_id, normalised, candidate.key)
+            known.append(fact)
+            changed[(event.tenant, memory_id)] = (event.subject, fact)
+        return out
+
+    # -- state ------------------------------------------------------------------------
+
+    async def _load_facts(
+        self, conn: AsyncConnection[Any], subjects: list[tuple[str, str]]
+    ) -> defaultdict[tuple[str, str], list[_Fact]]:
+        facts: defaultdict[tuple[str, str], list[_Fact]] = defaultdict(list)
+        cursor = await conn.execute(
+            "SELECT f.tenant, f.subject, f.memory_id, f.normalised, f.key, f.state"
+            " FROM facts f JOIN unnest(%s::text[], %s::text[]) AS s(tenant, subject)"
+            " ON f.tenant = s.tenant AND f.subject = s.subject"
+            " ORDER BY f.tenant, f.subject, f.seq",
+            [[t for t, _ in subjects], [s for _, s in subjects]],
+        )
+        for tenant, subject, memory_id, normalised, key, state in await cursor.fetchall():
+            facts[(tenant, subject)].append(_Fact(memory_id, normalised, key, state))
+        return facts
+
+    async def _processed(
+        self, conn: AsyncConnection[Any], prepared: PreparedBatch
+    ) -> set[tuple[str, uuid.UUID]]:
+        ids = [(i.event.tenant, i.event.id) for i in prepared.items if isinstance(i, _Extraction)]
+        if not ids:
+            return set()
+        cursor = await conn.execute(
+            "SELECT tenant, event_id FROM processed"
+            " WHERE (tenant, event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+            [[t for t, _ in ids], [e for _, e in ids]],
+        )
+        return {(tenant, event_id) for tenant, event_id in await cursor.fetchall()}
+
+    async def _save(
+        self,
+        conn: AsyncConnection[Any],
+        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact | None]],
+        forgotten: list[tuple[str, str]],
+        processed: list[tuple[str, uuid.UUID]],
+    ) -> None:
+        if forgotten:
+            await conn.execute(
+                "DELETE FROM facts WHERE (tenant, subject) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                [[t for t, _ in forgotten], [s for _, s in forgotten]],
+            )
+        rows = [
+            (tenant, subject, fact.memory_id, fact.normalised, fact.key, fact.state)
+            for (tenant, _), (subject, fact) in changed.items()
+            if fact is not None
+        ]
+        if rows:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO facts (tenant, subject, memory_id, normalised, key, state)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (tenant, memory_id) DO UPDATE SET state = EXCLUDED.state",
+                    rows,
+                )
+        if processed:
+            await conn.execute(
+                "INSERT INTO processed (tenant, event_id)"
+                " SELECT * FROM unnest(%s::text[], %s::uuid[]) ON CONFLICT DO NOTHING",
+                [[t for t, _ in processed], [e for _, e in processed]],
+            )

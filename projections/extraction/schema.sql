@@ -1,0 +1,24 @@
+-- The extraction processor's own state (schema extraction_vN), kept in the same
+-- transaction as its checkpoints: what it needs to decide whether a candidate is a new
+-- memory, a reinforcement of a known one, or a replacement for a slot.
+
+-- Known memories per user: from extraction and from memory.asserted.
+CREATE TABLE IF NOT EXISTS facts (
+    tenant      text    NOT NULL,
+    subject     text    NOT NULL,
+    memory_id   uuid    NOT NULL,
+    normalised  text    NOT NULL,
+    key         text,
+    state       text    NOT NULL CHECK (state IN ('active', 'superseded', 'retracted')),
+    -- Insertion order: facts are compared in the order they became known.
+    seq         bigint  GENERATED ALWAYS AS IDENTITY,
+    PRIMARY KEY (tenant, memory_id)
+);
+CREATE INDEX IF NOT EXISTS facts_by_subject ON facts (tenant, subject);
+
+-- Conversation events already extracted (a redelivered webhook is appended twice).
+CREATE TABLE IF NOT EXISTS processed (
+    tenant    text NOT NULL,
+    event_id  uuid NOT NULL,
+    PRIMARY KEY (tenant, event_id)
+);
