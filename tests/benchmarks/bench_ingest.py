@@ -1,7 +1,8 @@
 """The ingest service answering webhooks over HTTP, under an open-loop load.
 
-The service runs as its own process (`memstream ingest`, uvicorn, one process) against
-the benchmark's topics and database; the load comes from another process
+The service runs as its own process (`memstream ingest`: one uvicorn process on uvloop,
+with the httptools parser) against the
+benchmark's topics and database; the load comes from another process
 (`tests/benchmarks/loadgen.py`): 64 keep-alive HTTP/1.1 connections used round-robin,
 every request built and signed before the clock starts, and sent at its scheduled time
 whatever happened to the earlier ones. A latency runs from a request's *scheduled* send
@@ -11,26 +12,32 @@ answers it once the broker acknowledged the event (`acks=all`). The tenant and i
 secrets are rows in the database, as `memstream tenants` / `memstream secrets` make them.
 
 - **post-call, steady**: ElevenLabs `post_call_transcription` webhooks (the realistic
-  8.8 KB body of tests/unit/ingest_payloads, HMAC-signed, a new `conversation_id` each,
-  so each appends one `conversation.ended`) at a steady 200 requests/s for 30 s after
-  5 s of unmeasured warm-up.
+  body of tests/unit/ingest_payloads, 6.4 KB as sent, 10 turns of which 2 call tools,
+  HMAC-signed; each a new `conversation_id`, so each appends one `conversation.ended`,
+  from 10,000 callers, so the events spread over the partitions) at a steady 200
+  requests/s for 30 s after 5 s of unmeasured warm-up.
 - **post-call, highest sustained rate**: the same webhooks offered at 200, 400, 600,
   800, 1,000, 1,200, 1,500, 2,000... requests/s, 10 s a step after 1 s of unmeasured
   warm-up, until a step has a p99 of 100 ms or more, answers fewer than 95% of the
   offered rate, or any non-200 answer; the figure is the highest step that passed.
 - **initiation**: the ElevenLabs conversation-initiation webhook (bearer token): the
   service appends `conversation.started` and answers the caller's briefing, read from
-  the read model while the broker acknowledges. The memories read model does not
-  exist yet, so the read model is the conversations projection's: 100,000 ended
-  conversations (20,000 callers x 5, each with a title, a summary and 4 turns) appended
-  as `conversation.ended` events and projected by the real `ConversationsProjection`
-  before any clock starts (the runner is then stopped). 90% of the calls come from
-  those callers (a briefing with their name, topics and summaries; every such answer is
-  checked to carry the name), 10% from unknown numbers, at 50 requests/s for 20 s after
+  the read models while the broker acknowledges (a query on conversations, one on
+  memories). Seeded: 100,000 ended conversations (20,000 callers x 5, each with a
+  title, a summary and 4 turns) and 100,000 memories (one per conversation, as
+  `memory.extracted` events), projected by the real `ConversationsProjection` and
+  `MemoriesProjection` before any clock starts (the runners are then stopped). 90% of
+  the calls come from
+  those callers (a briefing with their name, topics and summaries; the answers naming
+  the caller are counted), 10% from unknown numbers, at 50 requests/s for 20 s after
   3 s of warm-up.
 
-Each figure's conditions give the CPU the service process and the load generator used
-in the measured window (100% is one core), measured from /proc and by the generator.
+Each figure's conditions also say what the processes did: the CPU the service used
+during the generator's run (warm-up included; /proc, 100% is one core), the generator's
+own CPU and how late it sent a request at most, how many appends the broker
+acknowledged in over 25 / 100 ms by the service's own `memstream_append_seconds`
+histogram, and when (seconds into the measured window) the 20 slowest requests were
+scheduled: a tail made of a few stalls shows as a few instants.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -57,7 +65,8 @@ import orjson
 from psycopg import AsyncConnection
 
 from projections.conversations import ConversationsProjection
-from schemas import ConversationEnded, Event, Source
+from projections.memories import MemoriesProjection
+from schemas import ConversationEnded, Event, MemoryExtracted, Source
 from services import tenants
 from services.ingest.signatures import sign_elevenlabs
 from streams import versions
@@ -77,6 +86,7 @@ POST_CALL_SECRET = "wsec_bench_elevenlabs_0123456789"
 INITIATION_TOKEN = "init_bench_token_0123456789abcdef"
 AGENT_ID = "agent_01jz8k3m4n5p6q7r8s9t0v1w2x"
 CONNECTIONS = 64
+POST_CALL_CALLERS = 10_000
 
 STEADY_RATE = 200
 STEADY_WARMUP_S = 5
@@ -111,6 +121,16 @@ TITLES = (
     "Cancel an appointment",
     "Prescription refill",
 )
+MEMORIES = (
+    "Allergic to penicillin",
+    "Prefers morning appointments",
+    "Has a cleaning booked for Thursday at 2 PM",
+    "Nervous about the root canal",
+    "Lives in Sacramento",
+    "Usually drinks three cups of coffee every morning",
+    "Insurance: Delta Dental PPO",
+)
+SECTORS = ("semantic", "procedural", "episodic", "emotional", "semantic")
 
 
 async def run(ctx: BenchmarkContext) -> list[Figure]:
@@ -147,6 +167,18 @@ class Service:
         """User + system CPU time of the service process so far (/proc/PID/stat)."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def appends(self) -> dict[str, float]:
+        """The service's own `memstream_append_seconds` histogram: appends by bucket bound."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            text = (await client.get(f"http://127.0.0.1:{self.port}/metrics")).text
+        buckets: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("memstream_append_seconds_bucket{"):
+                labels, _, count = line.rpartition(" ")
+                bound = labels.split('le="', 1)[1].split('"', 1)[0]
+                buckets[bound] = buckets.get(bound, 0.0) + float(count)
+        return buckets
 
 
 @contextlib.asynccontextmanager
@@ -209,6 +241,7 @@ class Outcome:
     rate: float
     results: dict[str, Any]
     service_cpu: float  # share of one core, over the generator's whole run
+    appends: dict[str, float]  # appended during the run (warm-up included), by bucket bound
 
     @property
     def latencies_ms(self) -> list[float]:
@@ -239,7 +272,20 @@ class Outcome:
             "achieved_per_s": round(self.achieved, 1),
             "ingest_cpu": f"{self.service_cpu:.0%}",
             "loadgen_cpu": f"{client_cpu:.0%}",
+            "loadgen_max_send_lag_ms": round(results["max_send_lag_ms"], 1),
+            "appends": self.slow_appends(),
+            # A tail made of stalls shows as a few instants; a saturated service does not.
+            "slowest_20_scheduled_at_s": sorted({round(r["at_s"], 1) for r in results["slowest"]}),
         }
+
+    def slow_appends(self) -> str:
+        """How many appends the broker acknowledged slowly, as the service measured them."""
+        total = self.appends.get("+Inf", 0.0)
+        over = {bound: total - self.appends.get(bound, 0.0) for bound in ("0.025", "0.1")}
+        return (
+            f"{total:,.0f} (warm-up included), {over['0.025']:,.0f} over 25 ms, "
+            f"{over['0.1']:,.0f} over 100 ms"
+        )
 
 
 async def _load(
@@ -267,15 +313,17 @@ async def _load(
         sys.executable, "-m", "tests.benchmarks.loadgen",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    appends_before = await service.appends()
     cpu_before, began = service.cpu_seconds(), time.monotonic()
     stdout, _ = await generator.communicate(json.dumps(spec).encode())
     cpu_after, ended = service.cpu_seconds(), time.monotonic()
+    appends = {k: v - appends_before.get(k, 0.0) for k, v in (await service.appends()).items()}
     path.unlink()
     if generator.returncode:
         raise RuntimeError(f"the load generator exited with {generator.returncode}")
     results: dict[str, Any] = json.loads(stdout)
     # The generator's own start-up (reading the file) is in the window: a slight underestimate.
-    return Outcome(rate, results, (cpu_after - cpu_before) / (ended - began))
+    return Outcome(rate, results, (cpu_after - cpu_before) / (ended - began), appends)
 
 
 def _count(rate: float, warmup_s: float, duration_s: float) -> int:
@@ -287,10 +335,15 @@ def _post_call_requests(count: int, run: str) -> list[bytes]:
     document: dict[str, Any] = orjson.loads(
         (PAYLOADS / "elevenlabs_post_call_transcription.json").read_bytes()
     )
+    data = document["data"]
+    variables = data["conversation_initiation_client_data"]["dynamic_variables"]
     signed_at = int(time.time())  # the service accepts signatures up to 30 minutes old
     requests: list[bytes] = []
     for i in range(count):
-        document["data"]["conversation_id"] = f"conv_bench_{run}_{i:07d}"
+        data["conversation_id"] = variables["system__conversation_id"] = f"conv_{run}_{i:07d}"
+        # Many callers, so the events spread over the partitions as real calls do.
+        caller = f"+1415{5_580_000 + i % POST_CALL_CALLERS:07d}"
+        data["metadata"]["phone_call"]["external_number"] = variables["system__caller_id"] = caller
         body = orjson.dumps(document)
         headers = {
             "Content-Type": "application/json",
@@ -434,6 +487,26 @@ def _seed_events(callers: range) -> Iterator[Event]:
                     "dynamic_variables": {"user_name": f"Caller {caller}"},
                 },
             )
+            # And what extraction would have found in it: one memory per conversation.
+            memory_id = uuid.uuid5(uuid.NAMESPACE_URL, conversation_id)
+            yield MemoryExtracted.create(
+                id=memory_id,
+                tenant=TENANT,
+                subject=subject,
+                source=Source(platform="memstream", event_id=conversation_id),
+                occurred_at=started,
+                data={
+                    "memory_id": memory_id,
+                    "content": MEMORIES[(caller + k) % len(MEMORIES)],
+                    "sector": SECTORS[k % len(SECTORS)],
+                    "salience": round(0.3 + 0.1 * ((caller + k) % 7), 2),
+                    "kind": "fact",
+                    "observed_at": started,
+                    "extractor": "rules",
+                    "extractor_version": "1",
+                    "provenance": {"conversation_id": conversation_id, "turns": [1]},
+                },
+            )
 
 
 async def _seed_read_model(settings: Settings, callers: int) -> Seeding:
@@ -446,28 +519,34 @@ async def _seed_read_model(settings: Settings, callers: int) -> Seeding:
             await log.append_many(list(_seed_events(range(first, min(callers, first + per_chunk)))))
     appended = time.perf_counter()
 
-    projection = ConversationsProjection()
-    runner = ProjectionRunner(projection, settings)
-    await runner.start()
-    task = asyncio.create_task(runner.run())
+    projections = [ConversationsProjection(), MemoriesProjection()]
+    runners = [ProjectionRunner(projection, settings) for projection in projections]
+    for runner in runners:
+        await runner.start()
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
     try:
         async with await AsyncConnection.connect(
             settings.require_database(), autocommit=True
         ) as conn:
-            await versions.wait_caught_up(settings, conn, projection, 1, CATCH_UP_TIMEOUT_S)
+            for projection in projections:
+                await versions.wait_caught_up(settings, conn, projection, 1, CATCH_UP_TIMEOUT_S)
             projected = time.perf_counter()
             cursor = await conn.execute(
                 "SELECT (SELECT count(*) FROM conversations.conversations),"
-                " (SELECT count(*) FROM conversations.users)"
+                " (SELECT count(*) FROM conversations.users),"
+                " (SELECT count(*) FROM memories.memories WHERE state = 'active')"
             )
             rows = await cursor.fetchone()
     finally:
-        runner.stop()
-        await task
-    if rows is None or (rows[0], rows[1]) != (conversations, callers):
-        raise RuntimeError(f"seeding: {rows} rows, expected ({conversations}, {callers})")
+        for runner in runners:
+            runner.stop()
+        await asyncio.gather(*tasks)
+    if rows is None or tuple(rows) != (conversations, callers, conversations):
+        raise RuntimeError(
+            f"seeding: {rows} rows, expected ({conversations}, {callers}, {conversations})"
+        )
     logger.info(
-        "seeded %d conversations: appended in %.1f s, projected in %.1f s",
+        "seeded %d conversations and as many memories: appended in %.1f s, projected in %.1f s",
         conversations, appended - began, projected - appended,
     )  # fmt: skip
     return Seeding(conversations, appended - began, projected - appended)
@@ -519,13 +598,14 @@ async def _initiations(
         **outcome.params(),
         "duration_s": seconds,
         "warmup_s": INITIATION_WARMUP_S,
-        "read_model": f"{seeding.conversations:,} ended conversations of {callers:,} callers "
+        "read_model": f"{seeding.conversations:,} ended conversations and as many memories"
+        f" of {callers:,} callers "
         f"(appended in {seeding.appended_s:.0f} s, projected in {seeding.projected_s:.0f} s)",
         "known_callers": f"{known} of {outcome.results['measured']} requests",
         "briefings_naming_the_caller": briefed,
         "timed": "scheduled send until the last byte of the briefing",
     }
-    read_model = f"{seeding.conversations:,} conversations in the read model"
+    read_model = f"{seeding.conversations:,} memories and as many conversations in the read models"
     return [
         ctx.figure(f"initiation latency p50, {read_model}", p50, "ms", params=params),
         ctx.figure(f"initiation latency p95, {read_model}", p95, "ms",

@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 _LENGTH = struct.Struct(">I")
+#: How many of the slowest requests the results list (when they were scheduled): a
+#: tail made of one stall shows as neighbours in time, a saturated service does not.
+SLOWEST = 20
 
 
 def write_requests(path: Path, requests: Iterable[bytes]) -> int:
@@ -92,6 +95,7 @@ class Results:
     statuses: Counter[str] = field(default_factory=Counter)
     containing: int = 0
     last_done: float = 0.0
+    slowest: list[tuple[float, int]] = field(default_factory=list)  # (latency ms, index)
 
 
 class Connection(asyncio.Protocol):
@@ -104,7 +108,6 @@ class Connection(asyncio.Protocol):
         self.current: tuple[int, float] | None = None  # (index, scheduled time)
         self.expected = -1  # bytes of the whole response, once its headers are in
         self.status = ""
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -121,7 +124,7 @@ class Connection(asyncio.Protocol):
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = bytes(self.buffer[:end]).lower()
+            head = bytes(self.buffer[: end + 2]).lower()  # every header line ends in CRLF
             self.status = head[9:12].decode()
             at = head.find(b"\r\ncontent-length:")
             length = int(head[at + 17 : head.find(b"\r\n", at + 2)]) if at >= 0 else 0
@@ -136,7 +139,6 @@ class Connection(asyncio.Protocol):
             self.client.completed(self, current, self.status, body)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         current, self.current = self.current, None
         self.client.lost(self, current)
 
@@ -186,6 +188,9 @@ class LoadGenerator:
         if index >= results.measured_from:
             results.statuses[status] += 1
             results.latencies_ms.append(latency_s * 1000)
+            results.slowest.append((latency_s * 1000, index))
+            if len(results.slowest) > 2 * SLOWEST:
+                results.slowest = sorted(results.slowest, reverse=True)[:SLOWEST]
             results.last_done = max(results.last_done, self.loop.time())
             marker = self.spec.count_containing
             if marker is not None and marker.encode() in body:
@@ -259,6 +264,12 @@ class LoadGenerator:
             "client_wall_s": wall_s,
             "max_waiting_for_connection": self.max_waiting,
             "max_send_lag_ms": self.max_send_lag * 1000,
+            # CLOCK_MONOTONIC is system-wide: other processes' events can be placed on it.
+            "measured_from_monotonic": measured_start,
+            "slowest": [
+                {"at_s": round(index * interval - spec.warmup_s, 3), "ms": round(ms, 1)}
+                for ms, index in sorted(results.slowest, reverse=True)[:SLOWEST]
+            ],
         }
 
 
