@@ -17,7 +17,9 @@ from schemas.events import ConversationEndedData, Sector
 __all__ = ["KINDS", "Candidate", "Extractor", "normalise_content"]
 
 #: What an extractor saw; ``MemoryExtractedData.kind`` takes one of these.
-KINDS = frozenset({"fact", "preference", "plan", "problem", "feeling", "habit", "event", "identity"})
+KINDS = frozenset(
+    {"fact", "preference", "plan", "problem", "feeling", "habit", "event", "identity"}
+)
 
 _WHITESPACE = re.compile(r"\s+")
 # Punctuation (and spaces) at either end; apostrophes inside words are kept.
