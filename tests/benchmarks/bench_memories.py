@@ -1,0 +1,283 @@
+"""The memory pipeline rebuilding from the log: extraction and the memories projection.
+
+- **memories rebuild**: 100,000 memory events (70% `memory.extracted`, 20%
+  `memory.reinforced`, 10% `memory.superseded`, over 20,000 users, 6 partitions) are
+  appended before any clock starts. Then one `ProjectionRunner(MemoriesProjection())`
+  starts from an empty read model; throughput is events divided by the time from the
+  first partition assignment until every partition's position reached the log end
+  (the database is checked afterwards: lag 0, every memory a row).
+- **extraction**: 10,000 `conversation.ended` events whose transcripts are the 7
+  realistic ones of tests/unit/extraction_golden (rotated, 12 turns on average, 2,000
+  callers, so a caller's later calls repeat facts: reinforcements) are appended; then `ProjectionRunner(ExtractionProcessor())` (the
+  rule-based extractor) catches up, deciding against its facts table and appending
+  every memory event (acks=all) inside its transactions. Throughput is conversations
+  per second, timed like the rebuild; the memory events it appended are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+
+from projections.extraction.processor import ExtractionProcessor
+from projections.memories import MemoriesProjection
+from schemas import (
+    ConversationEnded,
+    Event,
+    MemoryExtracted,
+    MemoryReinforced,
+    MemorySuperseded,
+    Source,
+)
+from streams import versions
+from streams.offsets import log_extent
+from streams.producer import EventLog
+from streams.projection import Projection
+from streams.runtime import ProjectionRunner, tune_gc_for_projecting
+from streams.settings import Settings
+from streams.topics import MEMORIES, Topics, ensure_topics
+from tests.benchmarks.bench_projection import _until
+from tests.benchmarks.harness import BenchmarkContext, Figure, at_least
+from tests.helpers import BASE_TIME
+
+logger = logging.getLogger(__name__)
+
+MEMORY_EVENTS = 100_000
+USERS = 20_000
+CONVERSATIONS = 10_000
+CALLERS = 2_000
+APPEND_CHUNK = 5_000
+REBUILD_TARGET = 10_000.0
+TENANT = "bench"
+GOLDEN = Path(__file__).resolve().parents[1] / "unit" / "extraction_golden"
+CONTENTS = (
+    "Allergic to penicillin",
+    "Prefers morning appointments",
+    "Has a cleaning booked for Thursday at 2 PM",
+    "Nervous about the root canal",
+    "Lives in Sacramento",
+    "Usually drinks three cups of coffee every morning",
+    "Works as a nurse at Mercy General",
+)
+
+Partition = tuple[str, int]
+
+
+async def run(ctx: BenchmarkContext) -> list[Figure]:
+    await ensure_topics(ctx.settings)
+    return [*await _memories_rebuild(ctx), *await _extraction(ctx)]
+
+
+def _memory_events(total: int) -> list[Event]:
+    events: list[Event] = []
+    extracted: list[MemoryExtracted] = []
+    source = Source(platform="memstream")
+    for i in range(total):
+        subject = f"{TENANT}/+1555{i % USERS:07d}"
+        at = BASE_TIME + timedelta(minutes=i)
+        kind = i % 10
+        if kind < 7 or not extracted:
+            memory_id = uuid.uuid4()
+            memory = MemoryExtracted.create(
+                id=memory_id,
+                tenant=TENANT,
+                subject=subject,
+                source=source,
+                occurred_at=at,
+                data={
+                    "memory_id": memory_id,
+                    "content": CONTENTS[i % len(CONTENTS)],
+                    "sector": ("semantic", "episodic", "procedural")[i % 3],
+                    "salience": 0.5,
+                    "kind": "fact",
+                    "key": "home_city" if i % 7 == 4 else None,
+                    "observed_at": at,
+                    "extractor": "rules",
+                    "extractor_version": "1",
+                    "provenance": {"conversation_id": f"conv-{i}", "turns": [1, 2]},
+                },
+            )
+            extracted.append(memory)
+            event: Event = memory
+        else:
+            old = extracted[(i * 7919) % len(extracted)]
+            if kind < 9:
+                event = MemoryReinforced.create(
+                    tenant=TENANT,
+                    subject=old.subject,
+                    source=source,
+                    occurred_at=at,
+                    data={
+                        "memory_id": old.data.memory_id,
+                        "observed_at": at,
+                        "provenance": {"conversation_id": f"conv-{i}", "turns": [3]},
+                    },
+                )
+            else:
+                event = MemorySuperseded.create(
+                    tenant=TENANT,
+                    subject=old.subject,
+                    source=source,
+                    occurred_at=at,
+                    data={
+                        "memory_id": old.data.memory_id,
+                        "superseded_by": extracted[-1].data.memory_id,
+                        "observed_at": at,
+                    },
+                )
+        events.append(event)
+    return events
+
+
+def _conversations(total: int) -> list[Event]:
+    transcripts = [
+        orjson.loads(path.read_bytes())["turns"]
+        for path in sorted(GOLDEN.glob("*.transcript.json"))
+    ]
+    events: list[Event] = []
+    for i in range(total):
+        turns = transcripts[i % len(transcripts)]
+        started = BASE_TIME + timedelta(hours=i)
+        events.append(
+            ConversationEnded.create(
+                tenant=TENANT,
+                subject=f"{TENANT}/+1555{i % CALLERS:07d}",
+                source=Source(platform="elevenlabs", event_id=f"conv-{i}"),
+                occurred_at=started + timedelta(minutes=5),
+                data={
+                    "conversation_id": f"conv-{i}",
+                    "started_at": started,
+                    "status": "done",
+                    "turns": [
+                        {"role": t["role"], "text": t["text"], "offset_ms": n * 3000}
+                        for n, t in enumerate(turns)
+                    ],
+                },
+            )
+        )
+    return events
+
+
+async def _append(settings: Settings, events: list[Event]) -> dict[Partition, int]:
+    ends: dict[Partition, int] = {}
+    async with EventLog(settings, linger_ms=5) as log:
+        for start in range(0, len(events), APPEND_CHUNK):
+            for p in await log.append_many(events[start : start + APPEND_CHUNK]):
+                key = (p.topic, p.partition)
+                ends[key] = max(ends.get(key, 0), p.offset + 1)
+    return ends
+
+
+async def _catch_up(
+    settings: Settings, projection: Projection, ends: dict[Partition, int]
+) -> float:
+    """Run a fresh runner until it is at ``ends``; seconds from first assignment."""
+    runner = ProjectionRunner(projection, settings)
+    await runner.start()
+    tune_gc_for_projecting()
+    task = asyncio.create_task(runner.run())
+    try:
+
+        async def assigned() -> bool:
+            return bool(runner.positions) or task.done()
+
+        async def caught_up() -> bool:
+            done = all(runner.positions.get(tp, -1) >= end for tp, end in ends.items())
+            return done or task.done()
+
+        first = await _until(assigned, "first assignment")
+        finished = await _until(caught_up, "catch-up")
+        if task.done():
+            await task
+            raise RuntimeError("the runner stopped before catching up")
+        return finished - first
+    finally:
+        runner.stop()
+        await task
+        async with await AsyncConnection.connect(
+            settings.require_database(), autocommit=True
+        ) as conn:
+            behind = sum((await versions.lag(settings, conn, projection, 1)).values())
+        if behind:
+            raise RuntimeError(f"{projection.name}: {behind} events behind after catch-up")
+
+
+async def _memories_rebuild(ctx: BenchmarkContext) -> list[Figure]:
+    total = ctx.scaled(MEMORY_EVENTS)
+    events = _memory_events(total)
+    extracted = sum(isinstance(e, MemoryExtracted) for e in events)
+    ends = await _append(ctx.settings, events)
+    del events
+    gc.collect()
+    seconds = await _catch_up(ctx.settings, MemoriesProjection(), ends)
+    async with await AsyncConnection.connect(
+        ctx.settings.require_database(), autocommit=True
+    ) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM memories.memories")
+        row = await cursor.fetchone()
+    if row is None or row[0] != extracted:
+        raise RuntimeError(f"{row} memory rows, expected {extracted}")
+    logger.info("memories rebuild: %.0f events/s", total / seconds)
+    params: dict[str, Any] = {
+        "events": total,
+        "users": USERS,
+        "mix": "70% extracted, 20% reinforced, 10% superseded",
+        "partitions": ctx.settings.partitions,
+        "seconds": round(seconds, 2),
+        "timed": "first assignment until every partition is at the log end",
+    }
+    return [
+        ctx.figure(
+            "memories projection rebuild throughput",
+            total / seconds,
+            "events/s",
+            at_least(REBUILD_TARGET),
+            params=params,
+        )
+    ]
+
+
+async def _extraction(ctx: BenchmarkContext) -> list[Figure]:
+    total = ctx.scaled(CONVERSATIONS)
+    events = _conversations(total)
+    turns = sum(len(e.data.turns) for e in events if isinstance(e, ConversationEnded))
+    ends = await _append(ctx.settings, events)
+    ends = {tp: end for tp, end in ends.items() if tp[0].endswith(".conversations")}
+    del events
+    gc.collect()
+    memories_topic = Topics(ctx.settings.topic_prefix).name(MEMORIES)
+    before = await _records(ctx.settings, memories_topic)
+    seconds = await _catch_up(ctx.settings, ExtractionProcessor(), ends)
+    emitted = await _records(ctx.settings, memories_topic) - before
+    logger.info("extraction: %.0f conversations/s, %d memory events", total / seconds, emitted)
+    params: dict[str, Any] = {
+        "conversations": total,
+        "turns": turns,
+        "callers": CALLERS,
+        "extractor": "rules 1",
+        "memory_events_appended": emitted,
+        "seconds": round(seconds, 2),
+        "timed": "first assignment until every partition is at the log end",
+    }
+    return [
+        ctx.figure(
+            "extraction throughput (rule-based, appends included)",
+            total / seconds,
+            "conversations/s",
+            None,
+            params=params,
+        )
+    ]
+
+
+async def _records(settings: Settings, topic: str) -> int:
+    extent = await log_extent(settings.require_kafka(), [topic])
+    return sum(end - start for start, end in extent.values())
