@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -182,8 +182,11 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def _ingest_service(settings: Settings, scratch: Path) -> AsyncIterator[Service]:
-    """`memstream ingest` on a free port, ready (GET /health/ready is 200); SIGTERM after."""
+async def _ingest_service(
+    settings: Settings, scratch: Path, command: Sequence[str] = ("ingest", "--host", "127.0.0.1")
+) -> AsyncIterator[Service]:
+    """`memstream ingest` (or another ``command`` that serves ingest) on a free port, ready
+    (GET /health/ready is 200); SIGTERM after."""
     port = closed_port()
     env = {
         **os.environ,
@@ -195,7 +198,7 @@ async def _ingest_service(settings: Settings, scratch: Path) -> AsyncIterator[Se
     log_path = scratch / "ingest.log"
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", "ingest", "--host", "127.0.0.1",
+            sys.executable, "-m", "services.cli", *command,
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
     try:

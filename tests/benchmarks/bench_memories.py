@@ -8,10 +8,11 @@
   (the database is checked afterwards: lag 0, every memory a row).
 - **extraction**: 10,000 `conversation.ended` events whose transcripts are the 7
   realistic ones of tests/unit/extraction_golden (rotated, 12 turns on average, 2,000
-  callers, so a caller's later calls repeat facts: reinforcements) are appended; then `ProjectionRunner(ExtractionProcessor())` (the
-  rule-based extractor) catches up, deciding against its facts table and appending
-  every memory event (acks=all) inside its transactions. Throughput is conversations
-  per second, timed like the rebuild; the memory events it appended are counted.
+  callers, so a caller's later calls repeat facts: reinforcements) are appended; then
+  `ProjectionRunner(ExtractionProcessor())` (the rule-based extractor) catches up,
+  deciding against its facts table and appending every memory event (acks=all) inside
+  its transactions. Throughput is conversations per second, timed like the rebuild;
+  the memory events it appended are counted.
 """
 
 from __future__ import annotations
