@@ -2,6 +2,8 @@
 each; and the registry of them."""
 
 from projections.conversations import ConversationsProjection
+from projections.embeddings.processor import EmbeddingProcessor
+from projections.embeddings.projection import EmbeddingsProjection
 from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
 from streams.projection import Projection
@@ -11,6 +13,8 @@ PROJECTIONS: dict[str, type[Projection]] = {
     ConversationsProjection.name: ConversationsProjection,
     MemoriesProjection.name: MemoriesProjection,
     ExtractionProcessor.name: ExtractionProcessor,
+    EmbeddingProcessor.name: EmbeddingProcessor,
+    EmbeddingsProjection.name: EmbeddingsProjection,
 }
 
 __all__ = ["PROJECTIONS"]

@@ -12,7 +12,7 @@ import math
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from schemas.codec import PersonalText
 from schemas.envelope import Event, EventData, upcasts_from
@@ -26,6 +26,8 @@ __all__ = [
     "ConversationFailedData",
     "ConversationStarted",
     "ConversationStartedData",
+    "EmbeddingComputed",
+    "EmbeddingComputedData",
     "MemoryAsserted",
     "MemoryAssertedData",
     "MemoryExtracted",
@@ -292,3 +294,33 @@ class MemorySuperseded(Event):
     v: Literal[1] = 1
     data: MemorySupersededData
     topic: ClassVar[str] = "memories"
+
+
+# ----------------------------------------------------------- derived by embedding (embeddings)
+
+
+class EmbeddingComputedData(EventData):
+    memory_id: uuid.UUID
+    model: NonEmptyStr
+    """The embedding model, e.g. ``local/all-minilm-l6-v2-int8``; vectors of different
+    models are never compared."""
+    dimension: int = Field(ge=1, le=16_000)
+    vector: tuple[float, ...]
+    """Unit length (cosine similarity is a dot product)."""
+
+    @model_validator(mode="after")
+    def _vector_has_the_dimension(self) -> EmbeddingComputedData:
+        if len(self.vector) != self.dimension:
+            raise ValueError(f"vector has {len(self.vector)} values, dimension is {self.dimension}")
+        if not all(math.isfinite(x) for x in self.vector):
+            raise ValueError("vector values must be finite")
+        return self
+
+
+class EmbeddingComputed(Event):
+    """A memory's content as a vector, by one model (recorded so rebuilds call no model)."""
+
+    type: Literal["embedding.computed"] = "embedding.computed"
+    v: Literal[1] = 1
+    data: EmbeddingComputedData
+    topic: ClassVar[str] = "embeddings"

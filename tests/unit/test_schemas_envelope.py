@@ -18,6 +18,7 @@ from schemas import (
     ConversationFailed,
     ConversationStarted,
     ConversationStartedData,
+    EmbeddingComputed,
     Event,
     EventData,
     MemoryAsserted,
@@ -265,6 +266,7 @@ EXPECTED_TYPES = {
     ("memory.extracted", 1): (MemoryExtracted, "memories"),
     ("memory.reinforced", 1): (MemoryReinforced, "memories"),
     ("memory.superseded", 1): (MemorySuperseded, "memories"),
+    ("embedding.computed", 1): (EmbeddingComputed, "embeddings"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Embeddings: memories into vectors, and the links between them."""

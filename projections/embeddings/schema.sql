@@ -1,0 +1,36 @@
+-- The vector read model (schema embeddings_vN, views in `embeddings`): one vector per
+-- memory and model, and the links between a user's memories. Every value derives from
+-- embedding.computed events, so a rebuild from the log calls no model.
+
+CREATE TABLE IF NOT EXISTS embeddings (
+    tenant       text        NOT NULL,
+    memory_id    uuid        NOT NULL,
+    model        text        NOT NULL,
+    subject      text        NOT NULL,
+    dimension    integer     NOT NULL,
+    -- Unsized: models of different dimensions coexist. Each model gets its own HNSW
+    -- index over a sized cast, created when its first vector arrives (projection.py).
+    embedding    vector      NOT NULL,
+    observed_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant, memory_id, model)
+);
+CREATE INDEX IF NOT EXISTS embeddings_by_subject ON embeddings (tenant, subject, model);
+
+-- Links between two memories of the same user whose vectors (same model) have cosine
+-- >= 0.8: for each new vector its 5 nearest, in both directions.
+CREATE TABLE IF NOT EXISTS links (
+    tenant     text  NOT NULL,
+    model      text  NOT NULL,
+    memory_id  uuid  NOT NULL,
+    linked_id  uuid  NOT NULL,
+    subject    text  NOT NULL,
+    weight     real  NOT NULL CHECK (weight BETWEEN -1 AND 1),
+    PRIMARY KEY (tenant, model, memory_id, linked_id)
+);
+
+CREATE TABLE IF NOT EXISTS forgotten (
+    tenant        text        NOT NULL,
+    subject       text        NOT NULL,
+    forgotten_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant, subject)
+);
