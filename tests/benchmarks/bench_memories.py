@@ -6,6 +6,13 @@
   starts from an empty read model; throughput is events divided by the time from the
   first partition assignment until every partition's position reached the log end
   (the database is checked afterwards: lag 0, every memory a row).
+- **local embedding**: `LocalEmbedder` (all-MiniLM-L6-v2 int8 on onnxruntime, both
+  cores) embedding 2,000 short memory contents in batches of 32, as the embedder
+  processor calls it; the time to load the model is reported too.
+- **embeddings rebuild**: 100,000 `embedding.computed` events (384 dimensions, 20,000
+  users) are appended; then `ProjectionRunner(EmbeddingsProjection())` catches up
+  from an empty read model, inserting every vector and computing each one's links
+  (exact nearest neighbours among the user's vectors), timed like the memories rebuild.
 - **extraction**: 10,000 `conversation.ended` events whose transcripts are the 7
   realistic ones of tests/unit/extraction_golden (rotated, 12 turns on average, 2,000
   callers, so a caller's later calls repeat facts: reinforcements) are appended; then
@@ -20,6 +27,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
+import random
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -28,10 +38,13 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection
 
+from projections.embeddings.local import LocalEmbedder
+from projections.embeddings.projection import EmbeddingsProjection
 from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
 from schemas import (
     ConversationEnded,
+    EmbeddingComputed,
     Event,
     MemoryExtracted,
     MemoryReinforced,
@@ -56,6 +69,10 @@ USERS = 20_000
 CONVERSATIONS = 10_000
 CALLERS = 2_000
 APPEND_CHUNK = 5_000
+EMBED_TEXTS = 2_000
+EMBED_BATCH = 32
+EMBEDDING_EVENTS = 100_000
+EMBED_DIMENSION = 384
 REBUILD_TARGET = 10_000.0
 TENANT = "bench"
 GOLDEN = Path(__file__).resolve().parents[1] / "unit" / "extraction_golden"
@@ -74,7 +91,12 @@ Partition = tuple[str, int]
 
 async def run(ctx: BenchmarkContext) -> list[Figure]:
     await ensure_topics(ctx.settings)
-    return [*await _memories_rebuild(ctx), *await _extraction(ctx)]
+    return [
+        *await _memories_rebuild(ctx),
+        *await _extraction(ctx),
+        *_local_embedding(ctx),
+        *await _embeddings_rebuild(ctx),
+    ]
 
 
 def _memory_events(total: int) -> list[Event]:
@@ -282,3 +304,87 @@ async def _extraction(ctx: BenchmarkContext) -> list[Figure]:
 async def _records(settings: Settings, topic: str) -> int:
     extent = await log_extent(settings.require_kafka(), [topic])
     return sum(end - start for start, end in extent.values())
+
+
+def _local_embedding(ctx: BenchmarkContext) -> list[Figure]:
+    began = time.perf_counter()
+    embedder = LocalEmbedder()
+    loaded = time.perf_counter() - began
+    texts = [f"{CONTENTS[i % len(CONTENTS)]} (note {i})" for i in range(ctx.scaled(EMBED_TEXTS))]
+    embedder.embed(texts[:EMBED_BATCH])  # warm-up
+    began = time.perf_counter()
+    for start in range(0, len(texts), EMBED_BATCH):
+        embedder.embed(texts[start : start + EMBED_BATCH])
+    seconds = time.perf_counter() - began
+    logger.info("local embedding: %.0f memories/s", len(texts) / seconds)
+    params: dict[str, Any] = {
+        "model": embedder.name,
+        "texts": len(texts),
+        "batch": EMBED_BATCH,
+        "load_seconds": round(loaded, 2),
+        "seconds": round(seconds, 2),
+    }
+    return [
+        ctx.figure(
+            "local embedding throughput", len(texts) / seconds, "memories/s", None, params=params
+        )
+    ]
+
+
+def _embedding_events(total: int) -> list[Event]:
+    rng = random.Random(20_261_121)
+    events: list[Event] = []
+    for i in range(total):
+        # Users' vectors cluster around a few directions, so some pairs link.
+        base = [rng.gauss(0, 1) for _ in range(EMBED_DIMENSION)]
+        norm = math.sqrt(sum(x * x for x in base))
+        vector = [round(x / norm, 6) for x in base]
+        at = BASE_TIME + timedelta(minutes=i)
+        events.append(
+            EmbeddingComputed.create(
+                tenant=TENANT,
+                subject=f"{TENANT}/+1555{i % USERS:07d}",
+                source=Source(platform="memstream"),
+                occurred_at=at,
+                data={
+                    "memory_id": uuid.uuid4(),
+                    "model": "bench/random-384",
+                    "dimension": EMBED_DIMENSION,
+                    "vector": vector,
+                },
+            )
+        )
+    return events
+
+
+async def _embeddings_rebuild(ctx: BenchmarkContext) -> list[Figure]:
+    total = ctx.scaled(EMBEDDING_EVENTS)
+    events = _embedding_events(total)
+    ends = await _append(ctx.settings, events)
+    del events
+    gc.collect()
+    seconds = await _catch_up(ctx.settings, EmbeddingsProjection(), ends)
+    async with await AsyncConnection.connect(
+        ctx.settings.require_database(), autocommit=True
+    ) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM embeddings.embeddings")
+        row = await cursor.fetchone()
+    if row is None or row[0] != total:
+        raise RuntimeError(f"{row} vectors, expected {total}")
+    logger.info("embeddings rebuild: %.0f events/s", total / seconds)
+    params: dict[str, Any] = {
+        "events": total,
+        "users": USERS,
+        "dimension": EMBED_DIMENSION,
+        "seconds": round(seconds, 2),
+        "timed": "first assignment until every partition is at the log end",
+    }
+    return [
+        ctx.figure(
+            "embeddings projection rebuild throughput (links included)",
+            total / seconds,
+            "events/s",
+            at_least(REBUILD_TARGET),
+            params=params,
+        )
+    ]
