@@ -58,8 +58,6 @@ class Briefing:
     memory_context: str = ""
     recent_topics: str = ""
     last_interaction: str = ""
-    known: bool = False
-    """Whether the read models know this caller at all."""
 
     def variables(self) -> dict[str, str]:
         """The four variables, every key present, for the platform's reply."""
@@ -118,7 +116,6 @@ async def load_briefing(
         memory_context=_bounded("\n".join(context), MEMORY_CONTEXT_CHARS),
         recent_topics="; ".join(topics),
         last_interaction=_day(last[0] or last[1]) if last else "",
-        known=True,
     )
 
 

@@ -126,7 +126,7 @@ class ExtractionProcessor(Projection):
         facts = await self._load_facts(conn, prepared.subjects)
         done = await self._processed(conn, prepared)
         output: list[Event] = []
-        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact | None]] = {}
+        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact]] = {}
         forgotten: list[tuple[str, str]] = []
         processed: list[tuple[str, uuid.UUID]] = []
         for item in prepared.items:
@@ -164,7 +164,7 @@ class ExtractionProcessor(Projection):
         event: ConversationEnded,
         candidates: list[Candidate],
         known: list[_Fact],
-        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact | None]],
+        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact]],
     ) -> list[Event]:
         data = event.data
         said_at = data.started_at
@@ -276,7 +276,7 @@ class ExtractionProcessor(Projection):
     async def _save(
         self,
         conn: AsyncConnection[Any],
-        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact | None]],
+        changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact]],
         forgotten: list[tuple[str, str]],
         processed: list[tuple[str, uuid.UUID]],
     ) -> None:
@@ -289,7 +289,6 @@ class ExtractionProcessor(Projection):
         rows = [
             (tenant, subject, fact.memory_id, fact.normalised, fact.key, fact.state)
             for (tenant, _), (subject, fact) in changed.items()
-            if fact is not None
         ]
         if rows:
             async with conn.cursor() as cursor:

@@ -29,10 +29,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 import psycopg
@@ -66,10 +66,35 @@ from streams import BrokerUnavailable, EventLog, LogPosition, Settings
 
 logger = logging.getLogger(__name__)
 
-_SECRETS_TTL_S = 5.0
+# Tenants, secrets and whether a read model exists are re-read at most this often:
+# a new or revoked secret takes effect within it.
+_CACHE_TTL_S = 5.0
 _RECENT_IDS = 100_000
 # ElevenLabs and Vapi wait for the briefing while the caller hears the phone ring.
 _BRIEFING_TIMEOUT_S = 1.0
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Expiring(Generic[K, V]):
+    """Values loaded at most once per ``_CACHE_TTL_S`` per key. Bounded: keys can come
+    from URLs (client input), so past ``max_keys`` the cache starts over."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self._values: dict[K, tuple[float, V]] = {}
+        self._max_keys = max_keys
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        cached = self._values.get(key)
+        if cached is not None and time.monotonic() - cached[0] < _CACHE_TTL_S:
+            return cached[1]
+        value = await load()
+        if len(self._values) >= self._max_keys:
+            self._values.clear()
+        self._values[key] = (time.monotonic(), value)
+        return value
 
 
 class IngestService:
@@ -85,9 +110,9 @@ class IngestService:
             kwargs={"autocommit": True},
         )
         self.log = EventLog(settings)
-        self._credentials: dict[tuple[str, str], tuple[float, list[str]]] = {}
-        self._tenants: dict[str, tuple[float, tenants.Tenant | None]] = {}
-        self._memories_checked: tuple[float, bool] = (float("-inf"), False)
+        self._secrets: _Expiring[tuple[str, str], list[str]] = _Expiring()
+        self._tenants: _Expiring[str, tenants.Tenant | None] = _Expiring()
+        self._read_models: _Expiring[str, bool] = _Expiring()
         self._recent: OrderedDict[Any, None] = OrderedDict()
 
     async def start(self) -> None:
@@ -120,15 +145,12 @@ class IngestService:
             # Not a name a tenant can have (and a NUL byte would not even reach the
             # database as text): unknown, without a query.
             raise IngestError(404, "unknown_tenant", "no such tenant")
-        cached = self._tenants.get(tenant)
-        if cached is not None and time.monotonic() - cached[0] < _SECRETS_TTL_S:
-            found = cached[1]
-        else:
+
+        async def load() -> tenants.Tenant | None:
             async with self.pool.connection() as conn:
-                found = await tenants.get_tenant(conn, tenant)
-            if len(self._tenants) > 10_000:  # URLs are client input: bound the cache
-                self._tenants.clear()
-            self._tenants[tenant] = (time.monotonic(), found)
+                return await tenants.get_tenant(conn, tenant)
+
+        found = await self._tenants.get(tenant, load)
         if found is None:
             raise IngestError(404, "unknown_tenant", f"no tenant {tenant!r}")
         return found
@@ -157,13 +179,13 @@ class IngestService:
 
     async def _memories_exist(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         """Whether the memories read model exists yet (checked every few seconds)."""
-        checked_at, exists = self._memories_checked
-        if time.monotonic() - checked_at > _SECRETS_TTL_S:
+
+        async def load() -> bool:
             cursor = await conn.execute("SELECT to_regclass('memories.memories') IS NOT NULL")
             row = await cursor.fetchone()
-            exists = bool(row and row[0])
-            self._memories_checked = (time.monotonic(), exists)
-        return exists
+            return bool(row and row[0])
+
+        return await self._read_models.get("memories", load)
 
     async def briefing(self, tenant: str, subject: str | None) -> Briefing:
         """The caller's briefing; an empty one if the read models cannot give it in time.
@@ -187,14 +209,12 @@ class IngestService:
 
     async def secrets(self, tenant: str, platform: str) -> list[str]:
         """Active webhook secrets, cached a few seconds (rotation takes effect within that)."""
-        key = (tenant, platform)
-        cached = self._credentials.get(key)
-        if cached is not None and time.monotonic() - cached[0] < _SECRETS_TTL_S:
-            return cached[1]
-        async with self.pool.connection() as conn:
-            found = await tenants.active_webhook_secrets(conn, tenant, platform)
-        self._credentials[key] = (time.monotonic(), found)
-        return found
+
+        async def load() -> list[str]:
+            async with self.pool.connection() as conn:
+                return await tenants.active_webhook_secrets(conn, tenant, platform)
+
+        return await self._secrets.get((tenant, platform), load)
 
     async def api_key_tenant(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
