@@ -236,39 +236,52 @@ async def _catch_up(
             raise RuntimeError(f"{projection.name}: {behind} events behind after catch-up")
 
 
-async def _memories_rebuild(ctx: BenchmarkContext) -> list[Figure]:
-    total = ctx.scaled(MEMORY_EVENTS)
-    events = _memory_events(total)
-    extracted = sum(isinstance(e, MemoryExtracted) for e in events)
+async def _rebuild(
+    ctx: BenchmarkContext,
+    projection: Projection,
+    events: list[Event],
+    table: str,
+    rows: int,
+    metric: str,
+    params: dict[str, Any],
+) -> list[Figure]:
+    """Append ``events``, time a fresh runner's catch-up, check ``table`` has ``rows``."""
+    total = len(events)
     ends = await _append(ctx.settings, events)
-    del events
+    events.clear()  # a projector process does not hold the backlog in memory
     gc.collect()
-    seconds = await _catch_up(ctx.settings, MemoriesProjection(), ends)
+    seconds = await _catch_up(ctx.settings, projection, ends)
     async with await AsyncConnection.connect(
         ctx.settings.require_database(), autocommit=True
     ) as conn:
-        cursor = await conn.execute("SELECT count(*) FROM memories.memories")
+        cursor = await conn.execute(f"SELECT count(*) FROM {table}")
         row = await cursor.fetchone()
-    if row is None or row[0] != extracted:
-        raise RuntimeError(f"{row} memory rows, expected {extracted}")
-    logger.info("memories rebuild: %.0f events/s", total / seconds)
-    params: dict[str, Any] = {
+    if row is None or row[0] != rows:
+        raise RuntimeError(f"{row} rows in {table}, expected {rows}")
+    logger.info("%s rebuild: %.0f events/s", projection.name, total / seconds)
+    params = {
         "events": total,
-        "users": USERS,
-        "mix": "70% extracted, 20% reinforced, 10% superseded",
-        "partitions": ctx.settings.partitions,
+        **params,
         "seconds": round(seconds, 2),
         "timed": "first assignment until every partition is at the log end",
     }
     return [
-        ctx.figure(
-            "memories projection rebuild throughput",
-            total / seconds,
-            "events/s",
-            at_least(REBUILD_TARGET),
-            params=params,
-        )
+        ctx.figure(metric, total / seconds, "events/s", at_least(REBUILD_TARGET), params=params)
     ]
+
+
+async def _memories_rebuild(ctx: BenchmarkContext) -> list[Figure]:
+    events = _memory_events(ctx.scaled(MEMORY_EVENTS))
+    extracted = sum(isinstance(e, MemoryExtracted) for e in events)
+    params: dict[str, Any] = {
+        "users": USERS,
+        "mix": "70% extracted, 20% reinforced, 10% superseded",
+        "partitions": ctx.settings.partitions,
+    }
+    return await _rebuild(
+        ctx, MemoriesProjection(), events, "memories.memories", extracted,
+        "memories projection rebuild throughput", params,
+    )  # fmt: skip
 
 
 async def _extraction(ctx: BenchmarkContext) -> list[Figure]:
@@ -362,32 +375,8 @@ def _embedding_events(total: int) -> list[Event]:
 
 async def _embeddings_rebuild(ctx: BenchmarkContext) -> list[Figure]:
     total = ctx.scaled(EMBEDDING_EVENTS)
-    events = _embedding_events(total)
-    ends = await _append(ctx.settings, events)
-    del events
-    gc.collect()
-    seconds = await _catch_up(ctx.settings, EmbeddingsProjection(), ends)
-    async with await AsyncConnection.connect(
-        ctx.settings.require_database(), autocommit=True
-    ) as conn:
-        cursor = await conn.execute("SELECT count(*) FROM embeddings.embeddings")
-        row = await cursor.fetchone()
-    if row is None or row[0] != total:
-        raise RuntimeError(f"{row} vectors, expected {total}")
-    logger.info("embeddings rebuild: %.0f events/s", total / seconds)
-    params: dict[str, Any] = {
-        "events": total,
-        "users": USERS,
-        "dimension": EMBED_DIMENSION,
-        "seconds": round(seconds, 2),
-        "timed": "first assignment until every partition is at the log end",
-    }
-    return [
-        ctx.figure(
-            "embeddings projection rebuild throughput (links included)",
-            total / seconds,
-            "events/s",
-            at_least(REBUILD_TARGET),
-            params=params,
-        )
-    ]
+    params: dict[str, Any] = {"users": USERS, "dimension": EMBED_DIMENSION}
+    return await _rebuild(
+        ctx, EmbeddingsProjection(), _embedding_events(total), "embeddings.embeddings", total,
+        "embeddings projection rebuild throughput (links included)", params,
+    )  # fmt: skip

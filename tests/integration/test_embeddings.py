@@ -149,10 +149,11 @@ async def test_links_are_symmetric_thresholded_and_at_most_five_per_new_vector(
         assert abs(weight - math.cos(math.radians(by_angle[a] - by_angle[b]))) < 1e-5
     # 40° is 10° from 30° (linked) and 40° from 0° (not linked).
     assert (ids[4], ids[3]) in links and (ids[4], ids[0]) not in links
-    # The last vector (25°) had 7 before it within 25°... at most 5 of them by its own search.
-    assert sum(1 for a, _ in links if a == ids[7]) <= 5 + sum(
-        1 for a, b in links if b == ids[7] and a != ids[7]
-    )
+    # The last vector (25°) came after 7 others, all within the threshold: its own
+    # search links its 5 nearest (20° and 30° at 5°, 15° at 10°, 10° and 40° at 15°) and
+    # not the two farthest (5° and 0°); no earlier search could have found it.
+    assert sum(1 for a, _ in links if a == ids[7]) == 5
+    assert (ids[7], ids[5]) not in links and (ids[7], ids[0]) not in links
 
 
 async def test_rebuilding_the_vectors_calls_no_model_and_gives_identical_rows(

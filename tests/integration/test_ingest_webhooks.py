@@ -245,7 +245,7 @@ async def test_initiation_for_a_known_caller_briefs_the_agent_from_the_read_mode
     assert context[0].endswith("Asked about whitening prices.")
     assert first["data"]["analysis"]["transcript_summary"].split()[0] in context[1]
     started = second["data"]["metadata"]["start_time_unix_secs"]
-    assert variables["last_interaction"] >= "2025-01-01" and started > 0
+    assert variables["last_interaction"] == datetime.fromtimestamp(started, UTC).date().isoformat()
     override = response.json()["conversation_config_override"]["agent"]["first_message"]
     assert "Maria" in override
 
