@@ -13,12 +13,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from psycopg import AsyncConnection
 
 from schemas import Event
 from streams.producer import EventLog
+from streams.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,12 @@ class Projection(abc.ABC):
     #: Tables exposed through the read views; readers query ``<name>.<table>``.
     tables: ClassVar[tuple[str, ...]]
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The projection as configured (e.g. which model a processor calls): what the
+        `memstream` command starts. A projection with nothing to configure is ``cls()``."""
+        return cls()
+
     @abc.abstractmethod
     def schema_sql(self) -> str:
         """DDL for the tables, unqualified and idempotent (``CREATE ... IF NOT EXISTS``)."""
@@ -55,13 +62,27 @@ class Projection(abc.ABC):
         """
 
     def prepare(self, records: Sequence[LogRecord]) -> Any:
-        """Pure-Python work on a batch (folding, building rows), no I/O; feeds `apply`.
+        """Work on a batch outside the transaction (folding, building rows, calling a
+        model); feeds `apply`. No database I/O.
 
         The runtime calls it in its fetch stage, so it runs while the previous batch's
         transaction waits on PostgreSQL. Its result must depend only on `records`. The
         default passes the records through.
         """
         return records
+
+    async def caught_up(self, conn: AsyncConnection[Any]) -> None:  # noqa: B027 - optional hook
+        """Called after a batch that left every assigned partition at the log end (as far
+        as the last fetch knew), or else when the runner next finds nothing to fetch; in a
+        transaction of its own, outside any batch. Also once after the runner starts.
+
+        For work worth doing once a rebuild has caught up rather than on every insert
+        (building an index in one go). It must not change what the read model contains:
+        readers and `apply` get the same answers with or without it. The runtime may call
+        it often while the projection keeps up (after every batch), so it should return at
+        once when there is nothing to do. Raising rolls it back; it is called again after
+        the next batch.
+        """
 
     @abc.abstractmethod
     async def apply(self, conn: AsyncConnection[Any], prepared: Any) -> None:

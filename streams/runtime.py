@@ -159,6 +159,8 @@ class ProjectionRunner:
         self._stopping = asyncio.Event()
         self._kafka_committed_at = 0.0
         self._processing = asyncio.Lock()
+        # Projection.caught_up is due once the runner is caught up (again).
+        self._caught_up_due = True
         self._labels = (projection.name, str(version))
         #: Next offset to project per assigned partition, as far as this runner knows.
         self.positions: dict[tuple[str, int], int] = {}
@@ -248,7 +250,9 @@ class ProjectionRunner:
                     continue
                 async with self._processing:
                     await self._process(next_batch.result())
-                self._update_lag()
+                    self._caught_up_due = True
+                    self._update_lag()
+                    await self._maybe_call_caught_up()
         finally:
             fetcher.cancel()
             stopping.cancel()
@@ -266,6 +270,11 @@ class ProjectionRunner:
             )
             if not fetched:
                 self._update_lag()
+                # Idle: the last batch may have been applied before every partition's
+                # high watermark was known.
+                if self._caught_up_due and self._caught_up():
+                    async with self._processing:
+                        await self._maybe_call_caught_up()
                 continue
             self._fault(AFTER_FETCH)
             messages = [m for partition in fetched.values() for m in partition]
@@ -340,9 +349,10 @@ class ProjectionRunner:
                     dead.append(self._dead_letter(m, "decode", event, attempts=1))
             records, prepared = batch.records, batch.prepared
             if skipped:
-                # Rare (a redelivery after a crash or a rebalance): prepare what is left.
+                # Rare (a redelivery after a crash or a rebalance): prepare what is left,
+                # off the event loop (a processor's prepare may wait on a remote model).
                 records = [r for r in records if r.offset >= done[(r.topic, r.partition)]]
-                prepared = _prepare(self.projection, records)
+                prepared = await asyncio.to_thread(_prepare, self.projection, records)
 
             # 3. Apply, in this transaction.
             if isolate:
@@ -393,8 +403,9 @@ class ProjectionRunner:
             while True:
                 attempts += 1
                 try:
+                    prepared = await asyncio.to_thread(self.projection.prepare, [record])
                     async with conn.transaction():  # a savepoint: undo only this event
-                        await self.projection.apply(conn, self.projection.prepare([record]))
+                        await self.projection.apply(conn, prepared)
                     applied += 1
                     break
                 except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS):
@@ -514,6 +525,31 @@ class ProjectionRunner:
         delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _caught_up(self) -> bool:
+        """Every assigned partition committed up to the high watermark of its last fetch."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        return bool(assigned) and all(self.lag.get(tp, 1) == 0 for tp in assigned)
+
+    async def _maybe_call_caught_up(self) -> None:
+        """`Projection.caught_up` in its own transaction, once per stretch of batches that
+        ends caught up (and once after start). Its work only accelerates reads, so a
+        failure is logged and tried again after the next batch; a database outage is left
+        to the next batch to notice and recover from."""
+        if not (self._caught_up_due and self._caught_up()):
+            return
+        self._caught_up_due = False
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        try:
+            async with conn.transaction():
+                await self.projection.caught_up(conn)
+        except Exception:
+            logger.exception("projection %s v%s: caught_up failed", *self._labels)
 
     def _update_lag(self) -> None:
         consumer = self._consumer

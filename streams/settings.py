@@ -53,6 +53,35 @@ class Settings:
     # 127.0.0.1 keeps a development machine's service private; containers need 0.0.0.0.
     ingest_host: str = "127.0.0.1"
     max_body_bytes: int = 10 * 1024 * 1024
+    # The query service: where it listens, and each API key's request rate (a token
+    # bucket: `query_rate_limit` requests a second, bursts up to `query_rate_burst`).
+    query_port: int = 8081
+    query_host: str = "127.0.0.1"
+    query_rate_limit: float = 50.0
+    query_rate_burst: int = 100
+
+    # Providers (projections/providers): an OpenAI-compatible endpoint for the LLM
+    # extractor and for embeddings. An empty model name keeps the offline path (the
+    # rule-based extractor, the local embedding model), so nothing here is required.
+    # None means OpenAI's own endpoint; any OpenAI-compatible URL works (vLLM, Ollama...).
+    openai_base_url: str | None = None
+    # Kept out of repr so a logged Settings never shows it.
+    openai_api_key: str | None = field(default=None, repr=False)
+    llm_model: str = ""
+    embedding_model: str = ""
+    # One attempt's time limit, and attempts after the first (with backoff and jitter).
+    provider_timeout_s: float = 10.0
+    provider_retries: int = 3
+    # Conversations of one batch sent to the LLM at the same time.
+    provider_concurrency: int = 4
+    # Consecutive failed calls that open a provider's circuit breaker, and how long it
+    # stays open before one trial call is let through.
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+
+    # Summaries: the minimum log time between two profile summaries of one user
+    # (projections/summaries/processor.py: the debounce).
+    summary_debounce_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -70,6 +99,37 @@ class Settings:
             raise ConfigurationError("MEMSTREAM_LOG_FORMAT must be 'json' or 'text'")
         if self.poison_retries < 0:
             raise ConfigurationError("MEMSTREAM_POISON_RETRIES must be >= 0")
+        if not self.query_rate_limit > 0 or self.query_rate_burst < 1:
+            raise ConfigurationError(
+                "MEMSTREAM_QUERY_RATE_LIMIT must be > 0 and MEMSTREAM_QUERY_RATE_BURST >= 1"
+            )
+        if not self.provider_timeout_s > 0:
+            raise ConfigurationError("MEMSTREAM_PROVIDER_TIMEOUT_S must be > 0 (seconds)")
+        if self.provider_retries < 0:
+            raise ConfigurationError("MEMSTREAM_PROVIDER_RETRIES must be >= 0")
+        if self.provider_concurrency < 1:
+            raise ConfigurationError("MEMSTREAM_PROVIDER_CONCURRENCY must be >= 1")
+        if self.breaker_failures < 1:
+            raise ConfigurationError("MEMSTREAM_BREAKER_FAILURES must be >= 1")
+        if not self.summary_debounce_s >= 0:
+            raise ConfigurationError("MEMSTREAM_SUMMARY_DEBOUNCE_S must be >= 0 (seconds)")
+        if not self.breaker_reset_s > 0:
+            raise ConfigurationError("MEMSTREAM_BREAKER_RESET_S must be > 0 (seconds)")
+        if self.openai_base_url is not None and not self.openai_base_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigurationError(
+                "MEMSTREAM_OPENAI_BASE_URL must be an http:// or https:// URL"
+                " (e.g. https://api.openai.com/v1)"
+            )
+        if (self.llm_model or self.embedding_model) and not (
+            self.openai_api_key or self.openai_base_url
+        ):
+            raise ConfigurationError(
+                "MEMSTREAM_LLM_MODEL / MEMSTREAM_EMBEDDING_MODEL name a remote model but"
+                " MEMSTREAM_OPENAI_API_KEY is not set: OpenAI's endpoint needs a key (set"
+                " MEMSTREAM_OPENAI_BASE_URL for a compatible server that needs none)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +150,17 @@ class Settings:
             except ValueError:
                 raise ConfigurationError(
                     f"MEMSTREAM_{name} must be an integer, got {raw!r}"
+                ) from None
+
+        def number(name: str, default: float) -> float:
+            raw = text(name, None)
+            if raw is None:
+                return default
+            try:
+                return float(raw)
+            except ValueError:
+                raise ConfigurationError(
+                    f"MEMSTREAM_{name} must be a number, got {raw!r}"
                 ) from None
 
         home = text("HOME", None)
@@ -113,6 +184,20 @@ class Settings:
             ingest_port=integer("INGEST_PORT", defaults.ingest_port),
             ingest_host=text("INGEST_HOST", defaults.ingest_host) or defaults.ingest_host,
             max_body_bytes=integer("MAX_BODY_BYTES", defaults.max_body_bytes),
+            query_port=integer("QUERY_PORT", defaults.query_port),
+            query_host=text("QUERY_HOST", defaults.query_host) or defaults.query_host,
+            query_rate_limit=number("QUERY_RATE_LIMIT", defaults.query_rate_limit),
+            query_rate_burst=integer("QUERY_RATE_BURST", defaults.query_rate_burst),
+            openai_base_url=text("OPENAI_BASE_URL", None),
+            openai_api_key=text("OPENAI_API_KEY", None),
+            llm_model=text("LLM_MODEL", "") or "",
+            embedding_model=text("EMBEDDING_MODEL", "") or "",
+            provider_timeout_s=number("PROVIDER_TIMEOUT_S", defaults.provider_timeout_s),
+            provider_retries=integer("PROVIDER_RETRIES", defaults.provider_retries),
+            provider_concurrency=integer("PROVIDER_CONCURRENCY", defaults.provider_concurrency),
+            breaker_failures=integer("BREAKER_FAILURES", defaults.breaker_failures),
+            breaker_reset_s=number("BREAKER_RESET_S", defaults.breaker_reset_s),
+            summary_debounce_s=number("SUMMARY_DEBOUNCE_S", defaults.summary_debounce_s),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -138,6 +223,22 @@ class Settings:
             "INGEST_PORT": self.ingest_port,
             "INGEST_HOST": self.ingest_host,
             "MAX_BODY_BYTES": self.max_body_bytes,
+            "QUERY_PORT": self.query_port,
+            "QUERY_HOST": self.query_host,
+            "QUERY_RATE_LIMIT": self.query_rate_limit,
+            "QUERY_RATE_BURST": self.query_rate_burst,
+            "OPENAI_BASE_URL": self.openai_base_url,
+            # A child process needs the key to call the provider; the mapping is for its
+            # environment only, never for a log line.
+            "OPENAI_API_KEY": self.openai_api_key,
+            "LLM_MODEL": self.llm_model or None,
+            "EMBEDDING_MODEL": self.embedding_model or None,
+            "PROVIDER_TIMEOUT_S": self.provider_timeout_s,
+            "PROVIDER_RETRIES": self.provider_retries,
+            "PROVIDER_CONCURRENCY": self.provider_concurrency,
+            "BREAKER_FAILURES": self.breaker_failures,
+            "BREAKER_RESET_S": self.breaker_reset_s,
+            "SUMMARY_DEBOUNCE_S": self.summary_debounce_s,
         }
         return {f"MEMSTREAM_{k}": str(v) for k, v in values.items() if v is not None}
 

@@ -8,16 +8,23 @@ Rebuilding the vector read model replays those events and calls no model.
 
 The model runs in ``prepare`` (the runtime's fetch stage, a worker thread), so the
 CPU spent embedding overlaps the previous batch's transaction; ``apply`` only
-appends. The local model is deterministic, which ``prepare`` requires.
+appends. The local model is the default and is deterministic. With
+``MEMSTREAM_EMBEDDING_MODEL`` set, an OpenAI-compatible model embeds instead
+(``openai_embedder.py``); when it is unavailable (breaker open, retries exhausted) the
+batch is embedded by the local model, and its events say so: each vector is recorded
+with the model that made it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 from psycopg import AsyncConnection
 
+from projections.providers.exceptions import ProviderUnavailable
+from projections.providers.resilience import fell_back
 from schemas import (
     EmbeddingComputed,
     Event,
@@ -28,9 +35,12 @@ from schemas import (
 )
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
+from streams.settings import Settings
 from streams.topics import CONVERSATIONS, MEMORIES
 
 __all__ = ["Embedder", "EmbeddingProcessor"]
+
+logger = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
@@ -47,13 +57,27 @@ class EmbeddingProcessor(Projection):
     topics: ClassVar[tuple[str, ...]] = (MEMORIES, CONVERSATIONS)
     tables: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, embedder: Embedder | None = None) -> None:
+    def __init__(self, embedder: Embedder | None = None, fallback: Embedder | None = None) -> None:
+        """``embedder`` (the local model by default) embeds; ``fallback``, when given,
+        embeds a batch the embedder could not (it raised ``ProviderUnavailable``)."""
         if embedder is None:
             from projections.embeddings.local import LocalEmbedder
 
             embedder = LocalEmbedder()
         self.embedder = embedder
+        self.fallback = fallback
         self._log: EventLog | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddingProcessor:
+        """The OpenAI-compatible model (the local one as fallback) when
+        ``MEMSTREAM_EMBEDDING_MODEL`` is set, the local model otherwise."""
+        if not settings.embedding_model:
+            return cls()
+        from projections.embeddings.local import LocalEmbedder
+        from projections.embeddings.openai_embedder import OpenAIEmbedder
+
+        return cls(OpenAIEmbedder.from_settings(settings), fallback=LocalEmbedder())
 
     def schema_sql(self) -> str:
         return "-- the embedder keeps no state: its output is events"
@@ -67,8 +91,19 @@ class EmbeddingProcessor(Projection):
         ]
         if not memories:
             return []
-        vectors = self.embedder.embed([str(m.data.content) for m in memories])
-        model = self.embedder.name
+        texts = [str(m.data.content) for m in memories]
+        embedder = self.embedder
+        try:
+            vectors = embedder.embed(texts)
+        except ProviderUnavailable as exc:
+            if self.fallback is None:
+                raise
+            fell_back(exc)
+            logger.warning("%s unavailable (%s); embedding with %s", embedder.name, exc,
+                           self.fallback.name)  # fmt: skip
+            embedder = self.fallback
+            vectors = embedder.embed(texts)
+        model = embedder.name
         out: list[Event] = []
         for memory, vector in zip(memories, vectors, strict=True):
             memory_id = memory.data.memory_id
@@ -84,7 +119,7 @@ class EmbeddingProcessor(Projection):
                     data={
                         "memory_id": memory_id,
                         "model": model,
-                        "dimension": self.embedder.dimension,
+                        "dimension": embedder.dimension,
                         "vector": vector,
                     },
                 )

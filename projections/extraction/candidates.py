@@ -1,5 +1,6 @@
-"""What an extractor returns: :class:`Candidate` memories, the :class:`Extractor` protocol,
-and :func:`normalise_content`, the comparison key that tells "the same fact" apart.
+"""What an extractor returns: :class:`Candidate` memories in an :class:`Extraction` (which
+says which path produced them), the :class:`Extractor` protocol, and
+:func:`normalise_content`, the comparison key that tells "the same fact" apart.
 
 A candidate has no id yet: the extraction processor decides whether it is a new
 memory, the reinforcement of a known one (same normalised content) or the
@@ -9,12 +10,13 @@ replacement of a known one (same ``key``), and only then derives an id.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from schemas.events import ConversationEndedData, Sector
 
-__all__ = ["KINDS", "Candidate", "Extractor", "normalise_content"]
+__all__ = ["KINDS", "Candidate", "Extraction", "Extractor", "normalise_content"]
 
 #: What an extractor saw; ``MemoryExtractedData.kind`` takes one of these.
 KINDS = frozenset(
@@ -59,20 +61,41 @@ class Candidate:
             raise ValueError(f"turns {self.turns} are not sorted and distinct")
 
 
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """The candidates of one conversation and the path that produced them.
+
+    An extractor with a fallback (the LLM extractor falls back to the rules) names the
+    path per result, so each memory event records what actually made it.
+    """
+
+    candidates: tuple[Candidate, ...]
+    extractor: str
+    """``rules``, or ``llm:<model>``."""
+    extractor_version: str
+
+
 @runtime_checkable
 class Extractor(Protocol):
     """Turns one finished conversation into candidate memories about the caller.
 
-    Implementations are pure: the same conversation gives the same candidates,
-    which is what lets the processor replay a batch and derive the same ids.
+    The rule-based extractor is pure: the same conversation gives the same candidates,
+    which is what lets the processor replay a batch and derive the same ids. A remote
+    model is not (see ``deterministic`` and the processor's answer journal).
     """
 
     name: str
-    """Which path produced the memories: ``rules``, or ``llm:<model>``."""
+    """The extractor's own path name: ``rules``, or ``llm:<model>``."""
     version: str
     """Bumped when the same conversation would give different candidates."""
+    deterministic: bool
+    """Whether the same conversation always gives the same extraction."""
 
-    def extract(self, conversation: ConversationEndedData) -> list[Candidate]: ...
+    def extract(self, conversation: ConversationEndedData) -> Extraction: ...
+
+    def extract_many(self, conversations: Sequence[ConversationEndedData]) -> list[Extraction]:
+        """One extraction per conversation, in order (concurrently where that helps)."""
+        ...
 
 
 def normalise_content(text: str) -> str:

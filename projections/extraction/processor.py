@@ -17,15 +17,21 @@ its checkpoints:
 
 The batch sequence, as in every projection, is one transaction:
 
-1. ``prepare`` (fetch stage, no I/O): run the extractor over each conversation;
-2. ``apply``: read the batch's users' facts, decide per candidate, update
-   ``facts`` and ``processed``, and append the memory events — waiting for the
-   broker's acknowledgement — before the runtime commits the checkpoint.
+1. ``prepare`` (fetch stage, a worker thread): run the extractor over the batch's
+   conversations (an LLM extractor calls its model for them concurrently);
+2. ``apply``: for a non-deterministic extractor, reuse the answers journaled by an
+   interrupted earlier attempt and journal the new ones (committed on their own
+   connection, see ``answers`` in schema.sql); read the batch's users' facts, decide
+   per candidate, update ``facts`` and ``processed``, delete the batch's journal rows,
+   and append the memory events — waiting for the broker's acknowledgement — before
+   the runtime commits the checkpoint.
 
 A crash after the append and before the commit replays the batch: the decisions are
-made again from the same state, so the events have the same ids (derived from the
-conversation event's id and the memory's content) and every projection downstream
-applies them once.
+made again from the same state and the same answers, so the events have the same ids
+(derived from the conversation event's id and the memory's content) and every
+projection downstream applies them once. Each memory records the path that produced
+it (``rules``, or ``llm:<model>``), per conversation: an LLM extractor that fell back
+to the rules says so.
 """
 
 from __future__ import annotations
@@ -38,9 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from psycopg import AsyncConnection
+import orjson
+from psycopg import AsyncConnection, sql
 
-from projections.extraction.candidates import Candidate, Extractor, normalise_content
+from projections.extraction.candidates import (
+    Candidate,
+    Extraction,
+    Extractor,
+    normalise_content,
+)
 from projections.extraction.rules import RuleExtractor
 from schemas import (
     ConversationEnded,
@@ -56,6 +68,7 @@ from schemas import (
 )
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
+from streams.settings import Settings
 from streams.topics import CONVERSATIONS
 
 __all__ = ["ExtractionProcessor"]
@@ -73,10 +86,11 @@ class _Fact:
     state: str = "active"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Extraction:
     event: ConversationEnded
-    candidates: list[Candidate]
+    # Replaced by the journaled answer when an earlier attempt of the batch left one.
+    result: Extraction
 
 
 @dataclass
@@ -101,6 +115,17 @@ class ExtractionProcessor(Projection):
     def __init__(self, extractor: Extractor | None = None) -> None:
         self.extractor: Extractor = extractor or RuleExtractor()
         self._log: EventLog | None = None
+        # The answer journal's own autocommit connection (opened on first use).
+        self._journal: AsyncConnection[Any] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExtractionProcessor:
+        """The LLM extractor when ``MEMSTREAM_LLM_MODEL`` is set, the rules otherwise."""
+        if not settings.llm_model:
+            return cls()
+        from projections.extraction.llm import LLMExtractor
+
+        return cls(LLMExtractor.from_settings(settings))
 
     def schema_sql(self) -> str:
         return SCHEMA_SQL
@@ -109,11 +134,25 @@ class ExtractionProcessor(Projection):
         self._log = log
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
+        # A conversation appended twice (a redelivered webhook) is extracted once: with an
+        # LLM, every extraction is a paid call.
+        conversations = {
+            (r.event.tenant, r.event.id): r.event
+            for r in records
+            if isinstance(r.event, ConversationEnded)
+        }
+        results = dict(
+            zip(
+                conversations,
+                self.extractor.extract_many([c.data for c in conversations.values()]),
+                strict=True,
+            )
+        )
         batch = PreparedBatch()
         for record in records:
             event = record.event
             if isinstance(event, ConversationEnded):
-                batch.items.append(_Extraction(event, self.extractor.extract(event.data)))
+                batch.items.append(_Extraction(event, results[(event.tenant, event.id)]))
             elif isinstance(event, MemoryAsserted | MemoryRetracted | UserForgotten):
                 batch.items.append(event)
         return batch
@@ -123,8 +162,16 @@ class ExtractionProcessor(Projection):
             return
         if self._log is None:
             raise RuntimeError("the extraction processor appends events: open() it first")
-        facts = await self._load_facts(conn, prepared.subjects)
         done = await self._processed(conn, prepared)
+        journaled: list[_Extraction] = []
+        if not self.extractor.deterministic:
+            journaled = [
+                i
+                for i in prepared.items
+                if isinstance(i, _Extraction) and (i.event.tenant, i.event.id) not in done
+            ]
+            await self._journal_answers(conn, journaled)
+        facts = await self._load_facts(conn, prepared.subjects)
         output: list[Event] = []
         changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact]] = {}
         forgotten: list[tuple[str, str]] = []
@@ -137,7 +184,7 @@ class ExtractionProcessor(Projection):
                 done.add((event.tenant, event.id))
                 processed.append((event.tenant, event.id))
                 known = facts[(event.tenant, event.subject)]
-                output.extend(self._decide(event, item.candidates, known, changed))
+                output.extend(self._decide(event, item.result, known, changed))
             elif isinstance(item, MemoryAsserted):
                 fact = _Fact(item.data.memory_id, normalise_content(str(item.data.content)), None)
                 facts[(item.tenant, item.subject)].append(fact)
@@ -154,6 +201,8 @@ class ExtractionProcessor(Projection):
         # Write the new state, then append: both are undone together if the append fails
         # (the transaction rolls back and the runtime retries the batch).
         await self._save(conn, changed, forgotten, processed)
+        if journaled or forgotten:
+            await self._forget_answers(conn, journaled, forgotten)
         if output:
             await self._log.append_many(output)
 
@@ -162,7 +211,7 @@ class ExtractionProcessor(Projection):
     def _decide(
         self,
         event: ConversationEnded,
-        candidates: list[Candidate],
+        result: Extraction,
         known: list[_Fact],
         changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact]],
     ) -> list[Event]:
@@ -180,7 +229,7 @@ class ExtractionProcessor(Projection):
             "causation_id": event.id,
         }
         out: list[Event] = []
-        for candidate in candidates:
+        for candidate in result.candidates:
             normalised = normalise_content(candidate.content)
             provenance = {"conversation_id": data.conversation_id, "turns": candidate.turns}
             same = next(
@@ -213,8 +262,8 @@ class ExtractionProcessor(Projection):
                         "kind": candidate.kind,
                         "key": candidate.key,
                         "observed_at": said_at,
-                        "extractor": self.extractor.name,
-                        "extractor_version": self.extractor.version,
+                        "extractor": result.extractor,
+                        "extractor_version": result.extractor_version,
                         "provenance": provenance,
                     },
                     **envelope,
@@ -242,6 +291,76 @@ class ExtractionProcessor(Projection):
             known.append(fact)
             changed[(event.tenant, memory_id)] = (event.subject, fact)
         return out
+
+    # -- the answer journal -----------------------------------------------------------
+
+    async def _journal_answers(self, conn: AsyncConnection[Any], items: list[_Extraction]) -> None:
+        """Make the batch's answers durable before anything derived from them is appended.
+
+        1. An answer journaled by an earlier, interrupted attempt at this batch wins over
+           the fresh one: memory events derived from it may already be in the log.
+        2. The other answers are inserted and committed on a connection of their own, so
+           they survive a crash of the batch's transaction (which deletes them on commit).
+        """
+        if not items:
+            return
+        cursor = await conn.execute(
+            "SELECT tenant, event_id, extraction FROM answers"
+            " WHERE (tenant, event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+            [[i.event.tenant for i in items], [i.event.id for i in items]],
+        )
+        earlier = {(t, e): x for t, e, x in await cursor.fetchall()}
+        fresh: list[_Extraction] = []
+        for item in items:
+            found = earlier.get((item.event.tenant, item.event.id))
+            if found is None:
+                fresh.append(item)
+            else:
+                item.result = _extraction_from_json(found)
+        if not fresh:
+            return
+        cursor = await conn.execute("SELECT current_schema()")
+        row = await cursor.fetchone()
+        assert row is not None
+        # The runtime's connection is inside the batch's transaction: a second one commits
+        # independently of it. Opened per batch: one connect is nothing next to LLM calls.
+        async with await AsyncConnection.connect(
+            conn.info.dsn, password=conn.info.password, autocommit=True
+        ) as journal:
+            await journal.execute(
+                sql.SQL(
+                    "INSERT INTO {}.answers (tenant, event_id, subject, extraction)"
+                    " SELECT t, e, s, x::jsonb"
+                    " FROM unnest(%s::text[], %s::uuid[], %s::text[], %s::text[]) AS u(t, e, s, x)"
+                    " ON CONFLICT DO NOTHING"
+                ).format(sql.Identifier(row[0])),
+                [
+                    [i.event.tenant for i in fresh],
+                    [i.event.id for i in fresh],
+                    [i.event.subject for i in fresh],
+                    [orjson.dumps(_extraction_to_json(i.result)).decode() for i in fresh],
+                ],
+            )
+
+    async def _forget_answers(
+        self,
+        conn: AsyncConnection[Any],
+        items: list[_Extraction],
+        forgotten: list[tuple[str, str]],
+    ) -> None:
+        """Delete the batch's journaled answers (and a forgotten user's), in its transaction."""
+        if items:
+            await conn.execute(
+                "DELETE FROM answers WHERE (tenant, event_id) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+                [[i.event.tenant for i in items], [i.event.id for i in items]],
+            )
+        if forgotten:
+            await conn.execute(
+                "DELETE FROM answers WHERE (tenant, subject) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                [[t for t, _ in forgotten], [s for _, s in forgotten]],
+            )
 
     # -- state ------------------------------------------------------------------------
 
@@ -304,3 +423,39 @@ class ExtractionProcessor(Projection):
                 " SELECT * FROM unnest(%s::text[], %s::uuid[]) ON CONFLICT DO NOTHING",
                 [[t for t, _ in processed], [e for _, e in processed]],
             )
+
+
+def _extraction_to_json(result: Extraction) -> dict[str, Any]:
+    return {
+        "extractor": result.extractor,
+        "extractor_version": result.extractor_version,
+        "candidates": [
+            {
+                "content": c.content,
+                "sector": c.sector,
+                "salience": c.salience,
+                "kind": c.kind,
+                "key": c.key,
+                "turns": list(c.turns),
+            }
+            for c in result.candidates
+        ],
+    }
+
+
+def _extraction_from_json(document: dict[str, Any]) -> Extraction:
+    return Extraction(
+        candidates=tuple(
+            Candidate(
+                content=c["content"],
+                sector=c["sector"],
+                salience=float(c["salience"]),
+                kind=c["kind"],
+                key=c["key"],
+                turns=tuple(c["turns"]),
+            )
+            for c in document["candidates"]
+        ),
+        extractor=document["extractor"],
+        extractor_version=document["extractor_version"],
+    )

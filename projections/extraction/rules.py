@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from projections.extraction.candidates import Candidate, normalise_content
+from projections.extraction.candidates import Candidate, Extraction, normalise_content
 from schemas.events import ConversationEndedData, Sector
 
 __all__ = ["RuleExtractor"]
@@ -1906,8 +1906,15 @@ class RuleExtractor:
 
     name = "rules"
     version = "1"
+    deterministic = True
 
-    def extract(self, conversation: ConversationEndedData) -> list[Candidate]:
+    def extract_many(self, conversations: Sequence[ConversationEndedData]) -> list[Extraction]:
+        return [self.extract(c) for c in conversations]
+
+    def extract(self, conversation: ConversationEndedData) -> Extraction:
+        return Extraction(tuple(self._candidates(conversation)), self.name, self.version)
+
+    def _candidates(self, conversation: ConversationEndedData) -> list[Candidate]:
         # Tool and system turns say nothing about the caller: they are left empty.
         turns = [
             _clean(turn.text, spoken=turn.role == "user") if turn.role in _SPEAKERS else ""

@@ -22,3 +22,16 @@ CREATE TABLE IF NOT EXISTS processed (
     event_id  uuid NOT NULL,
     PRIMARY KEY (tenant, event_id)
 );
+
+-- The answer journal: extractions of a non-deterministic extractor (an LLM) written and
+-- committed on their own BEFORE the batch's memory events are appended, and deleted in
+-- the batch's transaction. A crash between the append and the commit leaves the rows, so
+-- the replayed batch reuses the answers instead of asking the model again (which could
+-- answer differently and append memories with other ids). Empty between batches.
+CREATE TABLE IF NOT EXISTS answers (
+    tenant      text  NOT NULL,
+    event_id    uuid  NOT NULL,
+    subject     text  NOT NULL,
+    extraction  jsonb NOT NULL,
+    PRIMARY KEY (tenant, event_id)
+);

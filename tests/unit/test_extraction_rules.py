@@ -56,7 +56,7 @@ def conversation(
 
 
 def extract(turns: list[tuple[TurnRole, str]], analysis: Analysis | None = None) -> list[Candidate]:
-    return RuleExtractor().extract(conversation(turns, analysis))
+    return list(RuleExtractor().extract(conversation(turns, analysis)).candidates)
 
 
 def contents(candidates: list[Candidate]) -> list[str]:
@@ -92,7 +92,7 @@ def as_json(candidates: list[Candidate]) -> list[dict[str, Any]]:
 
 def check_golden(name: str, source: str, data: ConversationEndedData) -> None:
     path = GOLDEN / f"{name}.expected.json"
-    actual = as_json(RuleExtractor().extract(data))
+    actual = as_json(list(RuleExtractor().extract(data).candidates))
     if UPDATE:
         document = {"source": source, "candidates": actual}
         path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
@@ -120,7 +120,7 @@ def test_there_are_enough_golden_transcripts() -> None:
 @pytest.mark.parametrize("name", sorted(PLATFORM_PAYLOADS) + TRANSCRIPTS)
 def test_golden_contents_are_well_formed(name: str) -> None:
     data = from_platform(name) if name in PLATFORM_PAYLOADS else from_transcript(name)
-    for candidate in RuleExtractor().extract(data):
+    for candidate in RuleExtractor().extract(data).candidates:
         text = candidate.content
         assert 3 <= len(text) <= 200
         assert text[0].isupper() or text[0].isdigit(), text
@@ -136,6 +136,8 @@ def test_is_an_extractor_with_a_name_and_version() -> None:
     extractor = RuleExtractor()
     assert isinstance(extractor, Extractor)
     assert (extractor.name, extractor.version) == ("rules", "1")
+    extraction = extractor.extract(from_transcript("moved_city"))
+    assert (extraction.extractor, extraction.extractor_version) == ("rules", "1")
 
 
 def test_first_person_is_rewritten_in_the_third() -> None:
@@ -229,7 +231,9 @@ def test_extraction_is_deterministic() -> None:
     data = from_transcript("allergy_anxiety")
     first = RuleExtractor().extract(data)
     assert all(RuleExtractor().extract(data) == first for _ in range(5))
-    assert [asdict(c) for c in first] == [asdict(c) for c in RuleExtractor().extract(data)]
+    assert [asdict(c) for c in first.candidates] == [
+        asdict(c) for c in RuleExtractor().extract(data).candidates
+    ]
 
 
 def test_an_agent_booking_confirmation_is_a_memory_about_the_caller() -> None:

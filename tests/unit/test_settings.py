@@ -61,3 +61,65 @@ def test_missing_endpoints_say_how_to_get_them() -> None:
         Settings().require_kafka()
     with pytest.raises(ConfigurationError, match="MEMSTREAM_DATABASE_URL"):
         Settings().require_database()
+
+
+def test_provider_settings_are_read_and_default_to_the_offline_path() -> None:
+    assert (Settings().llm_model, Settings().embedding_model) == ("", "")
+    settings = Settings.from_env(
+        {
+            "MEMSTREAM_OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
+            "MEMSTREAM_OPENAI_API_KEY": "sk-test-secret",
+            "MEMSTREAM_LLM_MODEL": "gpt-4o-mini",
+            "MEMSTREAM_EMBEDDING_MODEL": "text-embedding-3-small",
+            "MEMSTREAM_PROVIDER_TIMEOUT_S": "2.5",
+            "MEMSTREAM_PROVIDER_RETRIES": "5",
+            "MEMSTREAM_BREAKER_FAILURES": "2",
+            "MEMSTREAM_BREAKER_RESET_S": "0.5",
+            "MEMSTREAM_PROVIDER_CONCURRENCY": "8",
+        }
+    )
+    assert settings.openai_base_url == "http://127.0.0.1:8000/v1"
+    assert settings.openai_api_key == "sk-test-secret"
+    assert (settings.llm_model, settings.embedding_model) == (
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+    )
+    assert (settings.provider_timeout_s, settings.provider_retries) == (2.5, 5)
+    assert (settings.breaker_failures, settings.breaker_reset_s) == (2, 0.5)
+    assert settings.provider_concurrency == 8
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_the_api_key_is_never_in_the_repr() -> None:
+    settings = Settings(openai_api_key="sk-test-secret", llm_model="gpt-4o-mini")
+    assert "sk-test-secret" not in repr(settings)
+    assert "sk-test-secret" not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MEMSTREAM_PROVIDER_TIMEOUT_S": "soon"}, "PROVIDER_TIMEOUT_S"),
+        ({"MEMSTREAM_PROVIDER_TIMEOUT_S": "0"}, "PROVIDER_TIMEOUT_S"),
+        ({"MEMSTREAM_PROVIDER_RETRIES": "-1"}, "PROVIDER_RETRIES"),
+        ({"MEMSTREAM_BREAKER_FAILURES": "0"}, "BREAKER_FAILURES"),
+        ({"MEMSTREAM_PROVIDER_CONCURRENCY": "0"}, "PROVIDER_CONCURRENCY"),
+        ({"MEMSTREAM_BREAKER_RESET_S": "-3"}, "BREAKER_RESET_S"),
+        ({"MEMSTREAM_OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL"),
+        ({"MEMSTREAM_LLM_MODEL": "gpt-4o-mini"}, "OPENAI_API_KEY"),
+    ],
+)
+def test_invalid_provider_settings_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"MEMSTREAM_{named}"):
+        Settings.from_env(env)
+
+
+def test_the_summary_debounce_is_read_handed_on_and_never_negative() -> None:
+    assert Settings.from_env({}).summary_debounce_s == 30.0
+    settings = Settings.from_env({"MEMSTREAM_SUMMARY_DEBOUNCE_S": "2.5"})
+    assert settings.summary_debounce_s == 2.5
+    assert Settings.from_env(settings.to_env()) == settings
+    assert Settings.from_env({"MEMSTREAM_SUMMARY_DEBOUNCE_S": "0"}).summary_debounce_s == 0
+    for bad in ("-1", "later"):
+        with pytest.raises(ConfigurationError, match="MEMSTREAM_SUMMARY_DEBOUNCE_S"):
+            Settings.from_env({"MEMSTREAM_SUMMARY_DEBOUNCE_S": bad})

@@ -1,0 +1,54 @@
+"""The ``openai`` client, built from :class:`streams.Settings`, and the resilience around it.
+
+The client's own retries are off (``max_retries=0``): :class:`Resilient` retries, so
+that backoff, the circuit breaker and the metrics see every attempt. Its timeout is
+``MEMSTREAM_PROVIDER_TIMEOUT_S`` per attempt. Any OpenAI-compatible endpoint works
+(``MEMSTREAM_OPENAI_BASE_URL``: OpenAI, Azure's v1 API, vLLM, Ollama, LiteLLM...).
+"""
+
+from __future__ import annotations
+
+import openai
+
+from projections.providers.resilience import Backoff, CircuitBreaker, Resilient
+from streams.settings import Settings
+
+__all__ = ["PROVIDER", "build_client", "resilient"]
+
+#: The provider label of metrics and breakers for every OpenAI-compatible endpoint.
+PROVIDER = "openai"
+
+# OpenAI's client refuses to start without a key; a compatible local server (Ollama,
+# vLLM) ignores it. Only used when a base URL is set and no key is (see Settings).
+_NO_KEY = "not-needed"
+
+
+def build_client(settings: Settings) -> openai.OpenAI:
+    """A synchronous client (it runs in worker threads) with no retries of its own."""
+    return openai.OpenAI(
+        api_key=settings.openai_api_key or _NO_KEY,
+        base_url=settings.openai_base_url,
+        timeout=settings.provider_timeout_s,
+        max_retries=0,
+    )
+
+
+def resilient(settings: Settings, operation: str) -> Resilient:
+    """Retries and a breaker for one operation (``chat``, ``embeddings``), from settings.
+
+    Backoff starts at a tenth of the timeout (at least 0.1 s) and is capped at the
+    timeout: a provider that is slow to answer is not hammered faster than it answers.
+    """
+    base = max(0.1, settings.provider_timeout_s / 10)
+    return Resilient(
+        PROVIDER,
+        operation,
+        retries=settings.provider_retries,
+        backoff=Backoff(base_s=base, cap_s=max(base, settings.provider_timeout_s)),
+        breaker=CircuitBreaker(
+            PROVIDER,
+            operation,
+            failures=settings.breaker_failures,
+            reset_s=settings.breaker_reset_s,
+        ),
+    )

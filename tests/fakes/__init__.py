@@ -1,0 +1,1 @@
+"""Test doubles for paid external APIs: real servers speaking their wire formats."""
