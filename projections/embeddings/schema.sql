@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     subject      text        NOT NULL,
     dimension    integer     NOT NULL,
     -- Unsized: models of different dimensions coexist. Each model gets its own HNSW
-    -- index over a sized cast, created when its first vector arrives (projection.py).
+    -- index over a sized cast, built once the projection has caught up (projection.py).
     embedding    vector      NOT NULL,
     observed_at  timestamptz NOT NULL,
     PRIMARY KEY (tenant, memory_id, model)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
+import numpy as np
+from psycopg import AsyncConnection
+
 from projections.embeddings.processor import EmbeddingProcessor
-from projections.embeddings.projection import LINK_THRESHOLD, EmbeddingsProjection
+from projections.embeddings.projection import (
+    LINK_THRESHOLD,
+    LINKS_PER_MEMORY,
+    EmbeddingsProjection,
+    hnsw_index_name,
+)
 from schemas import (
     EmbeddingComputed,
     Event,
@@ -17,10 +28,10 @@ from schemas import (
     UserForgotten,
     decode_event,
 )
-from streams import EventLog, Settings
-from streams.projection import Projection
+from streams import EventLog, ProjectionRunner, Settings, versions
+from streams.projection import LogRecord, Projection, version_schema
 from streams.topics import EMBEDDINGS, Topics
-from tests.helpers import BASE_TIME, read_topic
+from tests.helpers import BASE_TIME, eventually, read_topic
 from tests.integration.projection_contract import ProjectionContract, project, snapshot
 
 TENANT = "acme"
@@ -58,14 +69,21 @@ def unit(angle_degrees: float) -> list[float]:
 
 
 def embedding(
-    memory_id: uuid.UUID, angle: float, *, subject: str = SUBJECT, minutes: int = 0
+    memory_id: uuid.UUID,
+    angle: float,
+    *,
+    subject: str = SUBJECT,
+    minutes: float = 0,
+    vector: list[float] | None = None,
+    model: str = MODEL,
 ) -> EmbeddingComputed:
+    values = unit(angle) if vector is None else vector
     return EmbeddingComputed.create(
         tenant=TENANT,
         subject=subject,
         source=Source(platform="memstream"),
         occurred_at=BASE_TIME + timedelta(minutes=minutes),
-        data={"memory_id": memory_id, "model": MODEL, "dimension": 8, "vector": unit(angle)},
+        data={"memory_id": memory_id, "model": model, "dimension": len(values), "vector": values},
     )
 
 
@@ -173,3 +191,222 @@ async def test_rebuilding_the_vectors_calls_no_model_and_gives_identical_rows(
     # it can only replay the recorded vectors.
     await project(topics, EmbeddingsProjection(), version=2)
     assert await snapshot(db, "embeddings_v2", EmbeddingsProjection.tables) == v1
+
+
+# -- the set-based batch path ----------------------------------------------------------
+
+Links = dict[tuple[uuid.UUID, uuid.UUID], float]
+
+
+def clustered(seed: int, users: int, per_user: int, dims: int = 8) -> list[EmbeddingComputed]:
+    """Users' vectors scattered around 3 directions each: within a direction most pairs
+    are above the threshold and some below; across directions none are."""
+    rng = random.Random(seed)
+    centres = [[[rng.gauss(0, 1) for _ in range(dims)] for _ in range(3)] for _ in range(users)]
+    events: list[EmbeddingComputed] = []
+    for i in range(users * per_user):
+        user = i % users
+        point = [x + rng.gauss(0, 0.35) for x in rng.choice(centres[user])]
+        norm = math.sqrt(sum(x * x for x in point))
+        memory_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+        events.append(
+            embedding(
+                memory_id,
+                0,
+                subject=f"{TENANT}/+1555{user:07d}",
+                minutes=i,
+                vector=[x / norm for x in point],
+            )
+        )
+    return events
+
+
+def expected_links(events: Sequence[EmbeddingComputed]) -> tuple[Links, int, int]:
+    """The links rule worked out event by event in Python, independently of the SQL: each
+    new vector's 5 nearest earlier vectors of its user with cosine >= 0.8, both ways.
+    Also returns how many new vectors had more than 5 such candidates, and how many
+    earlier vectors of their user were below the threshold."""
+    stored: dict[tuple[str, str, str], list[tuple[uuid.UUID, Any]]] = {}
+    seen: set[tuple[str, uuid.UUID, str]] = set()
+    links: Links = {}
+    crowded = below = 0
+    for event in events:
+        data = event.data
+        if (event.tenant, data.memory_id, data.model) in seen:
+            continue  # redelivered
+        seen.add((event.tenant, data.memory_id, data.model))
+        vector = np.asarray(data.vector, dtype=np.float32)  # as pgvector stores it
+        earlier = stored.setdefault((event.tenant, event.subject, data.model), [])
+        scored = []
+        for other, w in earlier:
+            cosine = float(np.dot(vector, w)) / math.sqrt(
+                float(np.dot(vector, vector)) * float(np.dot(w, w))
+            )
+            if cosine >= LINK_THRESHOLD:
+                scored.append((1 - cosine, other))
+            else:
+                below += 1
+        crowded += len(scored) > LINKS_PER_MEMORY
+        for distance, other in sorted(scored)[:LINKS_PER_MEMORY]:
+            links[(data.memory_id, other)] = links[(other, data.memory_id)] = 1 - distance
+        earlier.append((data.memory_id, vector))
+    return links, crowded, below
+
+
+async def stored_links(db: Any, schema: str) -> Links:
+    cursor = await db.execute(f"SELECT memory_id, linked_id, weight FROM {schema}.links")
+    return {(a, b): w for a, b, w in await cursor.fetchall()}
+
+
+async def apply_in_batches(
+    settings: Settings, version: int, batches: Sequence[Sequence[Event]], *, catch_up: bool = False
+) -> None:
+    """Feed the projection exactly these batches, each in its own transaction, as the
+    runtime does (search_path on the version's schema); Kafka is left out so that the
+    batch boundaries are exactly these."""
+    projection = EmbeddingsProjection()
+    schema = version_schema(projection.name, version)
+    conn = await AsyncConnection.connect(
+        settings.require_database(), autocommit=True, options=f"-c search_path={schema},public"
+    )
+    try:
+        await versions.register(conn, projection, version)
+        offset = 0
+        for batch in batches:
+            records = [LogRecord("log", 0, offset + i, 0, e) for i, e in enumerate(batch)]
+            offset += len(batch)
+            async with conn.transaction():
+                await projection.apply(conn, projection.prepare(records))
+        if catch_up:
+            async with conn.transaction():
+                await projection.caught_up(conn)
+    finally:
+        await conn.close()
+
+
+async def hnsw_indexes(db: Any, schema: str) -> dict[str, str]:
+    cursor = await db.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s"
+        " AND indexdef LIKE '%%USING hnsw%%'",
+        [schema],
+    )
+    return {name: definition for name, definition in await cursor.fetchall()}
+
+
+async def test_links_are_the_same_whatever_the_batch_size_and_match_the_rule(
+    topics: Settings, db: Any
+) -> None:
+    events = clustered(seed=7, users=4, per_user=24)
+    expected, crowded, below = expected_links(events)
+    # The data exercises both limits: some vectors had more than 5 candidates above the
+    # threshold, and some pairs of a user's vectors are below it.
+    assert crowded > 0 and below > 0
+    async with EventLog(topics) as log:
+        await log.append_many(events)
+        await log.append_many(events[::5])  # redelivered: insert and link nothing
+
+    await project(topics.replace(batch_max_records=1), EmbeddingsProjection(), version=1)
+    await project(topics.replace(batch_max_records=7), EmbeddingsProjection(), version=2)
+    await project(topics.replace(batch_max_records=2000), EmbeddingsProjection(), version=3)
+
+    one_by_one = await snapshot(db, "embeddings_v1", EmbeddingsProjection.tables)
+    assert len(one_by_one["embeddings"]) == len(events)
+    assert await snapshot(db, "embeddings_v2", EmbeddingsProjection.tables) == one_by_one
+    assert await snapshot(db, "embeddings_v3", EmbeddingsProjection.tables) == one_by_one
+    links = await stored_links(db, "embeddings_v3")
+    assert links.keys() == expected.keys()
+    assert all(abs(links[pair] - weight) < 1e-5 for pair, weight in expected.items())
+    # Once caught up, the runner has the projection build the model's HNSW index.
+    runner = ProjectionRunner(EmbeddingsProjection(), topics, version=3)
+    task = asyncio.create_task(runner.run())
+    try:
+        await eventually(
+            lambda: hnsw_indexes(db, "embeddings_v3"),
+            lambda found: list(found) == [hnsw_index_name(MODEL, 8)],
+        )
+    finally:
+        runner.stop()
+        await task
+
+
+async def test_a_vector_and_its_near_duplicate_in_one_batch_are_linked(
+    settings: Settings, db: Any
+) -> None:
+    first, near, far = (uuid.uuid4() for _ in range(3))
+    events = [embedding(first, 0), embedding(near, 3, minutes=1), embedding(far, 90, minutes=2)]
+    await apply_in_batches(settings, 1, [events])
+    await apply_in_batches(settings, 2, [[e] for e in events])
+
+    links = await stored_links(db, "embeddings_v1")
+    assert links.keys() == {(first, near), (near, first)}
+    assert abs(links[(first, near)] - math.cos(math.radians(3))) < 1e-6
+    assert await snapshot(db, "embeddings_v2", EmbeddingsProjection.tables) == await snapshot(
+        db, "embeddings_v1", EmbeddingsProjection.tables
+    )
+
+
+async def test_an_erasure_inside_a_batch_applies_where_it_stands(
+    settings: Settings, db: Any
+) -> None:
+    before, before_too, other_user, after, late, after_too = (uuid.uuid4() for _ in range(6))
+    someone_else = f"{TENANT}/+15550000002"
+    forget = UserForgotten.create(
+        tenant=TENANT,
+        subject=SUBJECT,
+        source=Source(platform="api"),
+        occurred_at=BASE_TIME + timedelta(minutes=10),
+        data={},
+    )
+    batch: list[Event] = [
+        embedding(before, 0, minutes=1),
+        embedding(before_too, 4, minutes=2),
+        embedding(other_user, 1, subject=someone_else, minutes=3),
+        forget,
+        embedding(after, 2, minutes=11),
+        # Said before the erasure, delivered after it: dropped.
+        embedding(late, 1, minutes=5),
+        embedding(after_too, 6, minutes=12),
+    ]
+    await apply_in_batches(settings, 1, [batch])
+    await apply_in_batches(settings, 2, [[e] for e in batch])
+
+    cursor = await db.execute("SELECT memory_id FROM embeddings_v1.embeddings")
+    assert {m for (m,) in await cursor.fetchall()} == {other_user, after, after_too}
+    # Linked only to each other: the erased vectors were gone before they arrived.
+    assert (await stored_links(db, "embeddings_v1")).keys() == {
+        (after, after_too),
+        (after_too, after),
+    }
+    rows_v1 = await snapshot(db, "embeddings_v1", EmbeddingsProjection.tables)
+    assert await snapshot(db, "embeddings_v2", EmbeddingsProjection.tables) == rows_v1
+    # The erasure delivered again changes nothing.
+    await apply_in_batches(settings, 1, [[forget, embedding(late, 1, minutes=5)]])
+    assert await snapshot(db, "embeddings_v1", EmbeddingsProjection.tables) == rows_v1
+
+
+async def test_each_model_gets_its_hnsw_index_once_caught_up_not_while_loading(
+    settings: Settings, db: Any
+) -> None:
+    events = [embedding(uuid.uuid4(), a, minutes=a) for a in range(0, 40, 4)]
+    other_model = [
+        embedding(uuid.uuid4(), 0, model="test/other-4", vector=[1.0, 0.1 * a, 0.0, 0.0])
+        for a in range(5)
+    ]
+    await apply_in_batches(settings, 1, [events[:5], other_model, events[5:]])
+    assert await hnsw_indexes(db, "embeddings_v1") == {}
+    links_before = await stored_links(db, "embeddings_v1")
+
+    await apply_in_batches(settings, 1, [], catch_up=True)
+    indexes = await hnsw_indexes(db, "embeddings_v1")
+    assert indexes.keys() == {hnsw_index_name(MODEL, 8), hnsw_index_name("test/other-4", 4)}
+    assert "vector(8)" in indexes[hnsw_index_name(MODEL, 8)]
+    assert f"'{MODEL}'" in indexes[hnsw_index_name(MODEL, 8)]
+    # A later vector goes into the index; its links come from the exact search as before:
+    # at 3°, its 5 nearest are the vectors at 4°, 0°, 8°, 12° and 16° (all above 0.8).
+    late = embedding(uuid.uuid4(), 3, minutes=100)
+    await apply_in_batches(settings, 1, [[late]], catch_up=True)
+    links = await stored_links(db, "embeddings_v1")
+    nearest = {e.data.memory_id for e in events[:5]}
+    assert {b for a, b in links if a == late.data.memory_id} == nearest
+    assert {a for a, b in links if b == late.data.memory_id} == nearest
+    assert links_before.items() <= links.items()
