@@ -6,6 +6,7 @@ from projections.embeddings.processor import EmbeddingProcessor
 from projections.embeddings.projection import EmbeddingsProjection
 from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
+from projections.summaries import SummariesProjection, SummaryProcessor
 from streams.projection import Projection
 
 #: Every projection memstream runs, by name (what `memstream run` starts).
@@ -15,6 +16,8 @@ PROJECTIONS: dict[str, type[Projection]] = {
     ExtractionProcessor.name: ExtractionProcessor,
     EmbeddingProcessor.name: EmbeddingProcessor,
     EmbeddingsProjection.name: EmbeddingsProjection,
+    SummaryProcessor.name: SummaryProcessor,
+    SummariesProjection.name: SummariesProjection,
 }
 
 __all__ = ["PROJECTIONS"]

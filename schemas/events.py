@@ -40,6 +40,10 @@ __all__ = [
     "MemorySupersededData",
     "Provenance",
     "Sector",
+    "SummaryGenerated",
+    "SummaryGeneratedData",
+    "SummaryInputs",
+    "SummaryKind",
     "ToolCall",
     "Turn",
     "TurnRole",
@@ -53,6 +57,7 @@ NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 Channel = Literal["phone", "web", "unknown"]
 TurnRole = Literal["user", "agent", "tool", "system"]
 Sector = Literal["semantic", "episodic", "procedural", "emotional", "reflective"]
+SummaryKind = Literal["profile", "conversation"]
 
 DynamicValue = str | int | float | bool | None
 
@@ -324,3 +329,61 @@ class EmbeddingComputed(Event):
     v: Literal[1] = 1
     data: EmbeddingComputedData
     topic: ClassVar[str] = "embeddings"
+
+
+# ---------------------------------------------------------- derived by summarising (summaries)
+
+
+class SummaryInputs(EventData):
+    """What a summary was built from, so it can be traced back to the log."""
+
+    memory_count: int = Field(ge=0)
+    """How many memories the text was built from (a platform summary: 0)."""
+    memory_ids: tuple[uuid.UUID, ...] = ()
+    """Those memories, strongest first."""
+    last_event_id: uuid.UUID
+    """The newest input event the summary includes: for a profile the last memory event
+    of the user the summariser had applied, for a conversation its ``conversation.ended``."""
+    as_of: AwareDatetime
+    """Event time of the newest input (``occurred_at``); an erasure at or after it covers
+    the summary."""
+
+
+class SummaryGeneratedData(EventData):
+    kind: SummaryKind
+    """``profile`` (who the user is, from their active memories) or ``conversation``."""
+    text: PersonalText
+    """The summary; empty only for a profile of a user with no active memory left."""
+    generator: NonEmptyStr
+    """Which path wrote it: ``extractive``, ``platform`` (the voice platform's own
+    summary), or ``llm:<model>``."""
+    generator_version: NonEmptyStr
+    """Bumped when the same inputs would give another text; for ``platform`` the
+    platform's name."""
+    conversation_id: str | None = None
+    """The conversation a ``conversation`` summary is about (None for a profile)."""
+    sequence: int | None = Field(default=None, ge=1)
+    """A profile's number among the user's profiles (1, 2, ...): readers keep the highest,
+    whatever order they see them in. None for a conversation summary."""
+    inputs: SummaryInputs
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> SummaryGeneratedData:
+        if self.kind == "conversation" and not self.conversation_id:
+            raise ValueError("a conversation summary needs its conversation_id")
+        if self.kind == "profile" and (self.conversation_id is not None or self.sequence is None):
+            raise ValueError("a profile has a sequence number and no conversation_id")
+        if self.kind == "conversation" and self.sequence is not None:
+            raise ValueError("only a profile has a sequence number")
+        if self.kind == "conversation" and not str(self.text).strip():
+            raise ValueError("a conversation summary needs text")
+        return self
+
+
+class SummaryGenerated(Event):
+    """A summary was written: a user's profile or one conversation's summary."""
+
+    type: Literal["summary.generated"] = "summary.generated"
+    v: Literal[1] = 1
+    data: SummaryGeneratedData
+    topic: ClassVar[str] = "summaries"

@@ -7,7 +7,9 @@ briefing fills ElevenLabs' ``dynamic_variables`` and Vapi's ``variableValues``.
 
 Every key is always present; an unknown caller gets empty strings, because
 ElevenLabs refuses to start a conversation when a variable the agent uses is
-missing.
+missing. ``user_profile`` is the caller's profile summary (the summaries read model,
+refreshed by the summariser when their memories change); ``memory_context`` keeps the
+memories themselves, so an agent prompt can use either or both.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from projections.memories import top_memories
+from projections.summaries import latest_profile
+from projections.summaries.summariser import PROFILE_CHARS, bounded
 from schemas import utc_now
 
 __all__ = ["BRIEFING_KEYS", "Briefing", "load_briefing"]
 
-BRIEFING_KEYS = ("user_name", "memory_context", "recent_topics", "last_interaction")
+BRIEFING_KEYS = ("user_name", "user_profile", "memory_context", "recent_topics", "last_interaction")
 
 #: How many past conversations the briefing looks at.
 RECENT_CONVERSATIONS = 3
@@ -55,12 +59,13 @@ class Briefing:
     """What the agent is told about the caller; empty strings when nothing is known."""
 
     user_name: str = ""
+    user_profile: str = ""
     memory_context: str = ""
     recent_topics: str = ""
     last_interaction: str = ""
 
     def variables(self) -> dict[str, str]:
-        """The four variables, every key present, for the platform's reply."""
+        """The variables, every key present, for the platform's reply."""
         return {key: getattr(self, key) for key in BRIEFING_KEYS}
 
     def greeting(self) -> str | None:
@@ -77,6 +82,7 @@ async def load_briefing(
     *,
     now: datetime | None = None,
     with_memories: bool = True,
+    with_profile: bool = True,
 ) -> Briefing:
     """The briefing for ``subject``: one query per read model.
 
@@ -84,7 +90,9 @@ async def load_briefing(
     each was last said, see :func:`projections.memories.top_memories`), dated when
     they are events, then the last call's summary; without memories (or with
     ``with_memories`` false, when the memories read model does not exist yet) the
-    summaries of the last calls.
+    summaries of the last calls. ``user_profile`` is the caller's latest profile summary
+    (empty without one, or with ``with_profile`` false, when the summaries read model
+    does not exist yet).
     """
     cursor = await conn.execute(
         _QUERY, {"tenant": tenant, "subject": subject, "recent": RECENT_CONVERSATIONS}
@@ -111,9 +119,11 @@ async def load_briefing(
         lines.append(f"Last call {summaries[0]}")
     context = lines or summaries
     last = conversations[0] if conversations else None
+    profile = await latest_profile(conn, tenant, subject) if with_profile else None
     return Briefing(
         user_name=display_name,
-        memory_context=_bounded("\n".join(context), MEMORY_CONTEXT_CHARS),
+        user_profile=bounded(_one_line(profile["text"]), PROFILE_CHARS) if profile else "",
+        memory_context=bounded("\n".join(context), MEMORY_CONTEXT_CHARS),
         recent_topics="; ".join(topics),
         last_interaction=_day(last[0] or last[1]) if last else "",
     )
@@ -132,12 +142,3 @@ def _day(moment: datetime | None) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _bounded(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    # End on a word boundary when there is one in the last part.
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut) + "…"

@@ -28,6 +28,7 @@ from schemas import (
     MemoryRetracted,
     MemorySuperseded,
     Source,
+    SummaryGenerated,
     Turn,
     UnknownEventType,
     UserForgotten,
@@ -267,6 +268,7 @@ EXPECTED_TYPES = {
     ("memory.reinforced", 1): (MemoryReinforced, "memories"),
     ("memory.superseded", 1): (MemorySuperseded, "memories"),
     ("embedding.computed", 1): (EmbeddingComputed, "embeddings"),
+    ("summary.generated", 1): (SummaryGenerated, "summaries"),
 }
 
 
