@@ -43,11 +43,11 @@ USER memstream
 # used when an endpoint is not configured.
 WORKDIR /home/memstream
 
-# Prometheus /metrics (MEMSTREAM_METRICS_PORT) and ingest (MEMSTREAM_INGEST_PORT); the
-# query service's 8081 joins when it does. A service bound to loopback inside a container
-# cannot be published, so the image listens on every interface.
-ENV MEMSTREAM_INGEST_HOST=0.0.0.0
-EXPOSE 9464 8080
+# Prometheus /metrics (MEMSTREAM_METRICS_PORT), ingest (MEMSTREAM_INGEST_PORT) and query
+# (MEMSTREAM_QUERY_PORT). A service bound to loopback inside a container cannot be
+# published, so the image listens on every interface.
+ENV MEMSTREAM_INGEST_HOST=0.0.0.0 MEMSTREAM_QUERY_HOST=0.0.0.0
+EXPOSE 9464 8080 8081
 
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://localhost:%s/metrics' % (os.environ.get('MEMSTREAM_METRICS_PORT') or '9464'), timeout=5)"]

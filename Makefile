@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-fast lint format bench infra-up infra-down infra-status schemas clean
+.PHONY: help install run test test-fast lint format bench infra-up infra-down infra-status schemas openapi clean
 
 help:
 	@echo "make run          start Kafka + PostgreSQL (local unless MEMSTREAM_* endpoints are set) and the processors"
@@ -17,6 +17,7 @@ help:
 	@echo "make infra-down   stop what infra-up started"
 	@echo "make infra-status show the endpoints and whether they answer"
 	@echo "make schemas      regenerate the JSON Schema files from the event models"
+	@echo "make openapi      regenerate docs/openapi/query.json from the query service"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "memstream needs Python 3.11+ ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -56,6 +57,9 @@ infra-status: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate
+
+openapi: $(STAMP)
+	$(BIN)/python -m services.query.openapi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

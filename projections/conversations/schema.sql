@@ -54,3 +54,9 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 -- No index by subject: erasure finds a user's turns through their conversations, and
 -- every turn inserted would pay for one.
+
+-- The caller's own words, full-text searchable: the query service's transcript search
+-- (details no memory captured). Partial: only the caller's turns are searched, and the
+-- agent's would double the index's cost on every insert.
+CREATE INDEX IF NOT EXISTS turns_search
+    ON turns USING gin (to_tsvector('english', text)) WHERE role = 'user';

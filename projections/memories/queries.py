@@ -9,15 +9,21 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-__all__ = ["REINFORCEMENT_BOOST", "get_memory", "list_memories", "top_memories"]
+__all__ = [
+    "DECAYED_SALIENCE",
+    "REINFORCEMENT_BOOST",
+    "get_memory",
+    "list_memories",
+    "top_memories",
+]
 
 #: Salience gained per reinforcement (capped at 1): a fact said on several calls matters.
 REINFORCEMENT_BOOST = 0.05
 
-# Decayed salience at %(now)s: salience (plus reinforcement) * exp(-rate * days since
-# the memory was last said). Computed at read time, so rows stay a pure function of
-# the log.
-_SCORE = """
+#: Decayed salience at ``%(now)s`` (SQL over a memories row; ``%(boost)s`` is
+#: REINFORCEMENT_BOOST): salience (plus reinforcement) * exp(-rate * days since the memory
+#: was last said). Computed at read time, so rows stay a pure function of the log.
+DECAYED_SALIENCE = """
 LEAST(1.0, salience + %(boost)s * reinforcement_count)
   * exp(-decay_rate * GREATEST(0, extract(epoch FROM %(now)s - last_seen_at) / 86400.0))
 """
@@ -31,7 +37,7 @@ async def top_memories(
     await cursor.execute(
         f"""
         SELECT memory_id, content, sector, kind, observed_at, last_seen_at,
-               reinforcement_count, {_SCORE} AS score
+               reinforcement_count, {DECAYED_SALIENCE} AS score
           FROM memories.memories
          WHERE tenant = %(tenant)s AND subject = %(subject)s
            AND state = 'active' AND content IS NOT NULL

@@ -1,8 +1,9 @@
 """The ``memstream`` command.
 
     memstream run                      infrastructure (unless configured), the ingest
-                                       service and every processor
+                                       and query services and every processor
     memstream ingest                   the ingest service alone (webhooks in)
+    memstream query                    the query service alone (search, briefing, tools)
     memstream infra up|down|status     the local Kafka and PostgreSQL
     memstream migrate                  apply the core SQL migrations
     memstream projections run NAME     one projection as a worker of its consumer group
@@ -26,6 +27,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,8 +43,9 @@ from infra.migrate import migrate
 from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
 from services import tenants as tenants_store
-from services.ingest.app import create_app
+from services.ingest.app import create_app as create_ingest_app
 from services.logs import configure_logging
+from services.query.app import create_app as create_query_app
 from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
 from streams.runtime import ProjectionRunner, tune_gc_for_projecting
@@ -89,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
         help="start everything locally: infrastructure (unless configured) and every processor",
         description="Start Kafka and PostgreSQL unless MEMSTREAM_KAFKA_BOOTSTRAP / "
         "MEMSTREAM_DATABASE_URL are set, apply migrations, create topics, and run the "
-        "ingest service (port MEMSTREAM_INGEST_PORT; 0 disables it) and every projection "
+        "ingest service (port MEMSTREAM_INGEST_PORT), the query service (port "
+        "MEMSTREAM_QUERY_PORT; 0 disables either) and every projection "
         "until Ctrl-C. Stops on exit only the infrastructure it started.",
     )
     run.set_defaults(handler=_run)
@@ -104,6 +108,17 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default=None, help="address to bind (default: MEMSTREAM_INGEST_HOST, 127.0.0.1)"
     )
     ingest.set_defaults(handler=_ingest)
+
+    query = commands.add_parser(
+        "query",
+        help="run the query service alone (memory search, briefings, agent tools)",
+        description="Serve the query HTTP API on MEMSTREAM_QUERY_PORT against the configured "
+        "(or running local) Kafka and PostgreSQL. Start several behind a load balancer to scale.",
+    )
+    query.add_argument(
+        "--host", default=None, help="address to bind (default: MEMSTREAM_QUERY_HOST, 127.0.0.1)"
+    )
+    query.set_defaults(handler=_query)
 
     infra = commands.add_parser("infra", help="the local Kafka and PostgreSQL")
     infra_commands = infra.add_subparsers(dest="infra_command", required=True, metavar="ACTION")
@@ -238,8 +253,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         settings = infrastructure.settings
         migrate(settings.require_database())
-        runners = [ProjectionRunner(cls(), settings) for cls in PROJECTIONS.values()]
-        return asyncio.run(_serve(settings, runners, ingest_host=settings.ingest_host))
+        runners = [
+            ProjectionRunner(cls.from_settings(settings), settings) for cls in PROJECTIONS.values()
+        ]
+        services = [
+            _HttpService("ingest", create_ingest_app, settings.ingest_host, settings.ingest_port),
+            _HttpService("query", create_query_app, settings.query_host, settings.query_port),
+        ]
+        return asyncio.run(_serve(settings, runners, services))
     finally:
         infrastructure.down()
 
@@ -251,16 +272,34 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     migrate(settings.require_database())
     # uvloop (with uvicorn's httptools parser, picked when installed): measured the
     # cheaper event loop for a process that only serves HTTP and appends.
-    return uvloop.run(_serve(settings, [], ingest_host=args.host or settings.ingest_host))
+    service = _HttpService(
+        "ingest", create_ingest_app, args.host or settings.ingest_host, settings.ingest_port
+    )
+    return uvloop.run(_serve(settings, [], [service]))
+
+
+def _query(settings: Settings, args: argparse.Namespace) -> int:
+    # The database for reads; the broker for POST/DELETE memory (they append events).
+    settings = _require_endpoints(settings)
+    if not settings.query_port:
+        raise ConfigurationError("MEMSTREAM_QUERY_PORT is 0: the query service has no port")
+    migrate(settings.require_database())
+    service = _HttpService(
+        "query", create_query_app, args.host or settings.query_host, settings.query_port
+    )
+    return uvloop.run(_serve(settings, [], [service], topics=False))
 
 
 def _projection_run(settings: Settings, args: argparse.Namespace) -> int:
     settings = _require_endpoints(settings)
     migrate(settings.require_database())
     runner = ProjectionRunner(
-        PROJECTIONS[args.name](), settings, version=args.version, start_at=args.since
+        PROJECTIONS[args.name].from_settings(settings),
+        settings,
+        version=args.version,
+        start_at=args.since,
     )
-    return asyncio.run(_serve(settings, [runner]))
+    return asyncio.run(_serve(settings, [runner], []))
 
 
 def _require_database(settings: Settings) -> Settings:
@@ -401,11 +440,15 @@ def _secrets_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _serve(
-    settings: Settings, runners: list[ProjectionRunner], *, ingest_host: str | None = None
+    settings: Settings,
+    runners: list[ProjectionRunner],
+    services: list[_HttpService],
+    *,
+    topics: bool = True,
 ) -> int:
-    """Run the runners (and the ingest service, given a host) until SIGINT/SIGTERM; stop
-    them gracefully."""
-    await ensure_topics(settings)
+    """Run the runners and HTTP servers until SIGINT/SIGTERM; stop them gracefully."""
+    if topics:
+        await ensure_topics(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
@@ -420,20 +463,21 @@ async def _serve(
         # tail of webhook acknowledgements (docs/benchmarks.md).
         gc.collect()
         gc.freeze()
-    server = _ingest_server(settings, ingest_host) if ingest_host else None
+    # Apps are built inside the running loop: their Kafka producers must be.
+    servers = [server for service in services if (server := service.server(settings))]
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
         for runner in runners:
             runner.stop()
-        if server is not None:
+        for server in servers:
             server.should_exit = True
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
-    names = [r.projection.name for r in runners] + (["ingest"] if server else [])
+    names = [r.projection.name for r in runners] + [s.name for s in servers]
     logger.info("running %s; Ctrl-C to stop", ", ".join(names))
-    tasks = [runner.run() for runner in runners] + ([server.serve()] if server else [])
+    tasks = [runner.run() for runner in runners] + [server.serve() for server in servers]
     results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     for failure in failures:
@@ -445,26 +489,38 @@ async def _serve(
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own SIGINT/SIGTERM handling: `_serve` stops everything together."""
 
+    def __init__(self, config: uvicorn.Config, name: str) -> None:
+        super().__init__(config)
+        self.name = name
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
 
-def _ingest_server(settings: Settings, host: str) -> uvicorn.Server | None:
-    """The ingest app on uvicorn, sharing this process's event loop and signal handling."""
-    if not settings.ingest_port:
-        return None
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=settings.ingest_port,
-        log_config=None,  # keep memstream's logging configuration
-        access_log=False,  # requests are counted in /metrics; errors are logged
-        lifespan="on",
-    )
-    server = _QuietServer(config)
-    logger.info("ingest on http://%s:%d", host, settings.ingest_port)
-    return server
+@dataclass(frozen=True)
+class _HttpService:
+    """An ASGI app to serve: its name, how to build it, where to listen (port 0: not)."""
+
+    name: str
+    create_app: Callable[[Settings], Any]
+    host: str
+    port: int
+
+    def server(self, settings: Settings) -> _QuietServer | None:
+        """The app on uvicorn, sharing this process's event loop and signal handling."""
+        if not self.port:
+            return None
+        config = uvicorn.Config(
+            self.create_app(settings),
+            host=self.host,
+            port=self.port,
+            log_config=None,  # keep memstream's logging configuration
+            access_log=False,  # requests are counted in /metrics; errors are logged
+            lifespan="on",
+        )
+        logger.info("%s on http://%s:%d", self.name, self.host, self.port)
+        return _QuietServer(config, self.name)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -40,11 +40,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas import Event, EventDecodeError, InvalidEvent, decode_event, utc_now
 from services import tenants
 from services.briefing import Briefing, load_briefing
+from services.expiring import Expiring
+from services.health import Readiness
 from services.ingest.errors import IngestError
 from services.ingest.metrics import (
     BRIEFING_FAILURES,
@@ -62,6 +63,7 @@ from services.ingest.signatures import (
     verify_retell,
     verify_vapi,
 )
+from services.observe import Observe
 from streams import BrokerUnavailable, EventLog, LogPosition, Settings
 
 logger = logging.getLogger(__name__)
@@ -72,29 +74,6 @@ _CACHE_TTL_S = 5.0
 _RECENT_IDS = 100_000
 # ElevenLabs and Vapi wait for the briefing while the caller hears the phone ring.
 _BRIEFING_TIMEOUT_S = 1.0
-
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class _Expiring(Generic[K, V]):
-    """Values loaded at most once per ``_CACHE_TTL_S`` per key. Bounded: keys can come
-    from URLs (client input), so past ``max_keys`` the cache starts over."""
-
-    def __init__(self, max_keys: int = 10_000) -> None:
-        self._values: dict[K, tuple[float, V]] = {}
-        self._max_keys = max_keys
-
-    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        cached = self._values.get(key)
-        if cached is not None and time.monotonic() - cached[0] < _CACHE_TTL_S:
-            return cached[1]
-        value = await load()
-        if len(self._values) >= self._max_keys:
-            self._values.clear()
-        self._values[key] = (time.monotonic(), value)
-        return value
 
 
 class IngestService:
@@ -110,9 +89,9 @@ class IngestService:
             kwargs={"autocommit": True},
         )
         self.log = EventLog(settings)
-        self._secrets: _Expiring[tuple[str, str], list[str]] = _Expiring()
-        self._tenants: _Expiring[str, tenants.Tenant | None] = _Expiring()
-        self._read_models: _Expiring[str, bool] = _Expiring()
+        self._secrets: Expiring[tuple[str, str], list[str]] = Expiring(_CACHE_TTL_S)
+        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(_CACHE_TTL_S)
+        self._read_models: Expiring[str, bool] = Expiring(_CACHE_TTL_S)
         self._recent: OrderedDict[Any, None] = OrderedDict()
 
     async def start(self) -> None:
@@ -177,15 +156,16 @@ class IngestService:
             SIGNATURE_FAILURES.labels(platform, exc.code).inc()
             raise IngestError(401, exc.code, exc.message) from None
 
-    async def _memories_exist(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """Whether the memories read model exists yet (checked every few seconds)."""
+    async def _read_model_exists(self, conn: psycopg.AsyncConnection[Any], view: str) -> bool:
+        """Whether a read model's view (e.g. ``memories.memories``) exists yet (checked
+        every few seconds): the briefing leaves out what is not built."""
 
         async def load() -> bool:
-            cursor = await conn.execute("SELECT to_regclass('memories.memories') IS NOT NULL")
+            cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [view])
             row = await cursor.fetchone()
             return bool(row and row[0])
 
-        return await self._read_models.get("memories", load)
+        return await self._read_models.get(view, load)
 
     async def briefing(self, tenant: str, subject: str | None) -> Briefing:
         """The caller's briefing; an empty one if the read models cannot give it in time.
@@ -200,7 +180,11 @@ class IngestService:
             async with asyncio.timeout(_BRIEFING_TIMEOUT_S):
                 async with self.pool.connection() as conn:
                     return await load_briefing(
-                        conn, tenant, subject, with_memories=await self._memories_exist(conn)
+                        conn,
+                        tenant,
+                        subject,
+                        with_memories=await self._read_model_exists(conn, "memories.memories"),
+                        with_profile=await self._read_model_exists(conn, "summaries.profiles"),
                     )
         except (psycopg.Error, TimeoutError) as exc:
             BRIEFING_FAILURES.labels(type(exc).__name__).inc()
@@ -299,35 +283,6 @@ def accepted(
     }
 
 
-class _Observe:
-    """Requests and latency by route and status, as plain ASGI (Starlette's
-    ``@app.middleware`` wrapping cost 10-15% of a webhook's CPU)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        began = time.perf_counter()
-        status = 500
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            # The router records the matched route in the (shared) scope.
-            path = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(path, str(status)).inc()
-            REQUEST_SECONDS.labels(path).observe(time.perf_counter() - began)
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The ingest ASGI app (started by `memstream run`, or any ASGI server)."""
     service = IngestService(settings)
@@ -348,7 +303,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = service
 
-    app.add_middleware(_Observe)
+    app.add_middleware(Observe, requests=REQUESTS, seconds=REQUEST_SECONDS)
 
     @app.exception_handler(IngestError)
     async def refused(request: Request, exc: IngestError) -> JSONResponse:
@@ -528,19 +483,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
+    readiness = Readiness(settings, service.pool)
+
     @app.get("/health/ready")
     async def ready() -> JSONResponse:
-        checks: dict[str, str] = {}
-        try:
-            async with service.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-            checks["database"] = "ok"
-        except (psycopg.Error, TimeoutError) as exc:
-            checks["database"] = f"unavailable: {type(exc).__name__}"
-        checks["log"] = "ok" if service.log.started else "unavailable"
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
-                            status_code=200 if ok else 503)  # fmt: skip
+        ok, body = await readiness.check(service.log)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:

@@ -192,6 +192,8 @@ async def _ingest_service(
         **os.environ,
         **settings.to_env(),
         "MEMSTREAM_INGEST_PORT": str(port),
+        # `memstream run` would also serve the query service: not measured here.
+        "MEMSTREAM_QUERY_PORT": "0",
         "MEMSTREAM_METRICS_PORT": "0",
         "MEMSTREAM_LOG_LEVEL": "WARNING",
     }

@@ -25,9 +25,10 @@ from tests.integration.ingest_fixtures import SECRETS, TENANT, deliver, payload
 async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
     settings: Settings, db: Any
 ) -> None:
-    metrics_port, ingest_port = closed_port(), closed_port()
+    metrics_port, ingest_port, query_port = closed_port(), closed_port(), closed_port()
     await tenants.create_tenant(db, TENANT, "Bayview Dental", default_region="US")
     await tenants.add_webhook_secret(db, TENANT, "vapi", SECRETS["vapi"])
+    key = await tenants.issue_api_key(db, TENANT)
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "run"],
         env={
@@ -35,6 +36,7 @@ async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
             **settings.to_env(),
             "MEMSTREAM_METRICS_PORT": str(metrics_port),
             "MEMSTREAM_INGEST_PORT": str(ingest_port),
+            "MEMSTREAM_QUERY_PORT": str(query_port),
             "MEMSTREAM_LOG_FORMAT": "json",
         },
         stdout=subprocess.DEVNULL,
@@ -67,10 +69,19 @@ async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
             await eventually(lambda: _ready(client), bool, timeout=30)
             response = await deliver(client, "vapi", webhook)
         assert response.status_code == 200, response.text
-        await eventually(
+        ended = await eventually(
             lambda: get_conversation(db, TENANT, call_id, with_turns=False),
             lambda c: c is not None and c["status"] == "ended",
         )
+
+        # The query service of the same process answers with that caller's briefing.
+        user = ended["subject"].partition("/")[2]
+        headers = {"Authorization": f"Bearer {key.token}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{query_port}") as client:
+            await eventually(lambda: _ready(client), bool, timeout=30)
+            response = await client.get(f"/v1/users/{user}/briefing", headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["last_interaction"], response.json()
 
         metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
         assert (

@@ -224,13 +224,15 @@ def test_memstream_healthcheck_probes_ingest_readiness_and_ports_are_reachable(
     memstream = services["memstream"]
     settings = Settings.from_env(environment(memstream))
     assert settings.metrics_port == 9464 and settings.ingest_port == 8080
+    assert settings.query_port == 8081
     # Bound to loopback inside a container, the published port would reach nothing.
-    assert settings.ingest_host == "0.0.0.0"
+    assert settings.ingest_host == "0.0.0.0" and settings.query_host == "0.0.0.0"
     probe = " ".join(memstream["healthcheck"]["test"])
     assert f":{settings.ingest_port}/health/ready" in probe and "python" in probe  # no curl
     exposed = {int(str(p).split("/")[0]) for p in memstream.get("expose") or []}
     reachable = exposed | published_ports(memstream).keys()
-    assert {settings.metrics_port, settings.ingest_port} <= reachable
+    assert {settings.metrics_port, settings.ingest_port, settings.query_port} <= reachable
+    assert published_ports(memstream).keys() >= {settings.ingest_port, settings.query_port}
 
 
 def test_memstream_service_runs_the_console_script(services: dict[str, dict[str, Any]]) -> None:

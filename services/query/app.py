@@ -1,0 +1,534 @@
+"""The query service: what agents read, over the read models.
+
+Routes (every one but health and metrics takes ``Authorization: Bearer <api key>``; the
+key's tenant is the only tenant a request can see):
+
+- ``POST /v1/memories/search`` — the caller's memories for a query, ranked
+  (services/query/search.py), each with its score breakdown and provenance;
+- ``POST /v1/transcripts/search`` — the caller's own past turns for a query (the
+  fallback tier for details no memory captured);
+- ``GET /v1/users/{user}/briefing`` — the call-start briefing (services/briefing.py),
+  the same one the ingest service's initiation webhooks answer with;
+- ``POST /v1/context`` — a prompt-ready context for the caller within a token budget
+  (services/query/context.py), optionally progressive as Server-Sent Events;
+- ``POST /v1/tools/elevenlabs/memory-search`` — the search as an ElevenLabs server
+  tool: the caller bound from ``{{system__caller_id}}``, a short text answer;
+- ``POST /v1/tools/vapi`` — Vapi ``tool-calls``: every call answered, in order, with one
+  line of text;
+- the resources (services/query/resources.py): users, their memories and
+  conversations, ``POST`` / ``DELETE`` a memory;
+- ``GET /health/live``, ``GET /health/ready``, ``GET /metrics``.
+
+Any route that reads takes ``X-Memstream-After`` (read-your-writes,
+services/query/consistency.py).
+
+A refused request answers ``{"error": {"code", "message", "path"?}}`` with a 4xx and
+counts in ``memstream_query_rejected_total``; a key over its rate gets 429 with
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+from pydantic import TypeAdapter, ValidationError
+
+from projections import PROJECTIONS
+from projections.conversations.queries import search_turns
+from projections.embeddings.processor import Embedder
+from projections.memories import top_memories
+from projections.providers.exceptions import ProviderUnavailable
+from projections.providers.resilience import fell_back
+from schemas import Event, utc_now
+from services import tenants
+from services.briefing import Briefing, load_briefing
+from services.errors import ApiError
+from services.expiring import Expiring
+from services.health import Readiness
+from services.ingest.identity import normalise_phone
+from services.observe import Observe
+from services.query import tools
+from services.query.consistency import parse_positions, parse_wait_ms, wait_until_past
+from services.query.context import Context, assemble, memory_piece, recent_turns
+from services.query.metrics import (
+    RATE_LIMITED,
+    REJECTED,
+    REQUEST_SECONDS,
+    REQUESTS,
+    SEARCH_SECONDS,
+)
+from services.query.ratelimit import RateLimiter
+from services.query.requests import (
+    ContextRequest,
+    SearchRequest,
+    TranscriptSearchRequest,
+    User,
+    documented_body,
+    first_error,
+    read_json,
+    subject_of,
+    validated,
+)
+from services.query.resources import add_resource_routes
+from services.query.search import Hit, SearchQuery, search_memories
+from streams import BrokerUnavailable, EventLog, Settings
+
+logger = logging.getLogger(__name__)
+
+_CACHE_TTL_S = 5.0
+_USER: TypeAdapter[str] = TypeAdapter(User)
+
+
+class QueryService:
+    """What the routes share: the database pool, the query embedder, caches, rate limits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder | None = None,
+        fallback: Embedder | None = None,
+    ) -> None:
+        """``embedder`` embeds queries with the model the embedding processor uses (from
+        settings when not given); ``fallback`` (the local model) when it is unavailable."""
+        self.settings = settings
+        self.pool = AsyncConnectionPool(
+            settings.require_database(),
+            min_size=2,
+            max_size=10,
+            open=False,
+            kwargs={"autocommit": True},
+        )
+        if embedder is None:
+            from projections.embeddings.local import LocalEmbedder
+
+            if settings.embedding_model:
+                from projections.embeddings.openai_embedder import OpenAIEmbedder
+
+                embedder, fallback = OpenAIEmbedder.from_settings(settings), LocalEmbedder()
+            else:
+                embedder = LocalEmbedder()
+        self.embedder = embedder
+        self.fallback = fallback
+        self.limiter = RateLimiter(settings.query_rate_limit, settings.query_rate_burst)
+        self._keys: Expiring[bytes, tenants.ApiKey | None] = Expiring(_CACHE_TTL_S)
+        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(_CACHE_TTL_S)
+        self._read_models: Expiring[str, bool] = Expiring(_CACHE_TTL_S)
+        self._log: EventLog | None = None
+        # The projections a route may wait for, and the topics each consumes.
+        self.readers = {name: cls.topics for name, cls in PROJECTIONS.items()}
+
+    @property
+    def log(self) -> EventLog:
+        if self._log is None:
+            raise RuntimeError("the query service is not started")
+        return self._log
+
+    async def start(self) -> None:
+        await self.pool.open(wait=True, timeout=10)
+        self._log = EventLog(self.settings)
+        await self._log.start()
+        # The first inference pays for onnxruntime's lazy initialisation: not a caller.
+        await asyncio.to_thread((self.fallback or self.embedder).embed, ["warm up"])
+
+    async def stop(self) -> None:
+        if self._log is not None:
+            await self._log.stop()
+        await self.pool.close()
+
+    # -- steps ------------------------------------------------------------------------
+
+    async def authorise(self, request: Request) -> tenants.ApiKey:
+        """The request's API key (401 without a valid one, 429 over its rate)."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing_credentials", "send Authorization: Bearer <api key>")
+
+        async def load() -> tenants.ApiKey | None:
+            async with self.pool.connection() as conn:
+                return await tenants.authenticate_api_key(conn, token)
+
+        # Cached by the token's hash: a revoked key stops working within the TTL.
+        key = await self._keys.get(hashlib.sha256(token.encode()).digest(), load)
+        if key is None:
+            raise ApiError(401, "bad_credentials", "the API key is unknown or revoked")
+        wait = self.limiter.acquire(key.key_id)
+        if wait > 0:
+            RATE_LIMITED.labels(key.tenant).inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"over {self.limiter.rate:g} requests/s for this key; retry later",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
+        return key
+
+    async def append(self, event: Event) -> str:
+        """Append one event (acks=all); its log position token. 503 if the log is down."""
+        try:
+            [position] = await self.log.append_many([event])
+        except BrokerUnavailable as exc:
+            logger.error("append failed: %s", exc)
+            raise ApiError(
+                503, "log_unavailable", "the event log is unavailable; retry later"
+            ) from exc
+        return position.token()
+
+    async def consistent(self, request: Request, *projections: str) -> None:
+        """Read-your-writes: wait until these projections are past the request's
+        ``X-Memstream-After`` / ``?after=`` positions (services/query/consistency.py)."""
+        raw = request.headers.get("x-memstream-after") or request.query_params.get("after")
+        positions = parse_positions(raw, self.settings.topic_prefix)
+        if not positions:
+            return
+        wait_ms = parse_wait_ms(request.headers.get("x-memstream-wait-ms"))
+        readers = {name: self.readers[name] for name in projections if name in self.readers}
+        async with self.pool.connection() as conn:
+            await wait_until_past(
+                conn, readers, positions, topic_prefix=self.settings.topic_prefix, wait_ms=wait_ms
+            )
+
+    async def tenant(self, tenant: str) -> tenants.Tenant:
+        async def load() -> tenants.Tenant | None:
+            async with self.pool.connection() as conn:
+                return await tenants.get_tenant(conn, tenant)
+
+        found = await self._tenants.get(tenant, load)
+        if found is None:  # the key outlived its tenant
+            raise ApiError(401, "bad_credentials", "the API key's tenant no longer exists")
+        return found
+
+    async def read_model_exists(self, view: str) -> bool:
+        async def load() -> bool:
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [view])
+                row = await cursor.fetchone()
+                return bool(row and row[0])
+
+        return await self._read_models.get(view, load)
+
+    async def embed(self, text: str) -> tuple[list[float], str]:
+        """``text``'s vector and the model that made it (the fallback's when the remote
+        model is unavailable: the search then reads that model's vectors)."""
+        # onnxruntime and the HTTP client release the GIL: the loop serves others meanwhile.
+        try:
+            [vector] = await asyncio.to_thread(self.embedder.embed, [text])
+            return vector, self.embedder.name
+        except ProviderUnavailable as exc:
+            if self.fallback is None:
+                raise ApiError(
+                    503, "embedding_unavailable", "the embedding model is unavailable"
+                ) from exc
+            fell_back(exc)
+            [vector] = await asyncio.to_thread(self.fallback.embed, [text])
+            return vector, self.fallback.name
+
+    async def search(self, query: SearchQuery) -> tuple[list[Hit], str]:
+        if not (
+            await self.read_model_exists("memories.memories")
+            and await self.read_model_exists("embeddings.embeddings")
+        ):
+            raise ApiError(
+                503, "read_model_unavailable", "the memories read models are not built yet"
+            )
+        began = time.perf_counter()
+        vector, model = await self.embed(query.text)
+        embedded = time.perf_counter()
+        SEARCH_SECONDS.labels("embed").observe(embedded - began)
+        async with self.pool.connection() as conn:
+            hits = await search_memories(conn, query, vector=vector, model=model, now=utc_now())
+        SEARCH_SECONDS.labels("rank").observe(time.perf_counter() - embedded)
+        return hits, model
+
+    async def context(
+        self,
+        tenant: str,
+        subject: str,
+        request: ContextRequest,
+        found: Briefing | None = None,
+    ) -> tuple[list[Hit], list[Any], Context]:
+        """The search hits (with a query), the caller's top memories and the context."""
+        found = found or await self.briefing(tenant, subject)
+        hits: list[Hit] = []
+        if request.query:
+            hits, _ = await self.search(SearchQuery(tenant, subject, request.query, limit=20))
+        # After the hits (or alone, without a query), the caller's strongest memories:
+        # what the budget leaves room for is still worth knowing.
+        async with self.pool.connection() as conn:
+            top = await top_memories(conn, tenant, subject, now=utc_now(), limit=20)
+        found_ids = {h.memory_id for h in hits}
+        memories = [memory_piece(h.memory_id, h.content, h.observed_at) for h in hits] + [
+            memory_piece(m["memory_id"], m["content"], m["observed_at"])
+            for m in top
+            if m["memory_id"] not in found_ids
+        ]
+        async with self.pool.connection() as conn:
+            turns = await recent_turns(conn, tenant, subject)
+        assembled = assemble(
+            found.user_profile, memories, turns, request.token_budget, request.tokenizer
+        )
+        return hits, top, assembled
+
+    async def transcripts(
+        self, tenant: str, subject: str, text: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """The caller's past turns matching ``text`` (the fallback tier for details no
+        memory captured)."""
+        if not await self.read_model_exists("conversations.turns"):
+            raise ApiError(
+                503, "read_model_unavailable", "the conversations read model is not built yet"
+            )
+        async with self.pool.connection() as conn:
+            return await search_turns(conn, tenant, subject, text, limit=limit)
+
+    async def briefing(self, tenant: str, subject: str) -> Briefing:
+        if not await self.read_model_exists("conversations.users"):
+            raise ApiError(
+                503, "read_model_unavailable", "the conversations read model is not built yet"
+            )
+        async with self.pool.connection() as conn:
+            return await load_briefing(
+                conn,
+                tenant,
+                subject,
+                with_memories=await self.read_model_exists("memories.memories"),
+                with_profile=await self.read_model_exists("summaries.profiles"),
+            )
+
+
+def context_json(user: str, context: Context) -> dict[str, Any]:
+    return {
+        "user": user,
+        "context": context.text,
+        "tokens": context.tokens,
+        "token_budget": context.token_budget,
+        "tokenizer": context.tokenizer,
+        "included": [{"section": p.section, "ref": p.ref} for p in context.included],
+        "dropped": context.dropped,
+    }
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One Server-Sent Event (JSON data on one line)."""
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    return {
+        "memory_id": str(hit.memory_id),
+        "content": hit.content,
+        "sector": hit.sector,
+        "kind": hit.kind,
+        "score": hit.score,
+        "score_breakdown": hit.breakdown,
+        "via": list(hit.via),
+        "observed_at": hit.observed_at.isoformat(),
+        "last_seen_at": hit.last_seen_at.isoformat(),
+        "reinforcement_count": hit.reinforcement_count,
+        "provenance": hit.provenance,
+    }
+
+
+def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
+    """The query ASGI app (started by `memstream run` / `memstream query`, or any ASGI
+    server)."""
+    service = QueryService(settings, embedder)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="memstream query",
+        version="1",
+        lifespan=lifespan,
+        description="Memory search, call-start briefings and agent tools over memstream's "
+        "read models.",
+    )
+    app.add_middleware(Observe, requests=REQUESTS, seconds=REQUEST_SECONDS)
+    app.state.service = service
+
+    def openapi() -> dict[str, Any]:
+        # Every /v1 route takes a tenant API key as a bearer token.
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "msk_... API key"}
+            }
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(ApiError)
+    async def refused(request: Request, exc: ApiError) -> JSONResponse:
+        REJECTED.labels(getattr(request.scope.get("route"), "path", "unmatched"), exc.code).inc()
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.post("/v1/memories/search", openapi_extra=documented_body(SearchRequest))
+    async def search(request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        parsed = validated(SearchRequest, await read_json(request))
+        await service.consistent(request, "memories", "embeddings")
+        query = SearchQuery(
+            tenant=key.tenant,
+            subject=subject_of(key.tenant, parsed.user),
+            text=parsed.query,
+            limit=parsed.limit,
+            sectors=tuple(parsed.sectors) if parsed.sectors else None,
+            min_score=parsed.min_score,
+        )
+        hits, model = await service.search(query)
+        return JSONResponse(
+            {
+                "user": parsed.user,
+                "query": parsed.query,
+                "model": model,
+                "results": [hit_json(h) for h in hits],
+            }
+        )
+
+    @app.post("/v1/transcripts/search", openapi_extra=documented_body(TranscriptSearchRequest))
+    async def transcripts(request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        parsed = validated(TranscriptSearchRequest, await read_json(request))
+        await service.consistent(request, "conversations")
+        subject = subject_of(key.tenant, parsed.user)
+        turns = await service.transcripts(key.tenant, subject, parsed.query, parsed.limit)
+        return JSONResponse(
+            {
+                "user": parsed.user,
+                "query": parsed.query,
+                "results": [
+                    {
+                        "conversation_id": t["conversation_id"],
+                        "seq": t["seq"],
+                        "text": t["text"],
+                        "said_at": t["started_at"].isoformat() if t["started_at"] else None,
+                        "score": round(float(t["lexical"]), 6),
+                    }
+                    for t in turns
+                ],
+            }
+        )
+
+    async def tool_answer(tenant: str, subject: str, text: str) -> str:
+        """The search as one line; the transcript tier when no memory matches."""
+        hits, _ = await service.search(SearchQuery(tenant, subject, text, limit=tools.TOOL_RESULTS))
+        turns = [] if hits else await service.transcripts(tenant, subject, text, 2)
+        return tools.answer_text(text, hits, turns)
+
+    @app.get("/v1/users/{user}/briefing")
+    async def briefing(user: str, request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        try:
+            user = _USER.validate_python(user)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_request", first_error(exc)[1], path="user") from None
+        await service.consistent(request, "conversations", "memories", "summaries")
+        found = await service.briefing(key.tenant, subject_of(key.tenant, user))
+        return JSONResponse({"user": user, **found.variables(), "greeting": found.greeting()})
+
+    @app.post("/v1/context", response_model=None, openapi_extra=documented_body(ContextRequest))
+    async def context(request: Request) -> JSONResponse | StreamingResponse:
+        key = await service.authorise(request)
+        parsed = validated(ContextRequest, await read_json(request))
+        subject = subject_of(key.tenant, parsed.user)
+        await service.consistent(request, "conversations", "memories", "embeddings", "summaries")
+        if not parsed.stream:
+            _, _, assembled = await service.context(key.tenant, subject, parsed)
+            return JSONResponse(context_json(parsed.user, assembled))
+
+        async def events() -> AsyncIterator[bytes]:
+            # Most useful first: the briefing is one lookup, the search needs the model.
+            found = await service.briefing(key.tenant, subject)
+            yield sse("briefing", {"user": parsed.user, **found.variables()})
+            hits, _, assembled = await service.context(key.tenant, subject, parsed, found)
+            yield sse("memories", {"results": [hit_json(h) for h in hits]})
+            yield sse("context", context_json(parsed.user, assembled))
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def caller_subject(tenant: str, caller_id: str | None, user: str | None) -> str:
+        if user:
+            return subject_of(tenant, user)
+        known = await service.tenant(tenant)
+        phone = normalise_phone(caller_id, known.default_region)
+        if phone is None:
+            raise ApiError(
+                422, "unknown_caller", "caller_id is not a phone number we can place", "caller_id"
+            )
+        return subject_of(tenant, phone)
+
+    @app.post("/v1/tools/elevenlabs/memory-search")
+    async def elevenlabs_tool(request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        text, caller_id, user = tools.elevenlabs_arguments(await read_json(request))
+        subject = await caller_subject(key.tenant, caller_id, user)
+        return JSONResponse({"result": await tool_answer(key.tenant, subject, text)})
+
+    @app.post("/v1/tools/vapi")
+    async def vapi_tools(request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        calls, number = tools.vapi_tool_calls(await read_json(request))
+        results: list[dict[str, str]] = []
+        for call in calls:
+            text = call.arguments.get("query")
+            if not isinstance(text, str) or not text.strip():
+                results.append({"toolCallId": call.id, "error": "query is missing"})
+                continue
+            try:
+                user = call.arguments.get("user")
+                subject = await caller_subject(
+                    key.tenant, number, user if isinstance(user, str) else None
+                )
+                answer = await tool_answer(key.tenant, subject, text.strip())
+            except ApiError as exc:
+                # One failed call must not fail the others: Vapi reads each result.
+                results.append({"toolCallId": call.id, "error": exc.message})
+                continue
+            results.append({"toolCallId": call.id, "result": answer})
+        return JSONResponse({"results": results})
+
+    add_resource_routes(app, service)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    readiness = Readiness(settings, service.pool)
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        ok, body = await readiness.check(service._log)
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

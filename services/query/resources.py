@@ -1,0 +1,362 @@
+"""The query service's resources: users, their memories and conversations; asserting and
+retracting a memory.
+
+- ``GET /v1/users`` — the tenant's users, paginated;
+- ``GET /v1/users/{user}`` — one user;
+- ``GET /v1/users/{user}/memories`` — paginated, newest first, ``?sector=`` and
+  ``?state=active|superseded|retracted|all`` (default active);
+- ``POST /v1/users/{user}/memories`` — appends ``memory.asserted`` (201, with its log
+  position for read-your-writes); an ``Idempotency-Key`` header makes a retry append the
+  same event (same ids) instead of a second memory;
+- ``DELETE /v1/users/{user}/memories/{memory_id}`` — appends ``memory.retracted`` (202);
+- ``GET /v1/users/{user}/conversations`` — paginated, newest first;
+- ``GET /v1/conversations/{conversation_id}`` — with its transcript.
+
+Pages are keyset pages: ``next_cursor`` (opaque) is passed back as ``?cursor=``; it is
+null on the last page.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from projections.conversations import queries
+from projections.memories import get_memory
+from schemas import MemoryAsserted, MemoryRetracted, Source, derived_event_id, utc_now
+from services.errors import ApiError
+from services.query.requests import (
+    User,
+    documented_body,
+    first_error,
+    read_json,
+    subject_of,
+    validated,
+)
+from services.query.search import SECTORS
+
+if TYPE_CHECKING:
+    from services.query.app import QueryService
+
+__all__ = ["AssertRequest", "add_resource_routes"]
+
+Sector = Literal["semantic", "episodic", "procedural", "emotional", "reflective"]
+_STATES = ("active", "superseded", "retracted", "all")
+_MAX_PAGE = 200
+USER: TypeAdapter[str] = TypeAdapter(User)
+
+
+class AssertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    content: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    sector: Sector = "semantic"
+    salience: float = Field(default=0.5, ge=0.0, le=1.0)
+    asserted_by: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class RetractRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None, arity: int) -> list[Any] | None:
+    if raw is None:
+        return None
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != arity:
+        raise ApiError(422, "invalid_cursor", "cursor is not one this API issued", path="cursor")
+    return values
+
+
+def page_limit(raw: str | None, default: int = 50) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_PAGE:
+        raise ApiError(422, "invalid_request", f"limit must be 1..{_MAX_PAGE}", path="limit")
+    return int(raw)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def memory_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "memory_id": str(row["memory_id"]),
+        "content": row["content"],
+        "sector": row["sector"],
+        "kind": row["kind"],
+        "salience": row["salience"],
+        "state": row["state"],
+        "superseded_by": str(row["superseded_by"]) if row["superseded_by"] else None,
+        "origin": row["origin"],
+        "extractor": row["extractor"],
+        "reinforcement_count": row["reinforcement_count"],
+        "observed_at": _iso(row["observed_at"]),
+        "last_seen_at": _iso(row["last_seen_at"]),
+        "provenance": row["provenance"],
+    }
+
+
+def conversation_json(row: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "conversation_id": row["conversation_id"],
+        "platform": row["platform"],
+        "status": row["status"],
+        "channel": row["channel"],
+        "started_at": _iso(row["started_at"]),
+        "ended_at": _iso(row["ended_at"]),
+        "duration_secs": row["duration_secs"],
+        "turn_count": row["turn_count"],
+        "title": row["title"],
+        "summary": row["summary"],
+    }
+    if "turns" in row:
+        body["turns"] = [
+            {"seq": t["seq"], "role": t["role"], "text": t["text"], "offset_ms": t["offset_ms"]}
+            for t in row["turns"]
+        ]
+    return body
+
+
+def add_resource_routes(app: FastAPI, service: QueryService) -> None:
+    """Register the resource routes on the query app."""
+
+    def user_of(raw: str) -> str:
+        try:
+            return USER.validate_python(raw)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_request", first_error(exc)[1], path="user") from None
+
+    @app.get("/v1/users")
+    async def list_users(request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        await service.consistent(request, "conversations")
+        limit = page_limit(request.query_params.get("limit"))
+        after = decode_cursor(request.query_params.get("cursor"), 1)
+        async with service.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                """
+                SELECT subject, display_name, first_seen, last_seen, conversation_count
+                  FROM conversations.users
+                 WHERE tenant = %(tenant)s AND (%(after)s::text IS NULL OR subject > %(after)s)
+                 ORDER BY subject LIMIT %(limit)s
+                """,
+                {"tenant": key.tenant, "after": after[0] if after else None, "limit": limit + 1},
+            )
+            rows = await cursor.fetchall()
+        page, more = rows[:limit], len(rows) > limit
+        return JSONResponse(
+            {
+                "users": [
+                    {
+                        "user": row["subject"].partition("/")[2],
+                        "display_name": row["display_name"],
+                        "first_seen": _iso(row["first_seen"]),
+                        "last_seen": _iso(row["last_seen"]),
+                        "conversation_count": row["conversation_count"],
+                    }
+                    for row in page
+                ],
+                "next_cursor": encode_cursor([page[-1]["subject"]]) if more else None,
+            }
+        )
+
+    @app.get("/v1/users/{user}")
+    async def get_user(user: str, request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        user = user_of(user)
+        await service.consistent(request, "conversations")
+        async with service.pool.connection() as conn:
+            row = await queries.get_user(conn, key.tenant, subject_of(key.tenant, user))
+        if row is None:
+            raise ApiError(404, "not_found", "no such user", path="user")
+        return JSONResponse(
+            {
+                "user": user,
+                "display_name": row["display_name"],
+                "phone": row["phone"],
+                "first_seen": _iso(row["first_seen"]),
+                "last_seen": _iso(row["last_seen"]),
+                "conversation_count": row["conversation_count"],
+            }
+        )
+
+    @app.get("/v1/users/{user}/memories")
+    async def list_memories(user: str, request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        user = user_of(user)
+        await service.consistent(request, "memories")
+        params = request.query_params
+        state = params.get("state", "active")
+        if state not in _STATES:
+            raise ApiError(422, "invalid_request", f"state must be one of {_STATES}", "state")
+        sector = params.get("sector")
+        if sector is not None and sector not in SECTORS:
+            raise ApiError(422, "invalid_request", f"sector must be one of {SECTORS}", "sector")
+        limit = page_limit(params.get("limit"))
+        after = decode_cursor(params.get("cursor"), 2)
+        async with service.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                """
+                SELECT * FROM memories.memories
+                 WHERE tenant = %(tenant)s AND subject = %(subject)s AND content IS NOT NULL
+                   AND (%(state)s = 'all' OR state = %(state)s)
+                   AND (%(sector)s::text IS NULL OR sector = %(sector)s)
+                   AND (%(at)s::timestamptz IS NULL
+                        OR (observed_at, memory_id) < (%(at)s::timestamptz, %(id)s::uuid))
+                 ORDER BY observed_at DESC, memory_id DESC
+                 LIMIT %(limit)s
+                """,
+                {
+                    "tenant": key.tenant,
+                    "subject": subject_of(key.tenant, user),
+                    "state": state,
+                    "sector": sector,
+                    "at": after[0] if after else None,
+                    "id": after[1] if after else None,
+                    "limit": limit + 1,
+                },
+            )
+            rows = await cursor.fetchall()
+        page, more = rows[:limit], len(rows) > limit
+        last = page[-1] if page else None
+        return JSONResponse(
+            {
+                "memories": [memory_json(row) for row in page],
+                "next_cursor": encode_cursor([last["observed_at"].isoformat(),
+                                              str(last["memory_id"])])
+                if more and last else None,
+            }
+        )  # fmt: skip
+
+    @app.post("/v1/users/{user}/memories", openapi_extra=documented_body(AssertRequest))
+    async def assert_memory(user: str, request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        user = user_of(user)
+        parsed = validated(AssertRequest, await read_json(request))
+        subject = subject_of(key.tenant, user)
+        idempotency = request.headers.get("idempotency-key")
+        if idempotency is not None and not 1 <= len(idempotency) <= 200:
+            raise ApiError(422, "invalid_request", "Idempotency-Key is 1..200 characters")
+        if idempotency:
+            event_id = derived_event_id("memory.asserted", key.tenant, subject, idempotency)
+            memory_id = derived_event_id("memory", str(event_id))
+        else:
+            event_id = memory_id = uuid.uuid4()
+        event = MemoryAsserted.create(
+            id=event_id,
+            tenant=key.tenant,
+            subject=subject,
+            source=Source(platform="memstream", event_id=idempotency),
+            occurred_at=utc_now(),
+            data={
+                "memory_id": memory_id,
+                "content": parsed.content,
+                "sector": parsed.sector,
+                "salience": parsed.salience,
+                "asserted_by": parsed.asserted_by or f"api-key:{key.key_id}",
+            },
+        )
+        position = await service.append(event)
+        return JSONResponse(
+            {"memory_id": str(memory_id), "event_id": str(event.id), "position": position},
+            status_code=201,
+        )
+
+    @app.delete("/v1/users/{user}/memories/{memory_id}")
+    async def retract_memory(user: str, memory_id: str, request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        user = user_of(user)
+        try:
+            parsed_id = uuid.UUID(memory_id)
+        except ValueError:
+            raise ApiError(422, "invalid_request", "memory_id is not a UUID", "memory_id") from None
+        subject = subject_of(key.tenant, user)
+        async with service.pool.connection() as conn:
+            memory = await get_memory(conn, key.tenant, parsed_id)
+        if memory is None or memory["subject"] != subject or memory["content"] is None:
+            raise ApiError(404, "not_found", "this user has no such memory", path="memory_id")
+        event = MemoryRetracted.create(
+            # A repeated DELETE appends the same event: projections apply it once.
+            id=derived_event_id("memory.retracted", key.tenant, str(parsed_id)),
+            tenant=key.tenant,
+            subject=subject,
+            source=Source(platform="memstream"),
+            occurred_at=utc_now(),
+            data={"memory_id": parsed_id, "reason": request.query_params.get("reason")},
+        )
+        position = await service.append(event)
+        return JSONResponse(
+            {"memory_id": str(parsed_id), "event_id": str(event.id), "position": position},
+            status_code=202,
+        )
+
+    @app.get("/v1/users/{user}/conversations")
+    async def list_conversations(user: str, request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        user = user_of(user)
+        await service.consistent(request, "conversations")
+        limit = page_limit(request.query_params.get("limit"), default=20)
+        after = decode_cursor(request.query_params.get("cursor"), 2)
+        async with service.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                """
+                SELECT * FROM conversations.conversations
+                 WHERE tenant = %(tenant)s AND subject = %(subject)s
+                   AND (%(at)s::timestamptz IS NULL
+                        OR (coalesce(started_at, '-infinity'), conversation_id)
+                           < (%(at)s::timestamptz, %(id)s::text))
+                 ORDER BY coalesce(started_at, '-infinity') DESC, conversation_id DESC
+                 LIMIT %(limit)s
+                """,
+                {
+                    "tenant": key.tenant,
+                    "subject": subject_of(key.tenant, user),
+                    "at": after[0] if after else None,
+                    "id": after[1] if after else None,
+                    "limit": limit + 1,
+                },
+            )
+            rows = await cursor.fetchall()
+        page, more = rows[:limit], len(rows) > limit
+        last = page[-1] if page else None
+        return JSONResponse(
+            {
+                "conversations": [conversation_json(row) for row in page],
+                "next_cursor": encode_cursor(
+                    [_iso(last["started_at"]) or "-infinity", last["conversation_id"]]
+                )
+                if more and last else None,
+            }
+        )  # fmt: skip
+
+    @app.get("/v1/conversations/{conversation_id}")
+    async def get_conversation(conversation_id: str, request: Request) -> JSONResponse:
+        key = await service.authorise(request)
+        await service.consistent(request, "conversations")
+        async with service.pool.connection() as conn:
+            row = await queries.get_conversation(conn, key.tenant, conversation_id)
+        if row is None:
+            raise ApiError(404, "not_found", "no such conversation", path="conversation_id")
+        return JSONResponse({"user": row["subject"].partition("/")[2], **conversation_json(row)})

@@ -1,0 +1,129 @@
+"""The memory search as agent tools: what ElevenLabs and Vapi send, and the short text an
+agent's LLM reads back (one line per answer, no JSON dumps)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.errors import ApiError
+from services.query.search import Hit
+
+__all__ = ["ToolCall", "answer_text", "elevenlabs_arguments", "vapi_tool_calls"]
+
+#: Memories in a tool answer: an agent reads them aloud or reasons over them mid-call.
+TOOL_RESULTS = 5
+_MAX_ANSWER_CHARS = 800
+
+
+def answer_text(query: str, hits: Sequence[Hit], turns: Sequence[dict[str, Any]] = ()) -> str:
+    """One line an agent can use: the memories, dated, best first; without any, what the
+    caller said in past calls (``turns``, the transcript fallback); or that there is none."""
+    if hits:
+        parts = [f"{_one_line(h.content)} ({h.observed_at:%Y-%m-%d})" for h in hits[:TOOL_RESULTS]]
+        text = "Known about this caller: " + "; ".join(parts) + "."
+    elif turns:
+        parts = [
+            f'on {t["started_at"]:%Y-%m-%d} they said "{_one_line(t["text"])}"'
+            for t in turns[:TOOL_RESULTS]
+        ]
+        text = "No memory matches, but " + "; ".join(parts) + "."
+    else:
+        return f'No memories of this caller match "{_one_line(query)}".'
+
+    if len(text) > _MAX_ANSWER_CHARS:
+        text = text[: _MAX_ANSWER_CHARS - 1].rstrip() + "…"
+    return text
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def elevenlabs_arguments(body: Any) -> tuple[str, str | None, str | None]:
+    """(query, caller_id, user) from an ElevenLabs server tool's body.
+
+    The tool is configured with a body of ``query`` (filled in by the LLM) and
+    ``caller_id`` bound to ``{{system__caller_id}}``, or ``user`` for an agent that knows
+    the customer's own user id.
+    """
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_payload", "the body must be a JSON object", path="$")
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ApiError(422, "invalid_payload", "query must be a non-empty string", path="query")
+    caller_id, user = body.get("caller_id"), body.get("user")
+    for name, value in (("caller_id", caller_id), ("user", user)):
+        if value is not None and not isinstance(value, str):
+            raise ApiError(422, "invalid_payload", f"{name} must be a string", path=name)
+    if not caller_id and not user:
+        raise ApiError(
+            422,
+            "unknown_caller",
+            "name the caller: bind caller_id to {{system__caller_id}} (or send user)",
+            path="caller_id",
+        )
+    return query.strip(), caller_id or None, user or None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+def vapi_tool_calls(body: Any) -> tuple[list[ToolCall], str | None]:
+    """The tool calls of a Vapi ``tool-calls`` message, in call order, and the caller's number.
+
+    Vapi sends ``toolCallList`` [{id, name, arguments}] and/or ``toolWithToolCallList``
+    [{toolCall: {id, function: {name, arguments | parameters}}}]; arguments may be an
+    object or a JSON string. A call id listed in both is answered once.
+    """
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, dict) or message.get("type") != "tool-calls":
+        raise ApiError(
+            422, "invalid_payload", "expected a Vapi tool-calls message", path="message.type"
+        )
+    calls: dict[str, ToolCall] = {}
+    for index, raw in enumerate(message.get("toolCallList") or []):
+        call = _tool_call(raw, f"message.toolCallList[{index}]")
+        calls.setdefault(call.id, call)
+    for index, wrapper in enumerate(message.get("toolWithToolCallList") or []):
+        path = f"message.toolWithToolCallList[{index}].toolCall"
+        raw = wrapper.get("toolCall") if isinstance(wrapper, dict) else None
+        call = _tool_call(raw, path)
+        calls.setdefault(call.id, call)
+    if not calls:
+        raise ApiError(422, "invalid_payload", "the message has no tool calls", path="message")
+    number = None
+    for holder in (message.get("customer"), (message.get("call") or {}).get("customer")):
+        if isinstance(holder, dict) and isinstance(holder.get("number"), str):
+            number = holder["number"]
+            break
+    return list(calls.values()), number
+
+
+def _tool_call(raw: Any, path: str) -> ToolCall:
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
+        raise ApiError(422, "invalid_payload", "a tool call needs a string id", path=f"{path}.id")
+    function: dict[str, Any] = raw["function"] if isinstance(raw.get("function"), dict) else {}
+    name = raw.get("name") or function.get("name")
+    arguments = raw.get("arguments", function.get("arguments", function.get("parameters")))
+    if isinstance(arguments, str):
+        try:
+            arguments = orjson.loads(arguments) if arguments.strip() else {}
+        except orjson.JSONDecodeError:
+            raise ApiError(
+                422, "invalid_payload", "arguments is not valid JSON", path=f"{path}.arguments"
+            ) from None
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise ApiError(
+            422, "invalid_payload", "arguments must be an object", path=f"{path}.arguments"
+        )
+    return ToolCall(id=raw["id"], name=str(name or ""), arguments=arguments)
