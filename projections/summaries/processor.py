@@ -8,7 +8,8 @@ appends two kinds of summary to the ``summaries`` topic:
 
 - **profile** — who the user is, from their active memories (never superseded or
   retracted ones), written by the :class:`~projections.summaries.summariser.Summariser`
-  (extractive by default). Refreshed when the user's memories change, debounced;
+  (extractive by default, ``llm:<model>`` when ``MEMSTREAM_LLM_MODEL`` is set).
+  Refreshed when the user's memories change, debounced;
 - **conversation** — for each ``conversation.ended``: the platform's own summary when
   it sent one (generator ``platform``, version = the platform's name), otherwise the
   summariser's (extractive: what the rule extractor finds in the transcript, else the
@@ -47,13 +48,20 @@ The batch sequence, in the runtime's one transaction:
    another member is working on is that member's to flush);
 4. build the due profiles; write the state; append the events (acks=all) before the
    runtime commits the checkpoint.
+
+Each event records the generator of its own summary (an LLM summariser that fell back to
+the extractive one says so), and its id is derived from the inputs and that generator,
+never from the text. A replayed batch whose model answers differently therefore appends
+the same ids with another text; the summaries read model applies an id once (the first in
+the log stays), so no answer journal is kept (``docs/memory.md``, Summaries, says why).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -61,7 +69,12 @@ from typing import Any, ClassVar
 
 from psycopg import AsyncConnection
 
-from projections.summaries.summariser import ExtractiveSummariser, ProfileMemory, Summariser
+from projections.summaries.summariser import (
+    ExtractiveSummariser,
+    ProfileMemory,
+    Summariser,
+    Summary,
+)
 from schemas import (
     ConversationEnded,
     Event,
@@ -176,9 +189,14 @@ class SummaryProcessor(Projection):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SummaryProcessor:
-        """The extractive summariser, debounced by ``MEMSTREAM_SUMMARY_DEBOUNCE_S``. (An
-        LLM-backed summariser plugs in here once the providers can serve one.)"""
-        return cls(debounce=timedelta(seconds=settings.summary_debounce_s))
+        """The LLM summariser when ``MEMSTREAM_LLM_MODEL`` is set, the extractive one
+        otherwise; debounced by ``MEMSTREAM_SUMMARY_DEBOUNCE_S``."""
+        debounce = timedelta(seconds=settings.summary_debounce_s)
+        if not settings.llm_model:
+            return cls(debounce=debounce)
+        from projections.summaries.llm import LLMSummariser
+
+        return cls(LLMSummariser.from_settings(settings), debounce=debounce)
 
     def schema_sql(self) -> str:
         return SCHEMA_SQL
@@ -205,12 +223,14 @@ class SummaryProcessor(Projection):
         known = await _known_reinforcements(conn, prepared.items)
         output: list[Event] = []
         reinforcements: list[tuple[str, uuid.UUID, str, datetime]] = []
-        # 2. The events, in log order.
+        calls: list[Coroutine[Any, Any, list[Event]]] = []
+        # 2. The events, in log order; the calls' summaries are asked for together after
+        # (a remote summariser serves them concurrently), kept in log order.
         for item in prepared.items:
             user = users[(item.tenant, item.subject)]
             if isinstance(item, ConversationEnded):
                 if not user.erased(item.occurred_at):
-                    output.extend(await self._conversation_summary(item))
+                    calls.append(self._conversation_summary(item))
             elif isinstance(item, UserForgotten):
                 _forget(user, item)
             elif isinstance(item, MemoryReinforced):
@@ -221,12 +241,16 @@ class SummaryProcessor(Projection):
                 _changed(user, item, _reinforce(user, item))
             elif not user.erased(_event_time(item)):
                 _changed(user, item, _merge(user, item))
+        for events in await asyncio.gather(*calls):
+            output.extend(events)
         # 3. Profiles due: the batch's users, and users left pending by earlier batches.
+        # Each touches only its own user, so they are built together, in a fixed order.
         due = [u for u in users.values() if u.pending and self._is_due(u, clock)]
         flushed = await _lock_due(conn, clock - self.debounce, exclude=list(users))
         await _load_memories(conn, flushed)
-        for user in [*due, *flushed.values()]:
-            output.extend(await self._profile(user, clock))
+        built = [self._profile(user, clock) for user in [*due, *flushed.values()]]
+        for events in await asyncio.gather(*built):
+            output.extend(events)
         # 4. State, then the events: both are undone together if the append fails.
         await _save(conn, [*users.values(), *flushed.values()], reinforcements)
         if output:
@@ -236,6 +260,14 @@ class SummaryProcessor(Projection):
         return user.profiled_at is None or clock >= user.profiled_at + self.debounce
 
     # -- summaries --------------------------------------------------------------------
+
+    def _generator(self, summary: Summary) -> tuple[str, str]:
+        """The path that wrote ``summary``: the summariser's, or its fallback's when the
+        summariser says so. Part of the event id, so each path's summary is its own event."""
+        return (
+            summary.generator or self.summariser.name,
+            summary.generator_version or self.summariser.version,
+        )
 
     async def _profile(self, user: _User, clock: datetime) -> list[Event]:
         user.pending = False
@@ -251,7 +283,7 @@ class SummaryProcessor(Projection):
         summary = await self.summariser.profile(known, as_of)
         user.sequence += 1
         user.profiled_at = clock
-        generator, version = self.summariser.name, self.summariser.version
+        generator, version = self._generator(summary)
         last = user.last_event_id
         return [
             SummaryGenerated.create(
@@ -296,7 +328,7 @@ class SummaryProcessor(Projection):
             summary = await self.summariser.conversation(data)
             if summary is None:
                 return []  # nothing was said worth a summary
-            text, generator, version = summary.text, self.summariser.name, self.summariser.version
+            text, (generator, version) = summary.text, self._generator(summary)
             memory_ids = summary.memory_ids
         return [
             SummaryGenerated.create(

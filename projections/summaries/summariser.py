@@ -4,9 +4,9 @@
 A summariser turns inputs the summariser processor has gathered (a user's active
 memories, or one finished conversation) into text. The processor owns everything
 else: which memories are active, when a profile is due, event ids, the platform's own
-conversation summary. An LLM-backed summariser (``llm:<model>``, through
-``projections/providers``) plugs in here by implementing the protocol; the
-extractive one is the default and needs no network.
+conversation summary. The LLM-backed summariser (``llm:<model>``, through
+``projections/providers``, in ``llm.py``) implements the protocol too; the
+extractive one is the default, the LLM one's fallback, and needs no network.
 
 The extractive profile is one short paragraph, at most :data:`PROFILE_CHARS`
 characters, from the strongest memories grouped by what they are::
@@ -42,6 +42,7 @@ __all__ = [
     "Summariser",
     "Summary",
     "bounded",
+    "ranked_memories",
     "strength",
 ]
 
@@ -89,10 +90,17 @@ class ProfileMemory:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """A summariser's text and the memories it used (strongest first)."""
+    """A summariser's text and the memories it used (strongest first).
+
+    ``generator`` / ``generator_version`` name the path that wrote the text when it is not
+    the summariser's own (an LLM summariser that fell back to the extractive one); None:
+    the summariser's ``name`` and ``version``.
+    """
 
     text: str
     memory_ids: tuple[uuid.UUID, ...] = ()
+    generator: str | None = None
+    generator_version: str | None = None
 
 
 @runtime_checkable
@@ -120,6 +128,16 @@ def strength(memory: ProfileMemory, as_of: datetime) -> float:
     return boosted * math.exp(-DECAY_PER_DAY.get(memory.sector, 0.0) * days)
 
 
+def ranked_memories(memories: Sequence[ProfileMemory], as_of: datetime) -> list[ProfileMemory]:
+    """What a profile is written from: the :data:`PROFILE_MEMORIES` strongest memories with
+    content at ``as_of``, strongest first (ties by id, so the order is a function of the
+    inputs)."""
+    return sorted(
+        (m for m in memories if m.content.strip()),
+        key=lambda m: (-strength(m, as_of), m.memory_id),
+    )[:PROFILE_MEMORIES]
+
+
 class ExtractiveSummariser:
     """Summaries put together from what was said; no model, no network."""
 
@@ -137,10 +155,7 @@ class ExtractiveSummariser:
 
     def profile_now(self, memories: Sequence[ProfileMemory], as_of: datetime) -> Summary:
         """:meth:`profile` without the coroutine (it does no I/O)."""
-        ranked = sorted(
-            (m for m in memories if m.content.strip()),
-            key=lambda m: (-strength(m, as_of), m.memory_id),
-        )[:PROFILE_MEMORIES]
+        ranked = ranked_memories(memories, as_of)
         # Drop the weakest memory until the paragraph fits; a single memory longer
         # than the bound is cut at a word.
         while ranked:
