@@ -326,7 +326,9 @@ async def test_rebuilding_the_read_models_from_the_log_calls_no_model(
 async def test_memstream_projections_run_builds_the_extractor_from_the_environment(
     topics: Settings, fake: FakeOpenAI
 ) -> None:
-    settings = with_provider(topics, fake)
+    # A cold process on a loaded machine can take over the other tests' 1 s to read an
+    # answer; a retry would be correct behaviour but would make the call count 2.
+    settings = with_provider(topics, fake, provider_timeout_s=10.0)
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "projections", "run", "extraction"],
         env={**os.environ, **settings.to_env(), "MEMSTREAM_METRICS_PORT": "0"},
