@@ -5,10 +5,14 @@ what it has, and read-your-writes waits for what a client needs)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from aiokafka.errors import KafkaError
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from projections import PROJECTIONS
@@ -18,7 +22,7 @@ from streams.exceptions import BrokerUnavailable
 from streams.offsets import log_extent
 from streams.topics import Topics
 
-__all__ = ["Readiness"]
+__all__ = ["Readiness", "add_health_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +90,29 @@ class Readiness:
 
 def _consumed() -> set[str]:
     return {topic for projection in PROJECTIONS.values() for topic in projection.topics}
+
+
+def add_health_routes(
+    app: FastAPI,
+    settings: Settings,
+    pool: AsyncConnectionPool[Any],
+    log: Callable[[], EventLog | None],
+    *,
+    live_status: str,
+) -> None:
+    """``/health/live``, ``/health/ready`` (:class:`Readiness` over ``log()``, the service's
+    producer when it has one) and Prometheus ``/metrics``, as every service serves them."""
+    readiness = Readiness(settings, pool)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": live_status}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        ok, body = await readiness.check(log())
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)

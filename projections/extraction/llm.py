@@ -44,7 +44,12 @@ from projections.extraction.candidates import (
 from projections.extraction.rules import RuleExtractor
 from projections.providers.exceptions import InvalidAnswer, ProviderUnavailable
 from projections.providers.metrics import INVALID_ITEMS
-from projections.providers.openai_client import PROVIDER, build_client, resilient
+from projections.providers.openai_client import (
+    PROVIDER,
+    build_client,
+    resilient,
+    structured_answer,
+)
 from projections.providers.redaction import CARD, EMAIL, PHONE, redact
 from projections.providers.resilience import Resilient, fell_back
 from schemas.events import ConversationEndedData
@@ -56,8 +61,6 @@ logger = logging.getLogger(__name__)
 
 #: Part of the extractor version: a new prompt or schema may give other memories.
 PROMPT_VERSION = "1"
-#: OpenAI's seed: with temperature 0, the best the API offers towards repeatable answers.
-SEED = 20260302
 #: The operation label of metrics and of the circuit breaker.
 OPERATION = "chat"
 
@@ -296,21 +299,10 @@ class LLMExtractor:
         ]
 
     def _ask(self, conversation: ConversationEndedData) -> list[Candidate]:
-        response = self.client.chat.completions.create(
-            model=self.model,
-            messages=self.request(conversation),
-            temperature=0,
-            seed=SEED,
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "memories", "strict": True, "schema": ANSWER_SCHEMA},
-            },
+        content = structured_answer(
+            self.client, self.model, self.request(conversation), "memories", ANSWER_SCHEMA
         )
-        if not response.choices:
-            raise InvalidAnswer("the model's answer has no choices")
-        candidates, dropped = parse_answer(
-            response.choices[0].message.content, len(conversation.turns)
-        )
+        candidates, dropped = parse_answer(content, len(conversation.turns))
         if dropped:
             INVALID_ITEMS.labels(PROVIDER, OPERATION).inc(dropped)
             logger.info("dropped %d invalid memories from the model's answer", dropped)

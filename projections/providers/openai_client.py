@@ -8,15 +8,22 @@ that backoff, the circuit breaker and the metrics see every attempt. Its timeout
 
 from __future__ import annotations
 
-import openai
+from typing import Any
 
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from projections.providers.exceptions import InvalidAnswer
 from projections.providers.resilience import Backoff, CircuitBreaker, Resilient
 from streams.settings import Settings
 
-__all__ = ["PROVIDER", "build_client", "resilient"]
+__all__ = ["PROVIDER", "SEED", "build_client", "resilient", "structured_answer"]
 
 #: The provider label of metrics and breakers for every OpenAI-compatible endpoint.
 PROVIDER = "openai"
+
+#: OpenAI's seed: with temperature 0, the best the API offers towards repeatable answers.
+SEED = 20260302
 
 # OpenAI's client refuses to start without a key; a compatible local server (Ollama,
 # vLLM) ignores it. Only used when a base URL is set and no key is (see Settings).
@@ -52,3 +59,27 @@ def resilient(settings: Settings, operation: str) -> Resilient:
             reset_s=settings.breaker_reset_s,
         ),
     )
+
+
+def structured_answer(
+    client: openai.OpenAI,
+    model: str,
+    messages: list[ChatCompletionMessageParam],
+    name: str,
+    schema: dict[str, Any],
+) -> str | None:
+    """The content of one chat completion asked for strict JSON-schema output, at
+    temperature 0 with :data:`SEED` (one attempt; the caller validates the content)."""
+    response = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        temperature=0,
+        seed=SEED,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": name, "strict": True, "schema": schema},
+        },
+    )
+    if not response.choices:
+        raise InvalidAnswer("the model's answer has no choices")
+    return response.choices[0].message.content

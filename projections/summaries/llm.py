@@ -48,7 +48,12 @@ import orjson
 from openai.types.chat import ChatCompletionMessageParam
 
 from projections.providers.exceptions import InvalidAnswer, ProviderUnavailable
-from projections.providers.openai_client import PROVIDER, build_client, resilient
+from projections.providers.openai_client import (
+    PROVIDER,
+    build_client,
+    resilient,
+    structured_answer,
+)
 from projections.providers.redaction import CARD, EMAIL, PHONE, redact
 from projections.providers.resilience import Resilient, fell_back
 from projections.summaries.summariser import (
@@ -76,8 +81,6 @@ logger = logging.getLogger(__name__)
 
 #: The summariser's version: a new prompt or schema may give another text.
 PROMPT_VERSION = "1"
-#: OpenAI's seed: with temperature 0, the best the API offers towards repeatable answers.
-SEED = 20260302
 #: The operation label of metrics and of the circuit breaker.
 OPERATION = "summary"
 
@@ -291,16 +294,5 @@ class LLMSummariser:
         )
 
     def _ask(self, messages: list[ChatCompletionMessageParam], limit: int) -> str:
-        response = self.client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            temperature=0,
-            seed=SEED,
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "summary", "strict": True, "schema": ANSWER_SCHEMA},
-            },
-        )
-        if not response.choices:
-            raise InvalidAnswer("the model's answer has no choices")
-        return parse_answer(response.choices[0].message.content, limit)
+        content = structured_answer(self.client, self.model, messages, "summary", ANSWER_SCHEMA)
+        return parse_answer(content, limit)

@@ -37,15 +37,14 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from schemas import Event, EventDecodeError, InvalidEvent, decode_event, utc_now
 from services import tenants
 from services.briefing import Briefing, load_briefing
 from services.expiring import Expiring
-from services.health import Readiness
+from services.health import add_health_routes
 from services.ingest.errors import IngestError
 from services.ingest.metrics import (
     BRIEFING_FAILURES,
@@ -479,19 +478,6 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return JSONResponse(await deliver(webhook, "retell"))
 
-    @app.get("/health/live")
-    async def live() -> dict[str, str]:
-        return {"status": "ok"}
-
-    readiness = Readiness(settings, service.pool)
-
-    @app.get("/health/ready")
-    async def ready() -> JSONResponse:
-        ok, body = await readiness.check(service.log)
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+    add_health_routes(app, settings, service.pool, lambda: service.log, live_status="ok")
 
     return app

@@ -40,8 +40,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import TypeAdapter, ValidationError
 
@@ -56,7 +55,7 @@ from services import tenants
 from services.briefing import Briefing, load_briefing
 from services.errors import ApiError
 from services.expiring import Expiring
-from services.health import Readiness
+from services.health import add_health_routes
 from services.ingest.identity import normalise_phone
 from services.observe import Observe
 from services.query import tools
@@ -516,19 +515,6 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
 
     add_resource_routes(app, service)
 
-    @app.get("/health/live")
-    async def live() -> dict[str, str]:
-        return {"status": "live"}
-
-    readiness = Readiness(settings, service.pool)
-
-    @app.get("/health/ready")
-    async def ready() -> JSONResponse:
-        ok, body = await readiness.check(service._log)
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    add_health_routes(app, settings, service.pool, lambda: service._log, live_status="live")
 
     return app

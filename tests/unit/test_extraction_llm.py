@@ -12,8 +12,9 @@ import openai
 import pytest
 
 from projections.extraction.candidates import Candidate
-from projections.extraction.llm import ANSWER_SCHEMA, SEED, LLMExtractor, parse_answer
+from projections.extraction.llm import ANSWER_SCHEMA, LLMExtractor, parse_answer
 from projections.providers.exceptions import InvalidAnswer
+from projections.providers.openai_client import SEED
 from projections.providers.resilience import Backoff, CircuitBreaker, Resilient
 from schemas.events import ConversationEndedData
 from tests.fakes.openai_server import CHAT, FakeOpenAI
