@@ -1,6 +1,9 @@
 """Read models built from the log, and the processors that derive events, one sub-package
 each; and the registry of them."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from projections.conversations import ConversationsProjection
 from projections.embeddings.processor import EmbeddingProcessor
 from projections.embeddings.projection import EmbeddingsProjection
@@ -8,6 +11,7 @@ from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
 from projections.summaries import SummariesProjection, SummaryProcessor
 from streams.projection import Projection
+from streams.settings import Settings
 
 #: Every projection memstream runs, by name (what `memstream run` starts).
 PROJECTIONS: dict[str, type[Projection]] = {
@@ -20,4 +24,14 @@ PROJECTIONS: dict[str, type[Projection]] = {
     SummariesProjection.name: SummariesProjection,
 }
 
-__all__ = ["PROJECTIONS"]
+
+def build(name: str, settings: Settings, config: Mapping[str, Any] | None = None) -> Projection:
+    """Projection `name` as one of its versions runs it: the settings, overridden by the
+    version's recorded ``config["settings"]`` (see ``streams.versions.config``)."""
+    overrides = dict((config or {}).get("settings") or {})
+    if overrides:
+        settings = settings.replace(**overrides)
+    return PROJECTIONS[name].from_settings(settings)
+
+
+__all__ = ["PROJECTIONS", "build"]

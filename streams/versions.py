@@ -12,10 +12,12 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
+from psycopg.types.json import Jsonb
 
 from streams import checkpoints
 from streams.exceptions import StreamsError
@@ -40,11 +42,13 @@ async def register(
     projection: Projection,
     version: int,
     start_at: datetime | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> str:
     """Create the version's schema and tables and record it; return its state.
 
     The first version ever registered for a projection becomes live at once (there is
-    nothing else to serve); later ones start as ``building``.
+    nothing else to serve); later ones start as ``building``. `config` (see
+    :func:`config`) is recorded only by the first registration of a version.
     """
     schema = version_schema(projection.name, version)
     async with conn.transaction():
@@ -56,9 +60,9 @@ async def register(
         )
         await conn.execute(projection.schema_sql())
         await conn.execute(
-            "INSERT INTO memstream.projection_versions (projection, version, state, start_at)"
-            " VALUES (%s, %s, 'building', %s) ON CONFLICT DO NOTHING",
-            [projection.name, version, start_at],
+            "INSERT INTO memstream.projection_versions (projection, version, state, start_at,"
+            " config) VALUES (%s, %s, 'building', %s, %s) ON CONFLICT DO NOTHING",
+            [projection.name, version, start_at, Jsonb(dict(config or {}))],
         )
         cursor = await conn.execute(
             "SELECT version FROM memstream.projection_versions"
@@ -76,6 +80,23 @@ async def register(
         row = await cursor.fetchone()
         assert row is not None
         return str(row[0])
+
+
+async def config(conn: AsyncConnection[Any], projection: str, version: int) -> dict[str, Any]:
+    """What a version was registered with (``{}`` if nothing, or if it is not registered):
+
+    - ``settings``: overrides of :class:`Settings` fields (e.g. ``{"llm_model": "gpt-4o"}``
+      for an extraction version that runs the LLM extractor, ``{"llm_model": None}`` for
+      one that runs the rules); a version runs the same way whatever the environment says;
+    - ``follows``: ``{processor: version}``, the version of each upstream processor whose
+      derived events this version reads (see :mod:`streams.lineage`).
+    """
+    cursor = await conn.execute(
+        "SELECT config FROM memstream.projection_versions WHERE projection = %s AND version = %s",
+        [projection, version],
+    )
+    row = await cursor.fetchone()
+    return dict(row[0]) if row else {}
 
 
 async def live_version(conn: AsyncConnection[Any], projection: str) -> int | None:

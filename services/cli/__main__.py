@@ -19,22 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import gc
 import json
 import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-import uvicorn
 import uvloop
-from prometheus_client import start_http_server
 from psycopg import AsyncConnection
 
 from infra import local
@@ -43,18 +35,27 @@ from infra.migrate import migrate
 from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
 from services import tenants as tenants_store
+from services.cli import dlq, eventlog, operations
+from services.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CommandError,
+    emit,
+    require_endpoints,
+    with_database,
+)
+from services.cli.serve import HttpService, serve
 from services.ingest.app import create_app as create_ingest_app
 from services.logs import configure_logging
 from services.query.app import create_app as create_query_app
 from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
-from streams.runtime import ProjectionRunner, tune_gc_for_projecting
-from streams.topics import ensure_topics
+from streams.runtime import ProjectionRunner
 
 logger = logging.getLogger("memstream")
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except CommandError as exc:
+        print(f"memstream: {exc}", file=sys.stderr)
+        return exc.code
     except (ConfigurationError, TenantError) as exc:
         print(f"memstream: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -138,24 +142,6 @@ def _parser() -> argparse.ArgumentParser:
     mig = commands.add_parser("migrate", help="apply the core SQL migrations")
     mig.set_defaults(handler=_migrate)
 
-    projections = commands.add_parser("projections", help="run projections")
-    projection_commands = projections.add_subparsers(
-        dest="projections_command", required=True, metavar="ACTION"
-    )
-    run_one = projection_commands.add_parser(
-        "run",
-        help="run one projection as a member of its consumer group (start several to scale)",
-    )
-    run_one.add_argument("name", choices=sorted(PROJECTIONS), help="projection name")
-    run_one.add_argument("--version", type=int, default=1, help="projection version (default 1)")
-    run_one.add_argument(
-        "--since",
-        type=datetime.fromisoformat,
-        default=None,
-        help="for a new version: start from this ISO-8601 time instead of the earliest offset",
-    )
-    run_one.set_defaults(handler=_projection_run)
-
     tenants = commands.add_parser("tenants", help="tenants").add_subparsers(
         dest="tenants_command", required=True, metavar="ACTION"
     )
@@ -198,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     secret_revoke = webhook.add_parser("revoke", help="revoke a webhook secret by its id")
     secret_revoke.add_argument("secret_id", type=int)
     secret_revoke.set_defaults(handler=_secrets_revoke)
+
+    for module in (operations, dlq, eventlog):
+        module.register(commands)
 
     for sub in (create, tenant_list, key_create, key_list, key_revoke, secret_add, secret_list,
                 secret_revoke):  # fmt: skip
@@ -257,111 +246,59 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             ProjectionRunner(cls.from_settings(settings), settings) for cls in PROJECTIONS.values()
         ]
         services = [
-            _HttpService("ingest", create_ingest_app, settings.ingest_host, settings.ingest_port),
-            _HttpService("query", create_query_app, settings.query_host, settings.query_port),
+            HttpService("ingest", create_ingest_app, settings.ingest_host, settings.ingest_port),
+            HttpService("query", create_query_app, settings.query_host, settings.query_port),
         ]
-        return asyncio.run(_serve(settings, runners, services))
+        return asyncio.run(serve(settings, runners, services))
     finally:
         infrastructure.down()
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:
-    settings = _require_endpoints(settings)
+    settings = require_endpoints(settings)
     if not settings.ingest_port:
         raise ConfigurationError("MEMSTREAM_INGEST_PORT is 0: the ingest service has no port")
     migrate(settings.require_database())
     # uvloop (with uvicorn's httptools parser, picked when installed): measured the
     # cheaper event loop for a process that only serves HTTP and appends.
-    service = _HttpService(
+    service = HttpService(
         "ingest", create_ingest_app, args.host or settings.ingest_host, settings.ingest_port
     )
-    return uvloop.run(_serve(settings, [], [service]))
+    return uvloop.run(serve(settings, [], [service]))
 
 
 def _query(settings: Settings, args: argparse.Namespace) -> int:
     # The database for reads; the broker for POST/DELETE memory (they append events).
-    settings = _require_endpoints(settings)
+    settings = require_endpoints(settings)
     if not settings.query_port:
         raise ConfigurationError("MEMSTREAM_QUERY_PORT is 0: the query service has no port")
     migrate(settings.require_database())
-    service = _HttpService(
+    service = HttpService(
         "query", create_query_app, args.host or settings.query_host, settings.query_port
     )
-    return uvloop.run(_serve(settings, [], [service], topics=False))
-
-
-def _projection_run(settings: Settings, args: argparse.Namespace) -> int:
-    settings = _require_endpoints(settings)
-    migrate(settings.require_database())
-    runner = ProjectionRunner(
-        PROJECTIONS[args.name].from_settings(settings),
-        settings,
-        version=args.version,
-        start_at=args.since,
-    )
-    return asyncio.run(_serve(settings, [runner], []))
-
-
-def _require_database(settings: Settings) -> Settings:
-    """The configured database, or the local one if it is running."""
-    status = local.status(settings)
-    if settings.database_url is None and status["postgres"].get("running"):
-        settings = settings.replace(database_url=status["postgres"]["endpoint"])
-    settings.require_database()
-    return settings
-
-
-def _require_endpoints(settings: Settings) -> Settings:
-    """Configured endpoints, or the local infrastructure's if it is running."""
-    settings = _require_database(settings)
-    status = local.status(settings)
-    if settings.kafka_bootstrap is None and status["kafka"].get("running"):
-        settings = settings.replace(kafka_bootstrap=status["kafka"]["endpoint"])
-    settings.require_kafka()
-    return settings
+    return uvloop.run(serve(settings, [], [service], topics=False))
 
 
 # -- tenants and credentials ----------------------------------------------------------
 
 
-def _with_database(
-    work: Callable[[AsyncConnection[Any]], Awaitable[int]], settings: Settings
-) -> int:
-    settings = _require_database(settings)
-    migrate(settings.require_database())
-
-    async def run() -> int:
-        try:
-            conn = await AsyncConnection.connect(settings.require_database(), autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(settings.require_database(), str(exc).strip()) from exc
-        async with conn:
-            return await work(conn)
-
-    return asyncio.run(run())
-
-
-def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(json.dumps(value, default=str) if args.json else text)
-
-
 def _tenants_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
         tenant = await tenants_store.create_tenant(conn, args.tenant, args.name, args.region)
-        _emit(args, dataclasses.asdict(tenant), f"created tenant {tenant.tenant}")
+        emit(args, dataclasses.asdict(tenant), f"created tenant {tenant.tenant}")
         return EXIT_OK
 
-    return _with_database(work, settings)
+    return with_database(work, settings)
 
 
 def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
         found = await tenants_store.list_tenants(conn)
         text = "\n".join(f"{t.tenant:<24} {t.name}" for t in found) or "no tenants"
-        _emit(args, [dataclasses.asdict(t) for t in found], text)
+        emit(args, [dataclasses.asdict(t) for t in found], text)
         return EXIT_OK
 
-    return _with_database(work, settings)
+    return with_database(work, settings)
 
 
 def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -369,10 +306,10 @@ def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
         issued = await tenants_store.issue_api_key(conn, args.tenant, args.label)
         text = (f"key {issued.key_id} for {issued.tenant}; the token is shown only now:\n"
                 f"{issued.token}")  # fmt: skip
-        _emit(args, dataclasses.asdict(issued), text)
+        emit(args, dataclasses.asdict(issued), text)
         return EXIT_OK
 
-    return _with_database(work, settings)
+    return with_database(work, settings)
 
 
 def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -385,19 +322,19 @@ def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
             )
             or "no keys"
         )
-        _emit(args, [dataclasses.asdict(k) for k in found], text)
+        emit(args, [dataclasses.asdict(k) for k in found], text)
         return EXIT_OK
 
-    return _with_database(work, settings)
+    return with_database(work, settings)
 
 
 def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
         revoked = await tenants_store.revoke_api_key(conn, args.key_id)
-        _emit(args, {"revoked": revoked}, "revoked" if revoked else "no such active key")
+        emit(args, {"revoked": revoked}, "revoked" if revoked else "no such active key")
         return EXIT_OK if revoked else EXIT_NOT_FOUND
 
-    return _with_database(work, settings)
+    return with_database(work, settings)
 
 
 def _secrets_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -406,10 +343,10 @@ def _secrets_add(settings: Settings, args: argparse.Namespace) -> int:
             conn, args.tenant, args.platform, args.secret
         )
         text = f"secret {added.secret_id} for {added.tenant}/{added.platform}: {added.secret}"
-        _emit(args, dataclasses.asdict(added), text)
+        emit(args, dataclasses.asdict(added), text)
         return EXIT_OK
 
-    return _with_database(work, settings)
+    return with_database(work, settings)
 
 
 def _secrets_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -424,103 +361,19 @@ def _secrets_list(settings: Settings, args: argparse.Namespace) -> int:
         )
         # Listing never prints the secrets themselves.
         rows = [{k: v for k, v in dataclasses.asdict(w).items() if k != "secret"} for w in found]
-        _emit(args, rows, text)
+        emit(args, rows, text)
         return EXIT_OK
 
-    return _with_database(work, settings)
+    return with_database(work, settings)
 
 
 def _secrets_revoke(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
         revoked = await tenants_store.revoke_webhook_secret(conn, args.secret_id)
-        _emit(args, {"revoked": revoked}, "revoked" if revoked else "no such active secret")
+        emit(args, {"revoked": revoked}, "revoked" if revoked else "no such active secret")
         return EXIT_OK if revoked else EXIT_NOT_FOUND
 
-    return _with_database(work, settings)
-
-
-async def _serve(
-    settings: Settings,
-    runners: list[ProjectionRunner],
-    services: list[_HttpService],
-    *,
-    topics: bool = True,
-) -> int:
-    """Run the runners and HTTP servers until SIGINT/SIGTERM; stop them gracefully."""
-    if topics:
-        await ensure_topics(settings)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-        logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
-    for runner in runners:
-        await runner.start()
-    if runners:
-        tune_gc_for_projecting()
-    else:
-        # An ingest process: what is loaded by now (modules, the app, pydantic models)
-        # lives as long as the process. Out of the collector's sight, a full collection
-        # no longer blocks the loop for 50-60 ms every few seconds, which was the p99
-        # tail of webhook acknowledgements (docs/benchmarks.md).
-        gc.collect()
-        gc.freeze()
-    # Apps are built inside the running loop: their Kafka producers must be.
-    servers = [server for service in services if (server := service.server(settings))]
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        for runner in runners:
-            runner.stop()
-        for server in servers:
-            server.should_exit = True
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop)
-    names = [r.projection.name for r in runners] + [s.name for s in servers]
-    logger.info("running %s; Ctrl-C to stop", ", ".join(names))
-    tasks = [runner.run() for runner in runners] + [server.serve() for server in servers]
-    results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    for failure in failures:
-        logger.error("processor failed: %s", failure)
-    # A Ctrl-C / SIGTERM is the normal way to stop a service: a clean stop exits 0.
-    return EXIT_FAILURE if failures else EXIT_OK
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own SIGINT/SIGTERM handling: `_serve` stops everything together."""
-
-    def __init__(self, config: uvicorn.Config, name: str) -> None:
-        super().__init__(config)
-        self.name = name
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@dataclass(frozen=True)
-class _HttpService:
-    """An ASGI app to serve: its name, how to build it, where to listen (port 0: not)."""
-
-    name: str
-    create_app: Callable[[Settings], Any]
-    host: str
-    port: int
-
-    def server(self, settings: Settings) -> _QuietServer | None:
-        """The app on uvicorn, sharing this process's event loop and signal handling."""
-        if not self.port:
-            return None
-        config = uvicorn.Config(
-            self.create_app(settings),
-            host=self.host,
-            port=self.port,
-            log_config=None,  # keep memstream's logging configuration
-            access_log=False,  # requests are counted in /metrics; errors are logged
-            lifespan="on",
-        )
-        logger.info("%s on http://%s:%d", self.name, self.host, self.port)
-        return _QuietServer(config, self.name)
+    return with_database(work, settings)
 
 
 if __name__ == "__main__":

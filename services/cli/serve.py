@@ -1,0 +1,107 @@
+"""Serving processes: projection runners and HTTP services in one event loop, stopped
+together on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import start_http_server
+
+from services.cli.common import EXIT_FAILURE, EXIT_OK
+from streams import Settings
+from streams.runtime import ProjectionRunner, tune_gc_for_projecting
+from streams.topics import ensure_topics
+
+logger = logging.getLogger("memstream")
+
+
+async def serve(
+    settings: Settings,
+    runners: list[ProjectionRunner],
+    services: list[HttpService],
+    *,
+    topics: bool = True,
+) -> int:
+    """Run the runners and HTTP servers until SIGINT/SIGTERM; stop them gracefully."""
+    if topics:
+        await ensure_topics(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+        logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+    for runner in runners:
+        await runner.start()
+    if runners:
+        tune_gc_for_projecting()
+    else:
+        # An ingest process: what is loaded by now (modules, the app, pydantic models)
+        # lives as long as the process. Out of the collector's sight, a full collection
+        # no longer blocks the loop for 50-60 ms every few seconds, which was the p99
+        # tail of webhook acknowledgements (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
+    # Apps are built inside the running loop: their Kafka producers must be.
+    servers = [server for service in services if (server := service.server(settings))]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for runner in runners:
+            runner.stop()
+        for server in servers:
+            server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    names = [r.projection.name for r in runners] + [s.name for s in servers]
+    logger.info("running %s; Ctrl-C to stop", ", ".join(names))
+    tasks = [runner.run() for runner in runners] + [server.serve() for server in servers]
+    results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        logger.error("processor failed: %s", failure)
+    # A Ctrl-C / SIGTERM is the normal way to stop a service: a clean stop exits 0.
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own SIGINT/SIGTERM handling: `_serve` stops everything together."""
+
+    def __init__(self, config: uvicorn.Config, name: str) -> None:
+        super().__init__(config)
+        self.name = name
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class HttpService:
+    """An ASGI app to serve: its name, how to build it, where to listen (port 0: not)."""
+
+    name: str
+    create_app: Callable[[Settings], Any]
+    host: str
+    port: int
+
+    def server(self, settings: Settings) -> _QuietServer | None:
+        """The app on uvicorn, sharing this process's event loop and signal handling."""
+        if not self.port:
+            return None
+        config = uvicorn.Config(
+            self.create_app(settings),
+            host=self.host,
+            port=self.port,
+            log_config=None,  # keep memstream's logging configuration
+            access_log=False,  # requests are counted in /metrics; errors are logged
+            lifespan="on",
+        )
+        logger.info("%s on http://%s:%d", self.name, self.host, self.port)
+        return _QuietServer(config, self.name)
