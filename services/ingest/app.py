@@ -62,6 +62,7 @@ from services.ingest.signatures import (
     verify_retell,
     verify_vapi,
 )
+from services.logs import call_fields
 from services.observe import Observe
 from streams import BrokerUnavailable, EventLog, LogPosition, Settings
 
@@ -166,7 +167,9 @@ class IngestService:
 
         return await self._read_models.get(view, load)
 
-    async def briefing(self, tenant: str, subject: str | None) -> Briefing:
+    async def briefing(
+        self, tenant: str, subject: str | None, conversation_id: str | None = None
+    ) -> Briefing:
         """The caller's briefing; an empty one if the read models cannot give it in time.
 
         The phone is ringing: a call that starts without memories is better than a
@@ -187,7 +190,11 @@ class IngestService:
                     )
         except (psycopg.Error, TimeoutError) as exc:
             BRIEFING_FAILURES.labels(type(exc).__name__).inc()
-            logger.warning("briefing unavailable, answering an empty one: %s", exc)
+            logger.warning(
+                "briefing unavailable, answering an empty one: %s",
+                exc,
+                extra=call_fields(tenant=tenant, subject=subject, conversation_id=conversation_id),
+            )
             return Briefing()
 
     async def secrets(self, tenant: str, platform: str) -> list[str]:
@@ -233,7 +240,7 @@ class IngestService:
                 422, "unencodable_value", f"the payload holds a value that cannot be stored: {exc}"
             ) from None
         except BrokerUnavailable as exc:
-            logger.error("append failed: %s", exc)
+            logger.error("append failed: %s", exc, extra=call_fields(fresh))
             raise IngestError(
                 503, "log_unavailable", "the event log is unavailable; retry later"
             ) from exc
@@ -306,8 +313,23 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(IngestError)
     async def refused(request: Request, exc: IngestError) -> JSONResponse:
-        route = request.scope.get("route")
-        REJECTED.labels(getattr(route, "path", "unmatched"), exc.code).inc()
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        REJECTED.labels(route, exc.code).inc()
+        # The tenant of the URL, when it can be one: a refused request names no subject
+        # or event yet (nothing was appended), and an arbitrary path is not logged.
+        tenant = request.path_params.get("tenant")
+        if tenant is not None and not tenants.TENANT_PATTERN.fullmatch(tenant):
+            tenant = None
+        logger.info(
+            "request refused: %s",
+            exc.code,
+            extra={
+                **call_fields(tenant=tenant),
+                "route": route,
+                "status": exc.status,
+                "code": exc.code,
+            },
+        )
         return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.post("/v1/events")
@@ -348,16 +370,26 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             events.append(event)
         positions, hits = await service.append(events, "api")
+        logger.info(
+            "events accepted",
+            extra={**call_fields(events), "events": len(events), "duplicates": hits},
+        )
         return JSONResponse(accepted(events, positions, hits))
 
-    async def deliver(webhook: NormalisedWebhook, platform: str) -> dict[str, Any]:
+    async def deliver(webhook: NormalisedWebhook, tenant: str, platform: str) -> dict[str, Any]:
         """Append a normalised webhook's events; the 200 body that acknowledges it."""
         positions, hits = await service.append(webhook.events, platform)
         logger.info(
             "webhook accepted",
             extra={
+                # The platform's own call id even when the webhook produced no event.
+                **call_fields(
+                    webhook.events,
+                    tenant=tenant,
+                    subject=webhook.subject,
+                    conversation_id=webhook.conversation_id,
+                ),
                 "kind": webhook.kind,
-                "conversation_id": webhook.conversation_id,
                 "events": len(webhook.events),
                 "duplicates": hits,
             },
@@ -395,7 +427,7 @@ def create_app(settings: Settings) -> FastAPI:
             lambda headers, body, keys: verify_elevenlabs(headers, body, keys, now=time.time()),
             elevenlabs.parse_post_call,
         )
-        return JSONResponse(await deliver(webhook, "elevenlabs"))
+        return JSONResponse(await deliver(webhook, tenant, "elevenlabs"))
 
     @app.post("/v1/webhooks/{tenant}/elevenlabs/initiation")
     async def elevenlabs_initiation(
@@ -416,7 +448,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # The phone is ringing: read the briefing while the broker acknowledges.
         briefing, _ = await asyncio.gather(
-            service.briefing(tenant, webhook.subject), deliver(webhook, "elevenlabs")
+            service.briefing(tenant, webhook.subject, webhook.conversation_id),
+            deliver(webhook, tenant, "elevenlabs"),
         )
         reply: dict[str, Any] = {
             "type": "conversation_initiation_client_data",
@@ -445,7 +478,7 @@ def create_app(settings: Settings) -> FastAPI:
             vapi.parse_server_message,
         )
         if webhook.kind != "vapi.assistant-request":
-            return JSONResponse(await deliver(webhook, "vapi"))
+            return JSONResponse(await deliver(webhook, tenant, "vapi"))
         if not assistant_id:
             raise IngestError(
                 422,
@@ -455,7 +488,8 @@ def create_app(settings: Settings) -> FastAPI:
                 path="assistant_id",
             )
         briefing, _ = await asyncio.gather(
-            service.briefing(tenant, webhook.subject), deliver(webhook, "vapi")
+            service.briefing(tenant, webhook.subject, webhook.conversation_id),
+            deliver(webhook, tenant, "vapi"),
         )
         return JSONResponse(
             {
@@ -476,7 +510,7 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             retell.parse_webhook,
         )
-        return JSONResponse(await deliver(webhook, "retell"))
+        return JSONResponse(await deliver(webhook, tenant, "retell"))
 
     add_health_routes(app, settings, service.pool, lambda: service.log, live_status="ok")
 

@@ -107,6 +107,15 @@ def vapi_tool_calls(body: Any) -> tuple[list[ToolCall], str | None]:
     return list(calls.values()), number
 
 
+def vapi_call_id(body: Any) -> str | None:
+    """The id of the Vapi call a ``tool-calls`` message is part of (``message.call.id``),
+    for logs; None when the message does not say."""
+    message = body.get("message") if isinstance(body, dict) else None
+    call = message.get("call") if isinstance(message, dict) else None
+    call_id = call.get("id") if isinstance(call, dict) else None
+    return call_id if isinstance(call_id, str) and call_id else None
+
+
 def _tool_call(raw: Any, path: str) -> ToolCall:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
         raise ApiError(422, "invalid_payload", "a tool call needs a string id", path=f"{path}.id")

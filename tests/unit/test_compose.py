@@ -26,6 +26,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 KAFKA_POM = ROOT / "infra" / "kafka" / "pom.xml"
 PYPROJECT = ROOT / "pyproject.toml"
+PROMETHEUS_CONFIG = ROOT / "infra" / "prometheus" / "prometheus.yml"
+GRAFANA_PROVISIONING = ROOT / "infra" / "grafana" / "provisioning"
 
 # The documented host endpoints: MEMSTREAM_KAFKA_BOOTSTRAP=localhost:19092 and
 # postgresql://...@localhost:15432/memstream work from the host against the compose stack.
@@ -79,6 +81,28 @@ def published_ports(service: Mapping[str, Any]) -> dict[int, int]:
         if len(parts) >= 2:
             ports[int(parts[-1])] = int(parts[-2])
     return ports
+
+
+def bind_mounts(service: Mapping[str, Any]) -> dict[str, tuple[Path, bool]]:
+    """container path -> (host path, read-only) of a service's bind mounts (short or long
+    syntax; named volumes left out)."""
+    mounts: dict[str, tuple[Path, bool]] = {}
+    for entry in service.get("volumes") or []:
+        if isinstance(entry, dict):
+            if entry.get("type") == "bind":
+                mounts[entry["target"]] = (ROOT / entry["source"], bool(entry.get("read_only")))
+            continue
+        source, target, *mode = str(entry).split(":")
+        if source.startswith((".", "/")):
+            mounts[target] = (ROOT / source, "ro" in mode[0].split(",") if mode else False)
+    return mounts
+
+
+def command_flags(service: Mapping[str, Any]) -> dict[str, str]:
+    """``--flag=value`` arguments of a service's command."""
+    command = service.get("command") or []
+    words = command.split() if isinstance(command, str) else command
+    return dict(w[2:].split("=", 1) for w in words if w.startswith("--") and "=" in w)
 
 
 def image_tag(reference: str) -> str | None:
@@ -281,9 +305,9 @@ def test_kafka_is_configured_for_a_single_node_and_memstream_owned_topics(
         assert env[name] == "1", name
 
 
-def test_kafka_and_postgres_keep_their_data_in_named_volumes(compose: dict[str, Any]) -> None:
+def test_stateful_services_keep_their_data_in_named_volumes(compose: dict[str, Any]) -> None:
     declared = set(compose.get("volumes") or {})
-    for name in ("kafka", "postgres"):
+    for name in ("kafka", "postgres", "prometheus", "grafana"):
         mounts = compose["services"][name].get("volumes") or []
         sources = {str(m).split(":", 1)[0] if isinstance(m, str) else m["source"] for m in mounts}
         assert sources & declared, f"service {name} mounts no named volume"
@@ -369,3 +393,75 @@ def test_build_context_leaves_out_local_state() -> None:
     }
     assert {".venv", ".memstream", ".git"} <= ignored
     assert "pyproject.toml" not in ignored
+
+
+# -- observability: prometheus and grafana ---------------------------------------------
+
+
+def test_published_ports_are_bound_to_loopback(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for entry in service.get("ports") or []:
+            host_ip = entry.get("host_ip") if isinstance(entry, dict) else str(entry).split(":")[0]
+            assert host_ip == "127.0.0.1", f"service {name} publishes {entry} on every interface"
+
+
+def test_every_bind_mount_source_exists_in_the_repository(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        for target, (source, _) in bind_mounts(service).items():
+            assert source.exists(), f"service {name} mounts missing {source} at {target}"
+
+
+def test_prometheus_loads_the_repository_config_and_scrapes_memstream(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    config_file = command_flags(prometheus)["config.file"]
+    mounts = bind_mounts(prometheus)
+    directory, file_name = config_file.rsplit("/", 1)
+    assert mounts.get(directory) == (PROMETHEUS_CONFIG.parent, True), mounts
+    assert (PROMETHEUS_CONFIG.parent / file_name).exists()
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    for rule_file in config["rule_files"]:  # relative to the config file's directory
+        assert (PROMETHEUS_CONFIG.parent / rule_file).exists(), rule_file
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    memstream = Settings.from_env(environment(services["memstream"]))
+    assert f"memstream:{memstream.metrics_port}" in targets
+    assert published_ports(prometheus).get(9090) == 9090
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+
+
+def test_grafana_is_provisioned_from_the_repository(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    grafana = services["grafana"]
+    mounts = bind_mounts(grafana)
+    # /etc/grafana/provisioning is the image's GF_PATHS_PROVISIONING.
+    assert mounts.get("/etc/grafana/provisioning") == (GRAFANA_PROVISIONING, True), mounts
+    [source] = yaml.safe_load(
+        (GRAFANA_PROVISIONING / "datasources" / "prometheus.yml").read_text(encoding="utf-8")
+    )["datasources"]
+    url = urlsplit(source["url"])
+    assert url.hostname == "prometheus" and url.hostname in services
+    assert url.port in published_ports(services["prometheus"])
+    # The dashboards provider reads a path that a mount fills with infra/grafana/dashboards.
+    [provider] = yaml.safe_load(
+        (GRAFANA_PROVISIONING / "dashboards" / "memstream.yml").read_text(encoding="utf-8")
+    )["providers"]
+    dashboards, _ = mounts[provider["options"]["path"]]
+    assert dashboards == ROOT / "infra" / "grafana" / "dashboards"
+    assert {p.name for p in dashboards.glob("*.json")} >= {
+        "ingest.json", "projections.json", "query.json"
+    }  # fmt: skip
+    home = environment(grafana).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        directory, file_name = home.rsplit("/", 1)
+        assert (mounts[directory][0] / file_name).exists(), home
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
