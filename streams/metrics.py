@@ -47,3 +47,14 @@ DLQ_EVENTS = Counter(
     "Events a projection could not handle and wrote to the DLQ topic.",
     ["projection", "version", "reason"],
 )
+PROJECTION_VERSION_INFO = Gauge(
+    "memstream_projection_version_info",
+    "1 for each projection version a process runs, labelled with its state when it started "
+    "(live, building or retired).",
+    ["projection", "version", "state"],
+)
+PROJECTION_LAST_ERROR = Gauge(
+    "memstream_projection_last_error_timestamp_seconds",
+    "When a projection version last hit an error (a failing batch or a dead letter).",
+    ["projection", "version"],
+)

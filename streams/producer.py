@@ -50,7 +50,17 @@ class LogPosition:
 class EventLog:
     """The write side of the log. One per process; safe to share between tasks."""
 
-    def __init__(self, settings: Settings, *, append_timeout: float = 10.0, linger_ms: int = 0):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        append_timeout: float = 10.0,
+        linger_ms: int = 0,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ):
+        """`headers` go on every event appended (a processor's lineage, streams.lineage);
+        not on `append_raw` records."""
+        self._headers = list(headers)
         self._bootstrap = settings.require_kafka()
         self._topics = Topics(settings.topic_prefix)
         self._append_timeout = append_timeout
@@ -107,7 +117,7 @@ class EventLog:
         retry of the whole call is safe (see the module docstring).
         """
         return await self._send(
-            [_record(self._topics.name(event.topic), event) for event in events]
+            [_record(self._topics.name(event.topic), event, self._headers) for event in events]
         )
 
     async def append_raw(
@@ -225,11 +235,11 @@ class _Record:
     type: str
 
 
-def _record(topic: str, event: Event) -> _Record:
+def _record(topic: str, event: Event, extra: list[tuple[str, bytes]]) -> _Record:
     return _Record(
         topic,
         event.subject.encode(),
         encode_event(event),
-        [("type", event.type.encode()), ("v", str(event.v).encode())],
+        [("type", event.type.encode()), ("v", str(event.v).encode()), *extra],
         event.type,
     )

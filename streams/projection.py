@@ -42,6 +42,10 @@ class Projection(abc.ABC):
     topics: ClassVar[tuple[str, ...]]
     #: Tables exposed through the read views; readers query ``<name>.<table>``.
     tables: ClassVar[tuple[str, ...]]
+    #: Logical topics a processor appends derived events to (none for a read model). Each
+    #: version stamps its lineage on them (streams.lineage), so versions that derive
+    #: differently (another extractor, another embedding model) can run side by side.
+    produces: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:

@@ -35,7 +35,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,7 +46,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from psycopg import AsyncConnection
 
 from schemas import Event, EventDecodeError, decode_event
-from streams import checkpoints, versions
+from streams import checkpoints, lineage, versions
 from streams.dlq import DeadLetter
 from streams.exceptions import BrokerUnavailable, DatabaseUnavailable
 from streams.metrics import (
@@ -54,7 +54,9 @@ from streams.metrics import (
     PROJECTED_EVENTS,
     PROJECTION_BATCH_SECONDS,
     PROJECTION_LAG,
+    PROJECTION_LAST_ERROR,
     PROJECTION_RETRIES,
+    PROJECTION_VERSION_INFO,
 )
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection, group_id, version_schema
@@ -89,11 +91,12 @@ _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """A fetched batch: its records, their decoded events (or decode errors) aligned with
-    them, the decodable ones as LogRecords, and what the projection prepared from those."""
+    """A fetched batch: its records, their decoded events (or decode errors; None for a
+    record of a lineage this version does not follow) aligned with them, the decodable
+    ones as LogRecords, and what the projection prepared from those."""
 
     messages: list[Any]
-    decoded: list[Event | EventDecodeError]
+    decoded: list[Event | EventDecodeError | None]
     records: list[LogRecord]
     prepared: Any
 
@@ -142,12 +145,17 @@ class ProjectionRunner:
         *,
         version: int = 1,
         start_at: datetime | None = None,
+        config: Mapping[str, Any] | None = None,
         fault: FaultHook | None = None,
     ) -> None:
+        """`config` is recorded if this starts a new version (streams.versions.config);
+        the version's recorded config is what the runner follows."""
         self.projection = projection
         self.settings = settings
         self.version = version
         self.start_at = start_at
+        self.config: dict[str, Any] = dict(config or {})
+        self._follows = lineage.Follows({}, {})
         self.schema = version_schema(projection.name, version)
         self.group_id = group_id(settings.topic_prefix, projection.name, version)
         self._fault = fault or (lambda _step: None)
@@ -162,10 +170,15 @@ class ProjectionRunner:
         # Projection.caught_up is due once the runner is caught up (again).
         self._caught_up_due = True
         self._labels = (projection.name, str(version))
+        self._labels_int = (projection.name, version)
         #: Next offset to project per assigned partition, as far as this runner knows.
         self.positions: dict[tuple[str, int], int] = {}
         #: Events not yet projected per assigned partition (also the lag gauge).
         self.lag: dict[tuple[str, int], int] = {}
+        # Per partition: the checkpoint when this runner first got it, and the furthest
+        # it committed (a rebuild's progress; kept across rebalances).
+        self._first: dict[tuple[str, int], int] = {}
+        self._reached: dict[tuple[str, int], int] = {}
         self.state = "created"
 
     # -- life cycle -------------------------------------------------------------------
@@ -173,9 +186,22 @@ class ProjectionRunner:
     async def start(self) -> None:
         """Connect, create the version's tables, join the group. Raises *Unavailable errors."""
         self._conn = await self._connect()
-        await versions.register(self._conn, self.projection, self.version, self.start_at)
+        state = await versions.register(
+            self._conn, self.projection, self.version, self.start_at, self.config
+        )
+        PROJECTION_VERSION_INFO.labels(*self._labels, state).set(1)
+        # The recorded config wins; what it lacks (a version registered before configs
+        # recorded lineage) comes from the config this runner was given.
+        recorded = await versions.config(self._conn, self.projection.name, self.version)
+        self.config = {**self.config, **recorded}
+        self._follows = lineage.Follows(
+            lineage.follows_of(self.config),
+            {t: self._topics.name(t) for t in self.projection.topics},
+        )
         await ensure_topics(self.settings)
-        self._dlq = EventLog(self.settings)
+        # A processor's output carries this version's lineage (streams.lineage).
+        stamp = [lineage.header(*self._labels_int)] if self.projection.produces else []
+        self._dlq = EventLog(self.settings, headers=stamp)
         await self._dlq.start()
         # The same producer serves the DLQ and a processor's own output.
         await self.projection.open(self._dlq)
@@ -201,6 +227,13 @@ class ProjectionRunner:
         )
         self.state = "running"
         logger.info("projection %s v%s joined group %s", *self._labels, self.group_id)
+
+    @property
+    def committed(self) -> int:
+        """Records this runner has moved its checkpoints past (a rebuild's progress)."""
+        return sum(
+            max(0, self._reached.get(tp, first) - first) for tp, first in self._first.items()
+        )
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return."""
@@ -283,9 +316,13 @@ class ProjectionRunner:
             await ready.put(await asyncio.to_thread(self._decode_and_prepare, messages))
 
     def _decode_and_prepare(self, messages: list[Any]) -> _Batch:
-        decoded: list[Event | EventDecodeError] = []
+        decoded: list[Event | EventDecodeError | None] = []
         records: list[LogRecord] = []
+        follows = self._follows
         for m in messages:
+            if follows and not follows.accepts(m.topic, m.headers):
+                decoded.append(None)  # another lineage's: checkpointed past, not applied
+                continue
             try:
                 event = decode_event(m.value)
                 records.append(LogRecord(m.topic, m.partition, m.offset, m.timestamp, event))
@@ -306,6 +343,7 @@ class ProjectionRunner:
                 break
             except ApplyFailed as exc:
                 attempt += 1
+                await self._record_error(f"batch failed (attempt {attempt}): {exc}")
                 if attempt > self.settings.poison_retries:
                     logger.warning(
                         "projection %s v%s: batch keeps failing (%s); isolating the poison event",
@@ -333,7 +371,7 @@ class ProjectionRunner:
         conn = self._conn
         assert conn is not None
         partitions = {(m.topic, m.partition) for m in messages}
-        applied = skipped = 0
+        applied = skipped = other = 0
         async with conn.transaction():
             # 1. Lock our checkpoints; what lies below them is already in the read model.
             #    (The connection's search_path is the version's schema: see _connect.)
@@ -341,10 +379,12 @@ class ProjectionRunner:
             # 2. Decoded in the fetch stage. A record that does not decode never will:
             #    it is poison at once.
             dead: list[DeadLetter] = []
-            skipped = 0
+            skipped = other = 0
             for m, event in zip(messages, batch.decoded, strict=True):
                 if m.offset < done[(m.topic, m.partition)]:
                     skipped += 1
+                elif event is None:
+                    other += 1
                 elif isinstance(event, EventDecodeError):
                     dead.append(self._dead_letter(m, "decode", event, attempts=1))
             records, prepared = batch.records, batch.prepared
@@ -386,10 +426,17 @@ class ProjectionRunner:
             self._fault(AFTER_CHECKPOINT)
         # 6. Committed.
         self._fault(AFTER_COMMIT)
+        self._reached.update(next_offsets)
         self.positions.update(next_offsets)
         PROJECTED_EVENTS.labels(*self._labels, "applied").inc(applied)
         PROJECTED_EVENTS.labels(*self._labels, "dead_lettered").inc(len(dead))
         PROJECTED_EVENTS.labels(*self._labels, "skipped").inc(skipped)
+        PROJECTED_EVENTS.labels(*self._labels, "other_lineage").inc(other)
+        if dead:
+            await self._record_error(
+                f"{len(dead)} event(s) dead-lettered; last: {dead[-1].topic}"
+                f"[{dead[-1].partition}]@{dead[-1].offset}: {dead[-1].error}"
+            )
         if time.monotonic() - self._kafka_committed_at >= _KAFKA_COMMIT_INTERVAL:
             await self._commit_kafka_offsets()
 
@@ -412,16 +459,26 @@ class ProjectionRunner:
                     raise
                 except Exception as exc:
                     if attempts > self.settings.poison_retries:
+                        event = record.event
                         logger.error(
                             "projection %s v%s: %s@%d:%d (%s %s) failed %d times: %s",
                             *self._labels,
                             record.topic,
                             record.partition,
                             record.offset,
-                            record.event.type,
-                            record.event.id,
+                            event.type,
+                            event.id,
                             attempts,
                             exc,
+                            extra={
+                                "projection": self.projection.name,
+                                "version": self.version,
+                                "tenant": event.tenant,
+                                "subject": event.subject,
+                                "event_id": str(event.id),
+                                "event_type": event.type,
+                                "conversation_id": event.correlation_id,
+                            },
                         )
                         failed.append((record, exc, attempts))
                         break
@@ -465,6 +522,22 @@ class ProjectionRunner:
         headers = [("projection", letter.projection.encode()), ("stage", letter.stage.encode())]
         # BrokerUnavailable propagates: the transaction rolls back and the batch is redone.
         await self._dlq.append_raw(self._topics.dlq, letter.key, letter.encode(), headers)
+
+    async def _record_error(self, message: str) -> None:
+        """Keep the latest error on the version's registry row (`projections status`) and
+        in a gauge. Best effort: it must never turn a handled error into a crash."""
+        PROJECTION_LAST_ERROR.labels(*self._labels).set_to_current_time()
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        try:
+            await conn.execute(
+                "UPDATE memstream.projection_versions SET last_error = %s, last_error_at = now()"
+                " WHERE projection = %s AND version = %s",
+                [message[:2000], self.projection.name, self.version],
+            )
+        except psycopg.Error as exc:
+            logger.debug("could not record the error: %s", exc)
 
     async def _commit_kafka_offsets(self) -> None:
         """Tell Kafka how far we are, for external lag tools only (our checkpoints are the
@@ -604,6 +677,7 @@ class ProjectionRunner:
             offset = done[(tp.topic, tp.partition)]
             consumer.seek(tp, offset)
             self.positions[(tp.topic, tp.partition)] = offset
+            self._first.setdefault((tp.topic, tp.partition), offset)
         logger.info(
             "projection %s v%s assigned %s",
             *self._labels,

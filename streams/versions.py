@@ -13,6 +13,7 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -109,7 +110,9 @@ async def live_version(conn: AsyncConnection[Any], projection: str) -> int | Non
     return int(row[0]) if row else None
 
 
-async def switch_live(conn: AsyncConnection[Any], projection: Projection, version: int) -> None:
+async def switch_live(
+    conn: AsyncConnection[Any], projection: Projection | type[Projection], version: int
+) -> None:
     """Make `version` the live one: registry and read views change in one transaction."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(projection.name)])
@@ -131,7 +134,9 @@ async def switch_live(conn: AsyncConnection[Any], projection: Projection, versio
         await _make_live(conn, projection, version)
 
 
-async def drop_version(conn: AsyncConnection[Any], projection: Projection, version: int) -> None:
+async def drop_version(
+    conn: AsyncConnection[Any], projection: Projection | type[Projection], version: int
+) -> None:
     """Drop a version that is not live: its schema, registry row and checkpoints."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(projection.name)])
@@ -147,7 +152,9 @@ async def drop_version(conn: AsyncConnection[Any], projection: Projection, versi
         )
 
 
-async def _make_live(conn: AsyncConnection[Any], projection: Projection, version: int) -> None:
+async def _make_live(
+    conn: AsyncConnection[Any], projection: Projection | type[Projection], version: int
+) -> None:
     await conn.execute(
         "UPDATE memstream.projection_versions SET state = 'live', live_since = now()"
         " WHERE projection = %s AND version = %s",
@@ -172,14 +179,87 @@ async def _make_live(conn: AsyncConnection[Any], projection: Projection, version
             await conn.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(target, origin))
 
 
-async def lag(
-    settings: Settings, conn: AsyncConnection[Any], projection: Projection, version: int
-) -> dict[tuple[str, int], int]:
-    """Events not yet projected by a version, per partition (log end minus checkpoint)."""
+@dataclass(frozen=True)
+class VersionInfo:
+    """A row of the registry (``memstream.projection_versions``)."""
+
+    projection: str
+    version: int
+    state: str
+    start_at: datetime | None
+    created_at: datetime
+    live_since: datetime | None
+    config: dict[str, Any]
+    last_error: str | None
+    last_error_at: datetime | None
+
+
+async def registry(conn: AsyncConnection[Any], projection: str | None = None) -> list[VersionInfo]:
+    """Every registered version (of one projection, or of all), by projection and version."""
+    cursor = await conn.execute(
+        "SELECT projection, version, state, start_at, created_at, live_since, config,"
+        " last_error, last_error_at FROM memstream.projection_versions"
+        " WHERE %s::text IS NULL OR projection = %s ORDER BY projection, version",
+        [projection, projection],
+    )
+    return [VersionInfo(*row) for row in await cursor.fetchall()]
+
+
+async def next_version(conn: AsyncConnection[Any], projection: str) -> int:
+    """One more than the highest version ever registered (1 for a new projection)."""
+    cursor = await conn.execute(
+        "SELECT coalesce(max(version), 0) + 1 FROM memstream.projection_versions"
+        " WHERE projection = %s",
+        [projection],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@dataclass(frozen=True)
+class PartitionPosition:
+    """Where a version is in one partition: the partition's first and next offsets, and
+    the version's checkpoint (None before the version first ran on it)."""
+
+    topic: str
+    partition: int
+    log_start: int
+    log_end: int
+    checkpoint: int | None
+
+    @property
+    def lag(self) -> int:
+        done = self.log_start if self.checkpoint is None else self.checkpoint
+        return max(0, self.log_end - done)
+
+
+async def positions(
+    settings: Settings,
+    conn: AsyncConnection[Any],
+    projection: Projection | type[Projection],
+    version: int,
+) -> list[PartitionPosition]:
+    """The version's checkpoint against the log, per partition of the topics it reads."""
     topics = Topics(settings.topic_prefix)
     extent = await log_extent(settings.require_kafka(), [topics.name(t) for t in projection.topics])
     done = await checkpoints.read(conn, projection.name, version)
-    return {tp: max(0, end - done.get(tp, start)) for tp, (start, end) in extent.items()}
+    return [
+        PartitionPosition(topic, partition, start, end, done.get((topic, partition)))
+        for (topic, partition), (start, end) in sorted(extent.items())
+    ]
+
+
+async def lag(
+    settings: Settings,
+    conn: AsyncConnection[Any],
+    projection: Projection | type[Projection],
+    version: int,
+) -> dict[tuple[str, int], int]:
+    """Events not yet projected by a version, per partition (log end minus checkpoint)."""
+    return {
+        (p.topic, p.partition): p.lag for p in await positions(settings, conn, projection, version)
+    }
 
 
 async def wait_caught_up(

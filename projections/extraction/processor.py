@@ -69,7 +69,7 @@ from schemas import (
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
 from streams.settings import Settings
-from streams.topics import CONVERSATIONS
+from streams.topics import CONVERSATIONS, MEMORIES
 
 __all__ = ["ExtractionProcessor"]
 
@@ -111,6 +111,7 @@ class ExtractionProcessor(Projection):
     name: ClassVar[str] = "extraction"
     topics: ClassVar[tuple[str, ...]] = (CONVERSATIONS,)
     tables: ClassVar[tuple[str, ...]] = ("facts", "processed")
+    produces: ClassVar[tuple[str, ...]] = (MEMORIES,)
 
     def __init__(self, extractor: Extractor | None = None) -> None:
         self.extractor: Extractor = extractor or RuleExtractor()

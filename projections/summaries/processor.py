@@ -91,7 +91,7 @@ from schemas import (
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
 from streams.settings import Settings
-from streams.topics import CONVERSATIONS, MEMORIES
+from streams.topics import CONVERSATIONS, MEMORIES, SUMMARIES
 
 __all__ = ["DEFAULT_DEBOUNCE", "SummaryProcessor"]
 
@@ -177,6 +177,7 @@ class SummaryProcessor(Projection):
     name: ClassVar[str] = "summarizer"
     topics: ClassVar[tuple[str, ...]] = (MEMORIES, CONVERSATIONS)
     tables: ClassVar[tuple[str, ...]] = ("memories", "reinforcements", "profiles")
+    produces: ClassVar[tuple[str, ...]] = (SUMMARIES,)
 
     def __init__(
         self, summariser: Summariser | None = None, *, debounce: timedelta = DEFAULT_DEBOUNCE

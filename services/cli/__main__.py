@@ -34,6 +34,7 @@ from infra.kafka import KafkaLaunchError
 from infra.migrate import migrate
 from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
+from projections.lifecycle import LiveProjection
 from services import tenants as tenants_store
 from services.cli import dlq, eventlog, operations
 from services.cli.common import (
@@ -53,7 +54,6 @@ from services.logs import configure_logging
 from services.query.app import create_app as create_query_app
 from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
-from streams.runtime import ProjectionRunner
 
 logger = logging.getLogger("memstream")
 
@@ -242,9 +242,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         settings = infrastructure.settings
         migrate(settings.require_database())
-        runners = [
-            ProjectionRunner(cls.from_settings(settings), settings) for cls in PROJECTIONS.values()
-        ]
+        # Each projection's live version, following switches (`projections swap`).
+        runners = [LiveProjection(name, settings) for name in PROJECTIONS]
         services = [
             HttpService("ingest", create_ingest_app, settings.ingest_host, settings.ingest_port),
             HttpService("query", create_query_app, settings.query_host, settings.query_port),

@@ -8,9 +8,9 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from prometheus_client import start_http_server
@@ -23,9 +23,23 @@ from streams.topics import ensure_topics
 logger = logging.getLogger("memstream")
 
 
+class Worker(Protocol):
+    """A projection worker: a ProjectionRunner (one fixed version) or a LiveProjection."""
+
+    async def start(self) -> None: ...
+    async def run(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def _name(worker: Worker) -> str:
+    if isinstance(worker, ProjectionRunner):
+        return f"{worker.projection.name} v{worker.version}"
+    return str(getattr(worker, "name", type(worker).__name__))
+
+
 async def serve(
     settings: Settings,
-    runners: list[ProjectionRunner],
+    runners: Sequence[Worker],
     services: list[HttpService],
     *,
     topics: bool = True,
@@ -59,7 +73,7 @@ async def serve(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
-    names = [r.projection.name for r in runners] + [s.name for s in servers]
+    names = [_name(r) for r in runners] + [s.name for s in servers]
     logger.info("running %s; Ctrl-C to stop", ", ".join(names))
     tasks = [runner.run() for runner in runners] + [server.serve() for server in servers]
     results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)

@@ -57,6 +57,7 @@ from services.errors import ApiError
 from services.expiring import Expiring
 from services.health import add_health_routes
 from services.ingest.identity import normalise_phone
+from services.logs import call_fields
 from services.observe import Observe
 from services.query import tools
 from services.query.consistency import parse_positions, parse_wait_ms, wait_until_past
@@ -82,12 +83,23 @@ from services.query.requests import (
 )
 from services.query.resources import add_resource_routes
 from services.query.search import Hit, SearchQuery, search_memories
-from streams import BrokerUnavailable, EventLog, Settings
+from streams import BrokerUnavailable, EventLog, Settings, versions
 
 logger = logging.getLogger(__name__)
 
 _CACHE_TTL_S = 5.0
 _USER: TypeAdapter[str] = TypeAdapter(User)
+
+
+def _embedders(model: str | None, settings: Settings) -> tuple[Embedder, Embedder | None]:
+    """The query embedder for `model` (None: the local model) and its fallback."""
+    from projections.embeddings.local import LocalEmbedder
+
+    if not model:
+        return LocalEmbedder(), None
+    from projections.embeddings.openai_embedder import OpenAIEmbedder
+
+    return OpenAIEmbedder.from_settings(settings.replace(embedding_model=model)), LocalEmbedder()
 
 
 class QueryService:
@@ -102,6 +114,11 @@ class QueryService:
         """``embedder`` embeds queries with the model the embedding processor uses (from
         settings when not given); ``fallback`` (the local model) when it is unavailable."""
         self.settings = settings
+        # Given embedders are used as they are; otherwise the model follows the live
+        # embedder version (`memstream reprocess embeddings --model ... --swap`).
+        self._follow_embedder = embedder is None
+        self._embedder_model: Expiring[str, str | None] = Expiring(_CACHE_TTL_S)
+        self._model: str | None = settings.embedding_model
         self.pool = AsyncConnectionPool(
             settings.require_database(),
             min_size=2,
@@ -110,14 +127,7 @@ class QueryService:
             kwargs={"autocommit": True},
         )
         if embedder is None:
-            from projections.embeddings.local import LocalEmbedder
-
-            if settings.embedding_model:
-                from projections.embeddings.openai_embedder import OpenAIEmbedder
-
-                embedder, fallback = OpenAIEmbedder.from_settings(settings), LocalEmbedder()
-            else:
-                embedder = LocalEmbedder()
+            embedder, fallback = _embedders(settings.embedding_model, settings)
         self.embedder = embedder
         self.fallback = fallback
         self.limiter = RateLimiter(settings.query_rate_limit, settings.query_rate_burst)
@@ -180,11 +190,19 @@ class QueryService:
         try:
             [position] = await self.log.append_many([event])
         except BrokerUnavailable as exc:
-            logger.error("append failed: %s", exc)
+            logger.error("append failed: %s", exc, extra=call_fields([event]))
             raise ApiError(
                 503, "log_unavailable", "the event log is unavailable; retry later"
             ) from exc
-        return position.token()
+        token = position.token()
+        # A write through the query API (a memory asserted or retracted by hand) is rare
+        # and worth a line: who changed what about which caller.
+        logger.info(
+            "%s appended",
+            event.type,
+            extra={**call_fields([event]), "type": event.type, "position": token},
+        )
+        return token
 
     async def consistent(self, request: Request, *projections: str) -> None:
         """Read-your-writes: wait until these projections are past the request's
@@ -219,9 +237,33 @@ class QueryService:
 
         return await self._read_models.get(view, load)
 
+    async def follow_live_embedder(self) -> None:
+        """Embed questions with the model of the live embedder version, when that version
+        was recorded with one (checked every few seconds): after a switch to vectors of
+        another model, questions must be embedded by it to find them."""
+        if not self._follow_embedder:
+            return
+
+        async def load() -> str | None:
+            async with self.pool.connection() as conn:
+                live = await versions.live_version(conn, "embedder")
+                recorded = await versions.config(conn, "embedder", live) if live else {}
+            overrides = recorded.get("settings") or {}
+            if "embedding_model" not in overrides:
+                return self.settings.embedding_model
+            model: str | None = overrides["embedding_model"]
+            return model
+
+        model = await self._embedder_model.get("embedder", load)
+        if model != self._model:
+            embedder, fallback = await asyncio.to_thread(_embedders, model, self.settings)
+            logger.info("questions are now embedded with %s", embedder.name)
+            self.embedder, self.fallback, self._model = embedder, fallback, model
+
     async def embed(self, text: str) -> tuple[list[float], str]:
         """``text``'s vector and the model that made it (the fallback's when the remote
         model is unavailable: the search then reads that model's vectors)."""
+        await self.follow_live_embedder()
         # onnxruntime and the HTTP client release the GIL: the loop serves others meanwhile.
         try:
             [vector] = await asyncio.to_thread(self.embedder.embed, [text])
@@ -493,13 +535,15 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     @app.post("/v1/tools/vapi")
     async def vapi_tools(request: Request) -> JSONResponse:
         key = await service.authorise(request)
-        calls, number = tools.vapi_tool_calls(await read_json(request))
+        body = await read_json(request)
+        calls, number = tools.vapi_tool_calls(body)
         results: list[dict[str, str]] = []
         for call in calls:
             text = call.arguments.get("query")
             if not isinstance(text, str) or not text.strip():
                 results.append({"toolCallId": call.id, "error": "query is missing"})
                 continue
+            subject = None
             try:
                 user = call.arguments.get("user")
                 subject = await caller_subject(
@@ -507,7 +551,21 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
                 )
                 answer = await tool_answer(key.tenant, subject, text.strip())
             except ApiError as exc:
-                # One failed call must not fail the others: Vapi reads each result.
+                # One failed call must not fail the others: Vapi reads each result. The
+                # request still answers 200, so the refusal shows only here and in the log.
+                logger.info(
+                    "tool call refused: %s",
+                    exc.code,
+                    extra={
+                        **call_fields(
+                            tenant=key.tenant,
+                            subject=subject,
+                            conversation_id=tools.vapi_call_id(body),
+                        ),
+                        "tool_call_id": call.id,
+                        "code": exc.code,
+                    },
+                )
                 results.append({"toolCallId": call.id, "error": exc.message})
                 continue
             results.append({"toolCallId": call.id, "result": answer})

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from services import tenants
@@ -377,6 +378,45 @@ async def test_queries_are_embedded_by_the_configured_model_and_fall_back_to_loc
                 assert fallback.status_code == 200, fallback.text
                 assert fallback.json()["model"] == EMBEDDER.name
                 assert "dense" in fallback.json()["results"][0]["via"]
+
+
+async def test_queries_follow_the_model_of_the_live_embedder_version(
+    settings: Settings, keys: dict[str, str]
+) -> None:
+    """After `memstream reprocess embeddings --model M --swap`, the live embedder version
+    is recorded with model M: the query service embeds questions with M, whatever
+    MEMSTREAM_EMBEDDING_MODEL says, so they meet the vectors being served."""
+    with FakeOpenAI(dimension=16) as fake:
+        provider = settings.replace(
+            openai_base_url=fake.base_url, openai_api_key="sk-test", embedding_model=None
+        )
+        app = create_app(provider)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
+                body = {"user": USER, "query": "penicillin", "limit": 3}
+                headers = auth(keys[TENANT])
+                before = await client.post("/v1/memories/search", json=body, headers=headers)
+                assert before.status_code == 200, before.text
+                assert before.json()["model"] == EMBEDDER.name and fake.calls(EMBEDDINGS) == 0
+
+        async with await psycopg.AsyncConnection.connect(
+            provider.require_database(), autocommit=True
+        ) as conn:
+            switched = await conn.execute(
+                "UPDATE memstream.projection_versions SET config = config ||"
+                """ '{"settings": {"embedding_model": "fake-embedder"}}'::jsonb"""
+                " WHERE projection = 'embedder' AND state = 'live'"
+            )
+            assert switched.rowcount == 1
+        app = create_app(provider)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
+                after = await client.post("/v1/memories/search", json=body, headers=headers)
+                assert after.status_code == 200, after.text
+                assert after.json()["model"] == "openai/fake-embedder"
+                assert fake.calls(EMBEDDINGS) == 1
 
 
 async def test_transcript_search_finds_the_callers_own_words(
