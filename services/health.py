@@ -59,9 +59,7 @@ class Readiness:
         """Events in the log not yet applied, per live projection."""
         topics = Topics(self.settings.topic_prefix)
         try:
-            extent = await log_extent(
-                self.settings.require_kafka(), [topics.name(t) for t in _consumed()]
-            )
+            extent = await log_extent(self.settings, [topics.name(t) for t in _consumed()])
         except (KafkaError, BrokerUnavailable, OSError) as exc:
             return f"unknown: {type(exc).__name__}"
         async with self.pool.connection() as conn:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.settings import Settings
+
+
+def client_options(target: str | Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for a bootstrap address, or for the configured broker
+    with its security settings (Settings.kafka_options)."""
+    if isinstance(target, Settings):
+        return {"bootstrap_servers": target.require_kafka(), **target.kafka_options()}
+    return {"bootstrap_servers": target}
+
 
 @asynccontextmanager
-async def standalone_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
+async def standalone_consumer(bootstrap: str | Settings) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group (for offset look-ups and reading topics)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         yield consumer
@@ -24,9 +35,9 @@ async def standalone_consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]
         await consumer.stop()
 
 
-async def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[TopicPartition]:
+async def partitions_of(bootstrap: str | Settings, topics: Iterable[str]) -> list[TopicPartition]:
     """The partitions of existing topics among `topics` (missing topics have none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -41,7 +52,7 @@ async def partitions_of(bootstrap: str, topics: Iterable[str]) -> list[TopicPart
 
 
 async def log_extent(
-    bootstrap: str, topics: Iterable[str]
+    bootstrap: str | Settings, topics: Iterable[str]
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """(first offset, next offset) of every partition of the given physical topics."""
     partitions = await partitions_of(bootstrap, topics)

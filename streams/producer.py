@@ -74,6 +74,7 @@ class EventLog:
             max_batch_size=_MAX_BATCH_BYTES,
             request_timeout_ms=int(append_timeout * 1000),
             client_id="memstream",
+            **settings.kafka_options(),
         )
         self._partitioner = DefaultPartitioner()
         self._started = False

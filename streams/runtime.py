@@ -215,6 +215,7 @@ class ProjectionRunner:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
+            **self.settings.kafka_options(),
         )
         try:
             await self._consumer.start()

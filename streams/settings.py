@@ -12,8 +12,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streams.exceptions import ConfigurationError
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,15 @@ class Settings:
     # broker / database under `home` and fills these in.
     kafka_bootstrap: str | None = None
     database_url: str | None = None
+    # How the Kafka clients connect: PLAINTEXT (the local broker), SSL, SASL_PLAINTEXT or
+    # SASL_SSL (managed Kafka), with a SASL mechanism (PLAIN, SCRAM-SHA-256,
+    # SCRAM-SHA-512) and credentials; `kafka_ssl_cafile` trusts a private CA (the system's
+    # CAs otherwise).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
 
     # The log.
     topic_prefix: str = "memstream"
@@ -84,6 +97,20 @@ class Settings:
     summary_debounce_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.kafka_security_protocol not in _SECURITY_PROTOCOLS:
+            raise ConfigurationError(
+                "MEMSTREAM_KAFKA_SECURITY_PROTOCOL must be one of " + ", ".join(_SECURITY_PROTOCOLS)
+            )
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_mechanism in _SASL_MECHANISMS
+            and self.kafka_sasl_username
+            and self.kafka_sasl_password
+        ):
+            raise ConfigurationError(
+                "MEMSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_* needs MEMSTREAM_KAFKA_SASL_MECHANISM"
+                f" ({', '.join(_SASL_MECHANISMS)}), MEMSTREAM_KAFKA_SASL_USERNAME and"
+                " MEMSTREAM_KAFKA_SASL_PASSWORD"
+            )
         if self.partitions < 1:
             raise ConfigurationError("MEMSTREAM_PARTITIONS must be >= 1")
         if self.replication_factor < 1:
@@ -167,6 +194,13 @@ class Settings:
         return cls(
             kafka_bootstrap=text("KAFKA_BOOTSTRAP", None),
             database_url=text("DATABASE_URL", None),
+            kafka_security_protocol=(
+                text("KAFKA_SECURITY_PROTOCOL", None) or defaults.kafka_security_protocol
+            ).upper(),
+            kafka_sasl_mechanism=(text("KAFKA_SASL_MECHANISM", "") or "").upper() or None,
+            kafka_sasl_username=text("KAFKA_SASL_USERNAME", None),
+            kafka_sasl_password=text("KAFKA_SASL_PASSWORD", None),
+            kafka_ssl_cafile=text("KAFKA_SSL_CAFILE", None),
             topic_prefix=text("TOPIC_PREFIX", defaults.topic_prefix) or defaults.topic_prefix,
             partitions=integer("PARTITIONS", defaults.partitions),
             replication_factor=integer("REPLICATION_FACTOR", defaults.replication_factor),
@@ -206,6 +240,12 @@ class Settings:
         values = {
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DATABASE_URL": self.database_url,
+            "KAFKA_SECURITY_PROTOCOL": self.kafka_security_protocol,
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            # Like the API key: for a child process's environment only.
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
             "TOPIC_PREFIX": self.topic_prefix,
             "PARTITIONS": self.partitions,
             "REPLICATION_FACTOR": self.replication_factor,
@@ -245,6 +285,19 @@ class Settings:
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (e.g. the endpoints the launcher resolved)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client of memstream gets: how to connect."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_security_protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password
+        return options
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap:

@@ -103,7 +103,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
     """
     bootstrap = settings.require_kafka()
     topics = Topics(settings.topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **settings.kafka_options()
+    )
     try:
         await admin.start()
     except KafkaConnectionError as exc:

@@ -242,7 +242,7 @@ async def positions(
 ) -> list[PartitionPosition]:
     """The version's checkpoint against the log, per partition of the topics it reads."""
     topics = Topics(settings.topic_prefix)
-    extent = await log_extent(settings.require_kafka(), [topics.name(t) for t in projection.topics])
+    extent = await log_extent(settings, [topics.name(t) for t in projection.topics])
     done = await checkpoints.read(conn, projection.name, version)
     return [
         PartitionPosition(topic, partition, start, end, done.get((topic, partition)))

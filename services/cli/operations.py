@@ -465,7 +465,7 @@ def _processor_settings(settings: Settings, args: argparse.Namespace) -> dict[st
     if args.target == "extraction":
         choice: str = args.extractor
         if choice == "rules":
-            return {"llm_model": None}
+            return {"llm_model": ""}
         if choice == "llm":
             if not settings.llm_model:
                 raise CommandError("--extractor llm needs MEMSTREAM_LLM_MODEL; or give llm:MODEL")
@@ -476,7 +476,7 @@ def _processor_settings(settings: Settings, args: argparse.Namespace) -> dict[st
     model: str = args.model.strip()
     if not model:
         raise CommandError("--model must name a model, or `local`")
-    return {"embedding_model": None if model == "local" else model}
+    return {"embedding_model": "" if model == "local" else model}
 
 
 async def _finish(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,42 @@ def test_the_summary_debounce_is_read_handed_on_and_never_negative() -> None:
     for bad in ("-1", "later"):
         with pytest.raises(ConfigurationError, match="MEMSTREAM_SUMMARY_DEBOUNCE_S"):
             Settings.from_env({"MEMSTREAM_SUMMARY_DEBOUNCE_S": bad})
+
+
+def test_kafka_security_settings_reach_every_client_and_hide_the_password() -> None:
+    assert Settings.from_env({}).kafka_options() == {"security_protocol": "PLAINTEXT"}
+    env = {
+        "MEMSTREAM_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "MEMSTREAM_KAFKA_SASL_MECHANISM": "scram-sha-512",
+        "MEMSTREAM_KAFKA_SASL_USERNAME": "memstream",
+        "MEMSTREAM_KAFKA_SASL_PASSWORD": "kafka-secret",
+    }
+    settings = Settings.from_env(env)
+    options = settings.kafka_options()
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (
+        "memstream",
+        "kafka-secret",
+    )
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    assert "kafka-secret" not in repr(settings)
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MEMSTREAM_KAFKA_SECURITY_PROTOCOL": "TLS"},
+        {"MEMSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+        {
+            "MEMSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "MEMSTREAM_KAFKA_SASL_MECHANISM": "GSSAPI",
+            "MEMSTREAM_KAFKA_SASL_USERNAME": "u",
+            "MEMSTREAM_KAFKA_SASL_PASSWORD": "p",
+        },
+    ],
+)
+def test_invalid_kafka_security_settings_name_the_variables(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match="MEMSTREAM_KAFKA_SECURITY_PROTOCOL"):
+        Settings.from_env(env)
