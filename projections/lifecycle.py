@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 
 from projections import PROJECTIONS, build
@@ -104,6 +105,7 @@ class LiveProjection:
         self.poll_s = poll_s
         self.runner: ProjectionRunner | None = None
         self._stopping = asyncio.Event()
+        self._conn: AsyncConnection[Any] | None = None  # for the poll of the live version
 
     async def _next_runner(self) -> ProjectionRunner:
         async with await _connect(self.settings) as conn:
@@ -145,17 +147,31 @@ class LiveProjection:
                     )
                     runner.stop()
                     break
-            await task  # re-raises what stopped the runner
+            try:
+                await task  # re-raises what stopped the runner
+            except BaseException:
+                await self._close()
+                raise
             if self._stopping.is_set() or not switched:
+                await self._close()
                 return
             self.runner = await self._next_runner()
             await self.runner.start()
 
+    async def _close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
     async def _live_changed(self, version: int) -> bool:
         try:
-            async with await _connect(self.settings) as conn:
-                live = await versions.live_version(conn, self.name)
-        except DatabaseUnavailable:
+            if self._conn is None or self._conn.closed:
+                self._conn = await _connect(self.settings)
+            live = await versions.live_version(self._conn, self.name)
+        except (DatabaseUnavailable, psycopg.Error):
+            if self._conn is not None:
+                await self._conn.close()
+            self._conn = None
             return False  # the runner itself deals with an outage
         return live is not None and live != version
 
