@@ -1,18 +1,19 @@
-"""The ``memstream`` command.
+"""The ``memstream`` command (one module per group of subcommands in services/cli/).
 
     memstream run                      infrastructure (unless configured), the ingest
                                        and query services and every processor
-    memstream ingest                   the ingest service alone (webhooks in)
-    memstream query                    the query service alone (search, briefing, tools)
+    memstream ingest | query           one service alone
     memstream infra up|down|status     the local Kafka and PostgreSQL
     memstream migrate                  apply the core SQL migrations
-    memstream projections run NAME     one projection as a worker of its consumer group
     memstream tenants create|list      tenants
     memstream keys create|list|revoke  API keys (the token is shown once; stored hashed)
     memstream secrets add|list|revoke  webhook secrets (several active at once: rotation)
+    memstream projections ...          status, run, rebuild, swap, drop (operations.py)
+    memstream reprocess ...            a processor run differently over history (operations.py)
+    memstream dlq ...                  dead letters: list, show, replay, purge (dlq.py)
+    memstream log ...                  the log: tail, dump, import (eventlog.py)
 
-Exit codes: 0 success; 1 unexpected failure; 2 bad usage, configuration or input;
-3 infrastructure unreachable (broker or database); 4 not found; 130 interrupted.
+Exit codes are in services/cli/common.py and docs/operations.md.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from services.cli.common import (
     EXIT_USAGE,
     CommandError,
     emit,
+    require_database,
     require_endpoints,
     with_database,
 )
@@ -87,7 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memstream",
         description="Event-sourced memory for voice agents: the log, its projections, its tools.",
-        epilog="Configuration comes from MEMSTREAM_* environment variables (see README.md).",
+        epilog="Configuration comes from MEMSTREAM_* environment variables (see README.md). "
+        "Exit codes: 0 success, 1 unexpected failure, 2 bad usage/configuration/input, "
+        "3 broker or database unreachable, 4 not found, 5 not done (timeout, items left "
+        "failing), 130 interrupted. `--json` on a command prints machine-readable output. "
+        "Runbook: docs/operations.md.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -139,7 +145,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(handler=handler)
 
-    mig = commands.add_parser("migrate", help="apply the core SQL migrations")
+    mig = commands.add_parser(
+        "migrate",
+        help="apply the core SQL migrations",
+        description="Apply infra/migrations/*.sql not yet applied to MEMSTREAM_DATABASE_URL "
+        "(or the running local database). Services apply them on start too.",
+    )
+    mig.add_argument("--json", action="store_true", help="machine-readable output")
     mig.set_defaults(handler=_migrate)
 
     tenants = commands.add_parser("tenants", help="tenants").add_subparsers(
@@ -232,8 +244,9 @@ def _print_status(settings: Settings, as_json: bool, started: list[str]) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    applied = migrate(settings.require_database())
-    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    applied = migrate(require_database(settings).require_database())
+    emit(args, {"applied": applied},
+         "applied: " + (", ".join(applied) if applied else "nothing (up to date)"))  # fmt: skip
     return EXIT_OK
 
 
