@@ -32,6 +32,12 @@ def header(processor: str, version: int) -> tuple[str, bytes]:
     return (HEADER, tag(processor, version).encode())
 
 
+def stamp(processor: str, version: int, produces: Sequence[str]) -> list[tuple[str, bytes]]:
+    """The headers a projection version's producer puts on what it appends: its lineage
+    if it is a processor (it `produces` topics), nothing for a read model."""
+    return [header(processor, version)] if produces else []
+
+
 class Follows:
     """Which lineage to read per physical topic; the runtime's filter."""
 

@@ -200,7 +200,7 @@ class ProjectionRunner:
         )
         await ensure_topics(self.settings)
         # A processor's output carries this version's lineage (streams.lineage).
-        stamp = [lineage.header(*self._labels_int)] if self.projection.produces else []
+        stamp = lineage.stamp(*self._labels_int, self.projection.produces)
         self._dlq = EventLog(self.settings, headers=stamp)
         await self._dlq.start()
         # The same producer serves the DLQ and a processor's own output.

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import httpx
-import openai
 
 from projections.providers.exceptions import CircuitOpen, InvalidAnswer, ProviderUnavailable
 from projections.providers.metrics import (
@@ -81,6 +80,10 @@ class Backoff:
 
 def is_retryable(error: BaseException) -> bool:
     """Whether the same request may succeed if sent again."""
+    # Imported here: `openai` takes a second to import, and every `memstream` command
+    # imports this module while only processors that call a provider need it.
+    import openai
+
     if isinstance(error, openai.APIStatusError):
         return error.status_code in _RETRYABLE_STATUS or error.status_code >= 500
     # APITimeoutError is an APIConnectionError: both mean no answer arrived.

@@ -51,9 +51,7 @@ from services.cli.common import (
     with_database,
 )
 from services.cli.serve import HttpService, serve
-from services.ingest.app import create_app as create_ingest_app
 from services.logs import configure_logging
-from services.query.app import create_app as create_query_app
 from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
 
@@ -209,6 +207,20 @@ def _parser() -> argparse.ArgumentParser:
 # -- handlers --------------------------------------------------------------------------
 
 
+# The services' apps are imported when a command serves them: they import FastAPI, the
+# tokenizers and the embedding model, seconds that other commands need not pay.
+def _ingest_app(settings: Settings) -> Any:
+    from services.ingest.app import create_app
+
+    return create_app(settings)
+
+
+def _query_app(settings: Settings) -> Any:
+    from services.query.app import create_app
+
+    return create_app(settings)
+
+
 def _infra_up(settings: Settings, args: argparse.Namespace) -> int:
     started = local.up(settings)
     return _print_status(started.settings, args.json, started.started)
@@ -258,8 +270,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         # Each projection's live version, following switches (`projections swap`).
         runners = [LiveProjection(name, settings) for name in PROJECTIONS]
         services = [
-            HttpService("ingest", create_ingest_app, settings.ingest_host, settings.ingest_port),
-            HttpService("query", create_query_app, settings.query_host, settings.query_port),
+            HttpService("ingest", _ingest_app, settings.ingest_host, settings.ingest_port),
+            HttpService("query", _query_app, settings.query_host, settings.query_port),
         ]
         return asyncio.run(serve(settings, runners, services))
     finally:
@@ -274,7 +286,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     # uvloop (with uvicorn's httptools parser, picked when installed): measured the
     # cheaper event loop for a process that only serves HTTP and appends.
     service = HttpService(
-        "ingest", create_ingest_app, args.host or settings.ingest_host, settings.ingest_port
+        "ingest", _ingest_app, args.host or settings.ingest_host, settings.ingest_port
     )
     return uvloop.run(serve(settings, [], [service]))
 
@@ -286,7 +298,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigurationError("MEMSTREAM_QUERY_PORT is 0: the query service has no port")
     migrate(settings.require_database())
     service = HttpService(
-        "query", create_query_app, args.host or settings.query_host, settings.query_port
+        "query", _query_app, args.host or settings.query_host, settings.query_port
     )
     return uvloop.run(serve(settings, [], [service], topics=False))
 

@@ -61,7 +61,13 @@ from services.logs import call_fields
 from services.observe import Observe
 from services.query import tools
 from services.query.consistency import parse_positions, parse_wait_ms, wait_until_past
-from services.query.context import Context, assemble, memory_piece, recent_turns
+from services.query.context import (
+    Context,
+    assemble,
+    load_tokenizers,
+    memory_piece,
+    recent_turns,
+)
 from services.query.metrics import (
     RATE_LIMITED,
     REJECTED,
@@ -150,6 +156,7 @@ class QueryService:
         await self._log.start()
         # The first inference pays for onnxruntime's lazy initialisation: not a caller.
         await asyncio.to_thread((self.fallback or self.embedder).embed, ["warm up"])
+        await asyncio.to_thread(load_tokenizers)
 
     async def stop(self) -> None:
         if self._log is not None:

@@ -21,7 +21,6 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-import bpe_openai
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
@@ -33,8 +32,17 @@ TOKENIZERS = ("o200k_base", "cl100k_base")
 RECENT_TURNS = 40
 
 
+def load_tokenizers() -> None:
+    """Load every tokenizer now (the query service does it on start, not a caller)."""
+    for name in TOKENIZERS:
+        _encoding(name)
+
+
 @cache
 def _encoding(name: str) -> Any:
+    # Imported on first use: loading the vocabularies takes a second.
+    import bpe_openai
+
     return bpe_openai.get_encoding(name)
 
 
