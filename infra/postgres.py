@@ -101,7 +101,12 @@ class LocalPostgres:
                     "MEMSTREAM_LOCAL_POSTGRES_PORT or MEMSTREAM_DATABASE_URL"
                 )
             self.init()
-            self._pg_ctl("-w", "-t", str(int(timeout)), "-l", str(self.log_file), "start")
+            # The port on the command line wins over postgresql.conf (written at initdb):
+            # a home reused with another MEMSTREAM_LOCAL_POSTGRES_PORT listens there.
+            self._pg_ctl(
+                "-w", "-t", str(int(timeout)), "-l", str(self.log_file),
+                "-o", f"-p {self.port}", "start",
+            )  # fmt: skip
             started = True
             logger.info("started PostgreSQL (pid %s) on %s:%s", self.pid(), HOST, self.port)
         self._wait_ready(timeout)
