@@ -26,6 +26,7 @@ from psycopg import AsyncConnection
 from projections import PROJECTIONS, build
 from streams import lineage, versions
 from streams.exceptions import DatabaseUnavailable
+from streams.metrics import REBUILD_PROGRESS
 from streams.runtime import ProjectionRunner
 from streams.settings import Settings
 
@@ -231,6 +232,10 @@ async def catch_up(
                     cls = PROJECTIONS[b.name]
                     where = await versions.positions(settings, conn, cls, b.version)
                     b.done, b.remaining = runner.committed, sum(p.lag for p in where)
+                    total = b.done + b.remaining
+                    REBUILD_PROGRESS.labels(b.name, str(b.version)).set(
+                        b.done / total if total else 1.0
+                    )
                     behind = behind or b.remaining > 0
                 on_progress(builds)
                 if not behind:

@@ -58,3 +58,9 @@ PROJECTION_LAST_ERROR = Gauge(
     "When a projection version last hit an error (a failing batch or a dead letter).",
     ["projection", "version"],
 )
+REBUILD_PROGRESS = Gauge(
+    "memstream_rebuild_progress_ratio",
+    "Share of the log a version being built or caught up by `memstream projections "
+    "rebuild|swap` or `memstream reprocess` has projected (1 once caught up).",
+    ["projection", "version"],
+)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import start_http_server
 from psycopg import AsyncConnection, sql
 from rich.progress import (
     BarColumn,
@@ -209,6 +210,12 @@ def _add_finish_flags(parser: argparse.ArgumentParser, *, swap: bool = True) -> 
         "--drop-old",
         action="store_true",
         help="after a switch, drop the retired versions (their tables and checkpoints)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus /metrics on this port while working (progress, lag; 0: off)",
     )
     parser.add_argument(
         "--timeout",
@@ -489,6 +496,8 @@ async def _finish(
 ) -> int:
     """Catch the planned versions up (progress on stderr), then switch them live together
     (with `swap`) and drop what they retired (with --drop-old). Prints the outcome."""
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
     began = time.monotonic()
     with Progress(
         TextColumn("{task.description:<16}"),
