@@ -21,12 +21,14 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from aiokafka import TopicPartition
 from psycopg import AsyncConnection
 
 from projections import PROJECTIONS, build
 from streams import lineage, versions
 from streams.exceptions import DatabaseUnavailable
 from streams.metrics import REBUILD_PROGRESS
+from streams.offsets import standalone_consumer
 from streams.runtime import ProjectionRunner
 from streams.settings import Settings
 
@@ -215,6 +217,9 @@ async def catch_up(
     ]
     tasks: list[asyncio.Task[None]] = []
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    # Where each build starts, per partition: its checkpoint if it has run before, else
+    # the first offset it will read. Progress is measured from there.
+    starts = await _starting_offsets(settings, builds)
     try:
         for runner in runners:
             await runner.start()
@@ -231,12 +236,19 @@ async def catch_up(
                 for b, runner in zip(builds, runners, strict=True):
                     cls = PROJECTIONS[b.name]
                     where = await versions.positions(settings, conn, cls, b.version)
-                    b.done, b.remaining = runner.committed, sum(p.lag for p in where)
+                    b.done = sum(
+                        max(0, (p.checkpoint or 0) - starts[b.name, p.topic, p.partition])
+                        for p in where
+                        if p.checkpoint is not None and (b.name, p.topic, p.partition) in starts
+                    )
+                    b.remaining = sum(p.lag for p in where)
                     total = b.done + b.remaining
                     REBUILD_PROGRESS.labels(b.name, str(b.version)).set(
                         b.done / total if total else 1.0
                     )
-                    behind = behind or b.remaining > 0
+                    # Both views must agree: the log's extent (which a broker's transient
+                    # metadata error could shorten) and the runner's own fetch positions.
+                    behind = behind or b.remaining > 0 or not runner.is_caught_up
                 on_progress(builds)
                 if not behind:
                     break
@@ -256,6 +268,35 @@ async def catch_up(
         async with await _connect(settings, runner.schema) as conn, conn.transaction():
             await runner.projection.caught_up(conn)
     return True
+
+
+async def _starting_offsets(
+    settings: Settings, builds: Sequence[Build]
+) -> dict[tuple[str, str, int], int]:
+    starts: dict[tuple[str, str, int], int] = {}
+    async with await _connect(settings) as conn:
+        for b in builds:
+            where = await versions.positions(settings, conn, PROJECTIONS[b.name], b.version)
+            fresh = [p for p in where if p.checkpoint is None]
+            at_time: dict[tuple[str, int], int] = {}
+            if fresh and b.start_at is not None:
+                async with standalone_consumer(settings) as consumer:
+                    found = await consumer.offsets_for_times(
+                        {
+                            TopicPartition(p.topic, p.partition): int(b.start_at.timestamp() * 1000)
+                            for p in fresh
+                        }
+                    )
+                at_time = {(tp.topic, tp.partition): o.offset for tp, o in found.items() if o}
+            for p in where:
+                if p.checkpoint is not None:
+                    start = p.checkpoint
+                elif b.start_at is None:
+                    start = p.log_start
+                else:
+                    start = at_time.get((p.topic, p.partition), p.log_end)
+                starts[b.name, p.topic, p.partition] = start
+    return starts
 
 
 async def _connect(settings: Settings, schema: str | None = None) -> AsyncConnection[Any]:

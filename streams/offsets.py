@@ -21,6 +21,10 @@ def client_options(target: str | Settings) -> dict[str, Any]:
     return {"bootstrap_servers": target}
 
 
+_UNKNOWN_TOPIC_OR_PARTITION = 3  # the Kafka protocol's error code: the topic does not exist
+_DESCRIBE_ATTEMPTS = 5
+
+
 @asynccontextmanager
 async def standalone_consumer(bootstrap: str | Settings) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group (for offset look-ups and reading topics)."""
@@ -36,11 +40,23 @@ async def standalone_consumer(bootstrap: str | Settings) -> AsyncIterator[AIOKaf
 
 
 async def partitions_of(bootstrap: str | Settings, topics: Iterable[str]) -> list[TopicPartition]:
-    """The partitions of existing topics among `topics` (missing topics have none)."""
+    """The partitions of existing topics among `topics` (missing topics have none).
+
+    A topic the broker reports with another error (a leader election in progress right
+    after creation) is asked about again, briefly: leaving its partitions out would make
+    a caller believe the log is shorter than it is."""
+    wanted = list(topics)
     admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
+        for attempt in range(_DESCRIBE_ATTEMPTS):
+            described = await admin.describe_topics(wanted)
+            transient = [
+                t for t in described if t["error_code"] not in (0, _UNKNOWN_TOPIC_OR_PARTITION)
+            ]
+            if not transient or attempt == _DESCRIBE_ATTEMPTS - 1:
+                break
+            await asyncio.sleep(0.2 * (attempt + 1))
     finally:
         await admin.close()
     return sorted(

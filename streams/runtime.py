@@ -35,7 +35,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,6 +58,7 @@ from streams.metrics import (
     PROJECTION_RETRIES,
     PROJECTION_VERSION_INFO,
 )
+from streams.offsets import partitions_of, standalone_consumer
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection, group_id, version_schema
 from streams.settings import Settings
@@ -175,10 +176,6 @@ class ProjectionRunner:
         self.positions: dict[tuple[str, int], int] = {}
         #: Events not yet projected per assigned partition (also the lag gauge).
         self.lag: dict[tuple[str, int], int] = {}
-        # Per partition: the checkpoint when this runner first got it, and the furthest
-        # it committed (a rebuild's progress; kept across rebalances).
-        self._first: dict[tuple[str, int], int] = {}
-        self._reached: dict[tuple[str, int], int] = {}
         self.state = "created"
 
     # -- life cycle -------------------------------------------------------------------
@@ -199,6 +196,14 @@ class ProjectionRunner:
             {t: self._topics.name(t) for t in self.projection.topics},
         )
         await ensure_topics(self.settings)
+        # A new version's checkpoints exist before its consumer fetches anything: a batch
+        # fetched before the first seek then finds them (and skips what precedes a
+        # `start_at`) instead of creating them at the fetch position.
+        names = [self._topics.name(t) for t in self.projection.topics]
+        async with standalone_consumer(self.settings) as lookup:
+            await self._start_checkpoints(
+                self._conn, lookup, await partitions_of(self.settings, names)
+            )
         # A processor's output carries this version's lineage (streams.lineage).
         stamp = lineage.stamp(*self._labels_int, self.projection.produces)
         self._dlq = EventLog(self.settings, headers=stamp)
@@ -230,11 +235,10 @@ class ProjectionRunner:
         logger.info("projection %s v%s joined group %s", *self._labels, self.group_id)
 
     @property
-    def committed(self) -> int:
-        """Records this runner has moved its checkpoints past (a rebuild's progress)."""
-        return sum(
-            max(0, self._reached.get(tp, first) - first) for tp, first in self._first.items()
-        )
+    def is_caught_up(self) -> bool:
+        """Whether this runner holds partitions and has committed each up to the high
+        watermark its last fetch saw (its own view; `versions.lag` is the log's)."""
+        return self._caught_up()
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch and return."""
@@ -427,7 +431,6 @@ class ProjectionRunner:
             self._fault(AFTER_CHECKPOINT)
         # 6. Committed.
         self._fault(AFTER_COMMIT)
-        self._reached.update(next_offsets)
         self.positions.update(next_offsets)
         PROJECTED_EVENTS.labels(*self._labels, "applied").inc(applied)
         PROJECTED_EVENTS.labels(*self._labels, "dead_lettered").inc(len(dead))
@@ -646,39 +649,13 @@ class ProjectionRunner:
             return
         conn = await self._connect()
         try:
-            done = await checkpoints.read(conn, self.projection.name, self.version)
-            new = [tp for tp in assigned if (tp.topic, tp.partition) not in done]
-            starts: dict[TopicPartition, int] = {}
-            if new:
-                starts = await consumer.beginning_offsets(new)
-                if self.start_at is not None:
-                    ends = await consumer.end_offsets(new)
-                    found = await consumer.offsets_for_times(
-                        {tp: int(self.start_at.timestamp() * 1000) for tp in new}
-                    )
-                    starts = {tp: found[tp].offset if found[tp] else ends[tp] for tp in new}
-                # Record where a new version starts, so its lag is measurable from now on.
-                await conn.execute(
-                    "INSERT INTO memstream.checkpoints (projection, version, topic, partition,"
-                    " next_offset) SELECT %s, %s, t, p, o"
-                    " FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
-                    " ON CONFLICT DO NOTHING",
-                    [
-                        self.projection.name,
-                        self.version,
-                        [tp.topic for tp in new],
-                        [tp.partition for tp in new],
-                        [starts[tp] for tp in new],
-                    ],
-                )
-                done = await checkpoints.read(conn, self.projection.name, self.version)
+            done = await self._start_checkpoints(conn, consumer, assigned)
         finally:
             await conn.close()
         for tp in assigned:
             offset = done[(tp.topic, tp.partition)]
             consumer.seek(tp, offset)
             self.positions[(tp.topic, tp.partition)] = offset
-            self._first.setdefault((tp.topic, tp.partition), offset)
         logger.info(
             "projection %s v%s assigned %s",
             *self._labels,
@@ -687,6 +664,38 @@ class ProjectionRunner:
                 for tp in sorted(assigned)
             ),
         )
+
+    async def _start_checkpoints(
+        self, conn: AsyncConnection[Any], consumer: AIOKafkaConsumer, partitions: Iterable[Any]
+    ) -> dict[tuple[str, int], int]:
+        """The version's checkpoints, after creating those of `partitions` it has none for
+        at its start: the earliest offset, or the first at or after `start_at`."""
+        done = await checkpoints.read(conn, self.projection.name, self.version)
+        new = [tp for tp in partitions if (tp.topic, tp.partition) not in done]
+        if not new:
+            return done
+        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(new)
+        if self.start_at is not None:
+            ends = await consumer.end_offsets(new)
+            found = await consumer.offsets_for_times(
+                {tp: int(self.start_at.timestamp() * 1000) for tp in new}
+            )
+            starts = {tp: found[tp].offset if found[tp] else ends[tp] for tp in new}
+        # Record where a new version starts, so its lag is measurable from now on.
+        await conn.execute(
+            "INSERT INTO memstream.checkpoints (projection, version, topic, partition,"
+            " next_offset) SELECT %s, %s, t, p, o"
+            " FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+            " ON CONFLICT DO NOTHING",
+            [
+                self.projection.name,
+                self.version,
+                [tp.topic for tp in new],
+                [tp.partition for tp in new],
+                [starts[tp] for tp in new],
+            ],
+        )
+        return await checkpoints.read(conn, self.projection.name, self.version)
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Let the batch in flight commit before another member takes its partitions.
