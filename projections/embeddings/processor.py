@@ -13,6 +13,12 @@ appends. The local model is the default and is deterministic. With
 (``openai_embedder.py``); when it is unavailable (breaker open, retries exhausted) the
 batch is embedded by the local model, and its events say so: each vector is recorded
 with the model that made it.
+
+Vectors are recorded as float32 values written in their shortest decimal form
+(:func:`float32_values`): pgvector stores float32, so the doubles a model returns carry
+digits no reader keeps. An event is then 5.1 KB instead of 8.5 KB (less to store, ship
+and fetch on every rebuild); decoding it is barely faster (orjson reads a short number
+about as fast as a long one).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
+import orjson
 from psycopg import AsyncConnection
 
 from projections.providers.exceptions import ProviderUnavailable
@@ -36,9 +44,9 @@ from schemas import (
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
 from streams.settings import Settings
-from streams.topics import CONVERSATIONS, MEMORIES
+from streams.topics import CONVERSATIONS, EMBEDDINGS, MEMORIES
 
-__all__ = ["Embedder", "EmbeddingProcessor"]
+__all__ = ["Embedder", "EmbeddingProcessor", "float32_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +60,28 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
+def float32_values(vectors: Sequence[Sequence[float]]) -> list[list[float]]:
+    """``vectors`` (of one dimension) rounded to float32, as pgvector stores them, each
+    value the double nearest its shortest float32 decimal (``0.03737794``, not
+    ``0.03737793862819672``), so that the event carries that short text.
+
+    pgvector reads the short text back to the same float32 (it is the shortest decimal
+    that rounds to it), so the read model holds what it held with the long form.
+    """
+    if not vectors:
+        return []
+    # orjson writes a float32 array's values in their shortest float32 form; reading the
+    # text back gives the doubles that print as that form again.
+    text = orjson.dumps(np.asarray(vectors, dtype=np.float32), option=orjson.OPT_SERIALIZE_NUMPY)
+    values: list[list[float]] = orjson.loads(text)
+    return values
+
+
 class EmbeddingProcessor(Projection):
     name: ClassVar[str] = "embedder"
     topics: ClassVar[tuple[str, ...]] = (MEMORIES, CONVERSATIONS)
     tables: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = (EMBEDDINGS,)
 
     def __init__(self, embedder: Embedder | None = None, fallback: Embedder | None = None) -> None:
         """``embedder`` (the local model by default) embeds; ``fallback``, when given,
@@ -104,6 +130,7 @@ class EmbeddingProcessor(Projection):
             embedder = self.fallback
             vectors = embedder.embed(texts)
         model = embedder.name
+        vectors = float32_values(vectors)
         out: list[Event] = []
         for memory, vector in zip(memories, vectors, strict=True):
             memory_id = memory.data.memory_id

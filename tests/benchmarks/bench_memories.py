@@ -48,6 +48,7 @@ import orjson
 from psycopg import AsyncConnection
 
 from projections.embeddings.local import LocalEmbedder
+from projections.embeddings.processor import float32_values
 from projections.embeddings.projection import EmbeddingsProjection, hnsw_index_name
 from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
@@ -214,10 +215,12 @@ async def _catch_up(
     projection: Projection,
     ends: dict[Partition, int],
     settled: Callable[[], Awaitable[bool]] | None = None,
+    version: int = 1,
 ) -> tuple[float, float]:
-    """Run a fresh runner until it is at ``ends``, then (if given) until ``settled()``
-    holds; seconds from first assignment to each (the same twice without ``settled``)."""
-    runner = ProjectionRunner(projection, settings)
+    """Run a fresh runner of ``version`` until it is at ``ends``, then (if given) until
+    ``settled()`` holds; seconds from first assignment to each (the same twice without
+    ``settled``)."""
+    runner = ProjectionRunner(projection, settings, version=version)
     await runner.start()
     tune_gc_for_projecting()
     task = asyncio.create_task(runner.run())
@@ -243,7 +246,7 @@ async def _catch_up(
         async with await AsyncConnection.connect(
             settings.require_database(), autocommit=True
         ) as conn:
-            behind = sum((await versions.lag(settings, conn, projection, 1)).values())
+            behind = sum((await versions.lag(settings, conn, projection, version)).values())
         if behind:
             raise RuntimeError(f"{projection.name}: {behind} events behind after catch-up")
 
@@ -422,8 +425,9 @@ def _embedding_events(total: int) -> tuple[list[Event], list[int]]:
     for i, user in enumerate(owners.tolist()):
         centre = topics[user][rng.integers(len(topics[user]))]
         point = centre + rng.standard_normal(EMBED_DIMENSION) * spread[user]
-        # float32, as the model gives it and pgvector stores it
-        vector = (point / np.linalg.norm(point)).astype(np.float32).tolist()
+        # float32 in shortest decimal form, as the embedder records it (pgvector stores
+        # float32)
+        [vector] = float32_values([(point / np.linalg.norm(point)).tolist()])
         events.append(
             EmbeddingComputed.create(
                 tenant=TENANT,

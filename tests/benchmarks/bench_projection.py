@@ -76,9 +76,12 @@ async def _append_backlog(settings: Settings, total: int) -> tuple[dict[Partitio
     return ends, calls
 
 
-def _batch_stats() -> tuple[float, float]:
-    """(batches, seconds) the runtime has spent committing batches of this projection."""
-    labels = {"projection": ConversationsProjection.name, "version": "1"}
+def _batch_stats(
+    projection: str = ConversationsProjection.name, version: int = 1
+) -> tuple[float, float]:
+    """(batches, seconds) the runtime has spent committing batches of a projection version
+    (this benchmark's by default)."""
+    labels = {"projection": projection, "version": str(version)}
     count = REGISTRY.get_sample_value("memstream_projection_batch_seconds_count", labels)
     total = REGISTRY.get_sample_value("memstream_projection_batch_seconds_sum", labels)
     return count or 0.0, total or 0.0

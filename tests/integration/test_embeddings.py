@@ -11,9 +11,10 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 from psycopg import AsyncConnection
 
-from projections.embeddings.processor import EmbeddingProcessor
+from projections.embeddings.processor import EmbeddingProcessor, float32_values
 from projections.embeddings.projection import (
     LINK_THRESHOLD,
     LINKS_PER_MEMORY,
@@ -29,6 +30,7 @@ from schemas import (
     decode_event,
 )
 from streams import EventLog, ProjectionRunner, Settings, versions
+from streams.dlq import decode as decode_dead_letter
 from streams.projection import LogRecord, Projection, version_schema
 from streams.topics import EMBEDDINGS, Topics
 from tests.helpers import BASE_TIME, eventually, read_topic
@@ -191,6 +193,69 @@ async def test_rebuilding_the_vectors_calls_no_model_and_gives_identical_rows(
     # it can only replay the recorded vectors.
     await project(topics, EmbeddingsProjection(), version=2)
     assert await snapshot(db, "embeddings_v2", EmbeddingsProjection.tables) == v1
+
+
+async def test_vectors_are_stored_as_pgvector_parses_their_text_old_and_new_form(
+    topics: Settings, db: Any
+) -> None:
+    """The projection copies vectors in pgvector's binary form: each stored value must be
+    the float32 that pgvector's own text parser makes of the recorded text, for events
+    recorded with doubles (before the embedder's float32 change) and with the shortest
+    float32 text (after), and for a model's doubles that are not float32 values."""
+    rng = np.random.default_rng(11)
+    matrix = rng.standard_normal((60, 384))
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    forms = {
+        "doubles": matrix.tolist(),  # a remote model's answer, recorded as it came
+        "float32 as doubles": matrix.astype(np.float32).tolist(),  # the local model, before
+        "shortest float32": float32_values(matrix.tolist()),  # what the embedder records now
+    }
+    events = {
+        form: [embedding(uuid.uuid4(), 0, vector=v, model=f"test/{i}", minutes=n)
+               for n, v in enumerate(vectors)]
+        for i, (form, vectors) in enumerate(forms.items())
+    }  # fmt: skip
+    async with EventLog(topics) as log:
+        await log.append_many([e for batch in events.values() for e in batch])
+    await project(topics, EmbeddingsProjection())
+
+    for form, batch in events.items():
+        for event in batch:
+            recorded = orjson.dumps(event.data.vector).decode()  # the text the event carries
+            [(same,)] = await rows(
+                db,
+                "SELECT embedding = %s::vector FROM embeddings.embeddings WHERE memory_id = %s",
+                recorded,
+                event.data.memory_id,
+            )
+            assert same, f"{form}: stored vector differs from pgvector's parse of its text"
+    # Without a rounding difference between the forms there would be nothing to check.
+    assert forms["doubles"] != forms["float32 as doubles"]
+    assert forms["float32 as doubles"] != forms["shortest float32"]
+
+
+async def test_a_vector_beyond_float32_range_is_dead_lettered_and_the_others_stored(
+    topics: Settings, db: Any
+) -> None:
+    """1e39 is a finite double (the schema accepts it) but no float32: packing it for the
+    binary COPY fails, as pgvector's parse of its text would. Only that event is set
+    aside, in the DLQ with its error; the vectors around it are stored and linked."""
+    settings = topics.replace(poison_retries=1)
+    ids = [uuid.uuid4() for _ in range(4)]
+    good = [embedding(ids[i], 10.0 * i, minutes=i) for i in (0, 1, 3)]
+    huge = embedding(ids[2], 0, minutes=2, vector=[1e39, 0, 0, 0, 0, 0, 0, 0])
+    async with EventLog(settings) as log:
+        await log.append_many([good[0], good[1], huge, good[2]])
+    await project(settings, EmbeddingsProjection())
+
+    stored = {m for (m,) in await rows(db, "SELECT memory_id FROM embeddings.embeddings")}
+    assert stored == {ids[0], ids[1], ids[3]}
+    assert await rows(db, "SELECT 1 FROM embeddings.links WHERE memory_id = %s", ids[2]) == []
+    assert await rows(db, "SELECT 1 FROM embeddings.links WHERE memory_id = %s", ids[1])
+    dlq = Topics(settings.topic_prefix).dlq
+    [letter] = [decode_dead_letter(r.value) for r in await read_topic(settings, dlq)]
+    assert letter["projection"] == "embeddings" and letter["stage"] == "apply"
+    assert orjson.loads(letter["payload"])["data"]["memory_id"] == str(ids[2])
 
 
 # -- the set-based batch path ----------------------------------------------------------
