@@ -28,6 +28,14 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import AsyncConnection
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from infra import local
 from infra.migrate import migrate
@@ -60,6 +68,19 @@ def console() -> Console:
 def err_console() -> Console:
     """Progress bars and notes (stderr), so stdout stays clean for pipes and --json."""
     return Console(stderr=True, highlight=False)
+
+
+def progress(*, disable: bool = False, transient: bool = False, rate: bool = False) -> Progress:
+    """The progress bar of long work, on stderr: what, bar, done/total, (a `rate` field,
+    events/s), elapsed, ETA. Off when stderr is not a terminal or `disable`."""
+    err = err_console()
+    columns: list[Any] = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn()]
+    if rate:
+        columns.append(TextColumn("{task.fields[rate]:>9} ev/s"))
+    columns += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    return Progress(
+        *columns, console=err, transient=transient, disable=disable or not err.is_terminal
+    )
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

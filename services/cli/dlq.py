@@ -21,14 +21,6 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -43,6 +35,7 @@ from services.cli.common import (
     add_json_flag,
     console,
     err_console,
+    progress,
     require_endpoints,
     with_database,
 )
@@ -195,11 +188,11 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
                 resolved_by=_operator(),
             )
             async with replayer:
-                with _progress(len(chosen)) as progress:
-                    task = progress.add_task("replaying", total=len(chosen))
+                with progress(disable=len(chosen) < _PROGRESS_FROM) as bar:
+                    task = bar.add_task("replaying", total=len(chosen))
                     for letter in chosen:
                         outcomes.append(await replayer.replay(letter))
-                        progress.advance(task)
+                        bar.advance(task)
         _report(args, outcomes, "no pending dead letters to replay")
         statuses = {outcome.status for outcome in outcomes}
         if letters_store.FAILED in statuses:
@@ -293,20 +286,6 @@ def _operator() -> str:
     except (KeyError, OSError):  # no passwd entry (some containers)
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def _progress(total: int) -> Progress:
-    err = err_console()
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=total < _PROGRESS_FROM or not err.is_terminal,
-    )
 
 
 def _warn_unreadable(letters: DeadLetters) -> None:

@@ -21,14 +21,7 @@ from typing import IO, Any
 
 import orjson
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
     TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -49,6 +42,7 @@ from services.cli.common import (
     console,
     emit,
     err_console,
+    progress,
     require_endpoints,
 )
 from streams import EventLog, Settings
@@ -285,22 +279,14 @@ async def _show(
                 EXIT_NOT_FOUND,
             )
         errors = err_console()
-        with Progress(
-            TextColumn("dumping"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=errors,
-            transient=True,
-            disable=follow or not errors.is_terminal,
-        ) as progress:
-            task = progress.add_task("dump", total=reader.total)
+        with progress(transient=True, disable=follow) as bar:
+            task = bar.add_task("dump", total=reader.total)
             read = 0
             try:
                 async for record in reader:
                     read += 1
                     if read % 1000 == 0:
-                        progress.update(task, completed=read)
+                        bar.update(task, completed=read)
                     rendered = _render(record, topics, event_filter, as_json=args.json)
                     if rendered is None:
                         continue
@@ -438,14 +424,14 @@ async def _import_file(
         )
         if not args.dry_run:
             await ensure_topics(settings)
-        with _progress(errors) as progress:
+        with progress(transient=True) as bar:
             scans: dict[str, TaskID] = {}
 
             def scanning(topic: str, done: int, total: int) -> None:
                 # The ledger learns the ids a topic got since the last import, by any writer.
                 if topic not in scans:
-                    scans[topic] = progress.add_task(f"checking the log ({topic})", total=total)
-                progress.update(scans[topic], completed=done, visible=done < total)
+                    scans[topic] = bar.add_task(f"checking the log ({topic})", total=total)
+                bar.update(scans[topic], completed=done, visible=done < total)
 
             log = None if args.dry_run else EventLog(settings)
             if log is not None:
@@ -459,21 +445,21 @@ async def _import_file(
                     tenant=args.tenant,
                     default_region=region,
                     received_at=utc_now(),
-                    on_rejected=lambda r: progress.console.print(
+                    on_rejected=lambda r: bar.console.print(
                         Text(f"line {r.line}: {r.code}: {r.reason}", style="red")
                     ),
                     on_catch_up=scanning,
                 )
                 size = _size(source)
-                task = progress.add_task("importing", total=size)
+                task = bar.add_task("importing", total=size)
                 done = 0
                 for number, line in enumerate(source, start=1):
                     await importer.add(number, line)
                     done += len(line)
                     if number % 200 == 0:
-                        progress.update(task, completed=done)
+                        bar.update(task, completed=done)
                 await importer.flush()
-                progress.update(task, completed=done)
+                bar.update(task, completed=done)
             finally:
                 if log is not None:
                     await log.stop()
@@ -485,18 +471,6 @@ def _size(source: IO[bytes]) -> int | None:
         return os.fstat(source.fileno()).st_size if source.seekable() else None
     except (OSError, ValueError):
         return None
-
-
-def _progress(errors: Any) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=errors,
-        transient=True,
-    )
 
 
 def _summary_table(summary: imports.ImportSummary) -> Table:

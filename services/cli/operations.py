@@ -22,13 +22,7 @@ from typing import Any
 from prometheus_client import start_http_server
 from psycopg import AsyncConnection, sql
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -52,6 +46,7 @@ from services.cli.common import (
     console,
     emit,
     err_console,
+    progress,
     require_endpoints,
 )
 from services.cli.serve import serve
@@ -499,26 +494,16 @@ async def _finish(
     if args.metrics_port:
         start_http_server(args.metrics_port)
     began = time.monotonic()
-    with Progress(
-        TextColumn("{task.description:<16}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>9} ev/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err_console(),
-        disable=args.json,
-    ) as progress:
+    with progress(disable=args.json, rate=True) as bar:
         bars: dict[tuple[str, int], TaskID] = {
-            (b.name, b.version): progress.add_task(f"{b.name} v{b.version}", total=None, rate="")
+            (b.name, b.version): bar.add_task(f"{b.name} v{b.version}", total=None, rate="")
             for b in plan
         }
 
         def show(builds: Sequence[Build]) -> None:
             elapsed = max(time.monotonic() - began, 1e-6)
             for b in builds:
-                progress.update(
+                bar.update(
                     bars[(b.name, b.version)],
                     completed=b.done,
                     total=b.done + b.remaining,
