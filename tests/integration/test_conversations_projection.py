@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 import orjson
@@ -12,11 +13,13 @@ from projections.conversations import (
     get_user,
     list_conversations,
 )
+from projections.conversations.queries import search_turns
 from schemas import Analysis, Event, Source, ToolCall, Turn, UserForgotten
-from streams import EventLog, Settings
+from streams import EventLog, Settings, versions
 from streams.projection import Projection
+from streams.runtime import ProjectionRunner
 from streams.topics import Topics
-from tests.helpers import BASE_TIME, call_events, failed_event, scalar
+from tests.helpers import BASE_TIME, call_events, eventually, failed_event, scalar
 from tests.integration.projection_contract import ProjectionContract, project
 
 
@@ -198,3 +201,28 @@ async def test_tool_calls_and_analysis_are_stored_as_json(topics: Settings, db: 
     assert conversation["turns"][0]["tool_calls"] is None
     assert conversation["analysis"]["data_collected"] == {"city": "Lyon"}
     assert conversation["turn_count"] == 5
+
+
+async def test_the_transcript_index_is_built_once_the_version_has_caught_up(
+    topics: Settings, db: Any
+) -> None:
+    async with EventLog(topics) as log:
+        await log.append_many(call_events("acme", 20))
+    runner = ProjectionRunner(ConversationsProjection(), topics)
+    await runner.start()
+    # The version's tables exist, and the index is not among them: writing turns does
+    # not maintain it during the catch-up.
+    assert await scalar(db, "SELECT to_regclass('conversations_v1.turns_search')") is None
+    task = asyncio.create_task(runner.run())
+    try:
+        await versions.wait_caught_up(topics, db, ConversationsProjection(), 1, timeout=60)
+        await eventually(
+            lambda: scalar(db, "SELECT to_regclass('conversations_v1.turns_search') IS NOT NULL"),
+            bool,
+            timeout=30,
+        )
+    finally:
+        runner.stop()
+        await task
+    matches = await search_turns(db, "acme", "acme/+15550000001", "turn", limit=50)
+    assert matches and all(m["seq"] % 2 == 1 for m in matches)  # the caller's turns only
