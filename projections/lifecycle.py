@@ -25,7 +25,7 @@ from aiokafka import TopicPartition
 from psycopg import AsyncConnection
 
 from projections import PROJECTIONS, build
-from streams import lineage, versions
+from streams import database, lineage, versions
 from streams.exceptions import DatabaseUnavailable
 from streams.metrics import REBUILD_PROGRESS
 from streams.offsets import standalone_consumer
@@ -300,11 +300,4 @@ async def _starting_offsets(
 
 
 async def _connect(settings: Settings, schema: str | None = None) -> AsyncConnection[Any]:
-    url = settings.require_database()
-    options = f"-c search_path={schema},public" if schema else ""
-    try:
-        return await AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=10, options=options
-        )
-    except Exception as exc:
-        raise DatabaseUnavailable(url, str(exc).strip()) from exc
+    return await database.connect(settings.require_database(), schema=schema)

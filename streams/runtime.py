@@ -46,7 +46,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from psycopg import AsyncConnection
 
 from schemas import Event, EventDecodeError, decode_event
-from streams import checkpoints, lineage, versions
+from streams import checkpoints, database, lineage, versions
 from streams.dlq import DeadLetter
 from streams.exceptions import BrokerUnavailable, DatabaseUnavailable
 from streams.metrics import (
@@ -562,17 +562,8 @@ class ProjectionRunner:
             logger.debug("kafka offset commit skipped: %s", exc)
 
     async def _connect(self) -> AsyncConnection[Any]:
-        try:
-            return await AsyncConnection.connect(
-                self._database_url,
-                autocommit=True,
-                connect_timeout=10,
-                # Projection SQL uses unqualified names: they resolve in this version's
-                # schema. Set at connection start, so no batch pays a round trip for it.
-                options=f"-c search_path={self.schema},public",
-            )
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(self._database_url, str(exc).strip()) from exc
+        # Projection SQL uses unqualified names: they resolve in this version's schema.
+        return await database.connect(self._database_url, schema=self.schema)
 
     async def _recover(self, exc: BaseException) -> None:
         """After a connection or transient error: back off, reconnect if needed."""

@@ -25,7 +25,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg import AsyncConnection
 from rich.console import Console
 from rich.progress import (
@@ -39,7 +38,7 @@ from rich.progress import (
 
 from infra import local
 from infra.migrate import migrate
-from streams import DatabaseUnavailable, Settings
+from streams import Settings, database
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 EXIT_INCOMPLETE = 5
@@ -113,11 +112,7 @@ def require_endpoints(settings: Settings) -> Settings:
 
 async def connect(settings: Settings) -> AsyncConnection[Any]:
     """An autocommit connection to the database (DatabaseUnavailable if it does not answer)."""
-    url = settings.require_database()
-    try:
-        return await AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(url, str(exc).strip()) from exc
+    return await database.connect(settings.require_database())
 
 
 def with_database(
