@@ -44,16 +44,10 @@ from projections.extraction.candidates import (
 from projections.extraction.rules import RuleExtractor
 from projections.providers.exceptions import InvalidAnswer, ProviderUnavailable
 from projections.providers.metrics import INVALID_ITEMS
-from projections.providers.openai_client import (
-    PROVIDER,
-    build_client,
-    resilient,
-    structured_answer,
-)
+from projections.providers.openai_client import PROVIDER, ChatModel, structured_answer
 from projections.providers.redaction import CARD, EMAIL, PHONE, redact
 from projections.providers.resilience import Resilient, fell_back
 from schemas.events import ConversationEndedData
-from streams.settings import Settings
 
 __all__ = ["ANSWER_SCHEMA", "PROMPT_VERSION", "SYSTEM_PROMPT", "LLMExtractor", "parse_answer"]
 
@@ -222,10 +216,13 @@ def parse_answer(content: str | None, turn_count: int) -> tuple[list[Candidate],
     return kept, dropped
 
 
-class LLMExtractor:
+class LLMExtractor(ChatModel):
     """Memories from a chat model, with the rule-based extractor as the fallback path."""
 
     deterministic = False
+    role = "LLM extractor"
+    operation = OPERATION
+    prompt_version = PROMPT_VERSION
 
     def __init__(
         self,
@@ -236,27 +233,8 @@ class LLMExtractor:
         fallback: Extractor | None = None,
         concurrency: int = 4,
     ) -> None:
-        if not model:
-            raise ValueError("the LLM extractor needs a model name")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        self.client = client
-        self.model = model
-        self.name = f"llm:{model}"
+        super().__init__(client, model, calls=calls, concurrency=concurrency)
         self.fallback: Extractor = fallback or RuleExtractor()
-        self.version = PROMPT_VERSION
-        self.calls = calls or Resilient(PROVIDER, OPERATION)
-        self.concurrency = concurrency
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> LLMExtractor:
-        """The extractor ``MEMSTREAM_LLM_MODEL`` and the provider settings describe."""
-        return cls(
-            build_client(settings),
-            settings.llm_model,
-            calls=resilient(settings, OPERATION),
-            concurrency=settings.provider_concurrency,
-        )
 
     def extract(self, conversation: ConversationEndedData) -> Extraction:
         """The model's memories, or the fallback's when the model is unavailable."""

@@ -8,7 +8,7 @@ that backoff, the circuit breaker and the metrics see every attempt. Its timeout
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -59,6 +59,47 @@ def resilient(settings: Settings, operation: str) -> Resilient:
             reset_s=settings.breaker_reset_s,
         ),
     )
+
+
+class ChatModel:
+    """What the LLM extractor and the LLM summariser share: a chat model behind an
+    OpenAI-compatible client, its retries and breaker, how many requests of a batch go at
+    once, and the name (``llm:<model>``) and prompt version recorded with its results."""
+
+    #: Set by each subclass: what it is (for errors), its provider operation (metrics and
+    #: breaker), and the version of its prompt and answer schema.
+    role: ClassVar[str]
+    operation: ClassVar[str]
+    prompt_version: ClassVar[str]
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        *,
+        calls: Resilient | None = None,
+        concurrency: int = 4,
+    ) -> None:
+        if not model:
+            raise ValueError(f"the {self.role} needs a model name")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.client = client
+        self.model = model
+        self.name = f"llm:{model}"
+        self.version = self.prompt_version
+        self.calls = calls or Resilient(PROVIDER, self.operation)
+        self.concurrency = concurrency
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The model ``MEMSTREAM_LLM_MODEL`` and the provider settings describe."""
+        return cls(
+            build_client(settings),
+            settings.llm_model,
+            calls=resilient(settings, cls.operation),
+            concurrency=settings.provider_concurrency,
+        )
 
 
 def structured_answer(

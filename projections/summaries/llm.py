@@ -48,12 +48,7 @@ import orjson
 from openai.types.chat import ChatCompletionMessageParam
 
 from projections.providers.exceptions import InvalidAnswer, ProviderUnavailable
-from projections.providers.openai_client import (
-    PROVIDER,
-    build_client,
-    resilient,
-    structured_answer,
-)
+from projections.providers.openai_client import ChatModel, structured_answer
 from projections.providers.redaction import CARD, EMAIL, PHONE, redact
 from projections.providers.resilience import Resilient, fell_back
 from projections.summaries.summariser import (
@@ -65,7 +60,6 @@ from projections.summaries.summariser import (
     ranked_memories,
 )
 from schemas.events import ConversationEndedData
-from streams.settings import Settings
 
 __all__ = [
     "ANSWER_SCHEMA",
@@ -159,8 +153,12 @@ def parse_answer(content: str | None, limit: int) -> str:
     return text
 
 
-class LLMSummariser:
+class LLMSummariser(ChatModel):
     """Summaries from a chat model, with the extractive summariser as the fallback path."""
+
+    role = "LLM summariser"
+    operation = OPERATION
+    prompt_version = PROMPT_VERSION
 
     def __init__(
         self,
@@ -171,30 +169,11 @@ class LLMSummariser:
         fallback: ExtractiveSummariser | None = None,
         concurrency: int = 4,
     ) -> None:
-        if not model:
-            raise ValueError("the LLM summariser needs a model name")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        self.client = client
-        self.model = model
-        self.name = f"llm:{model}"
-        self.version = PROMPT_VERSION
-        self.calls = calls or Resilient(PROVIDER, OPERATION)
+        super().__init__(client, model, calls=calls, concurrency=concurrency)
         self.fallback = fallback or ExtractiveSummariser()
-        self.concurrency = concurrency
         # Threads start on first use and idle ones cost nothing; the pool lives as long as
         # the summariser (one per processor, i.e. per process).
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="summary")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> LLMSummariser:
-        """The summariser ``MEMSTREAM_LLM_MODEL`` and the provider settings describe."""
-        return cls(
-            build_client(settings),
-            settings.llm_model,
-            calls=resilient(settings, OPERATION),
-            concurrency=settings.provider_concurrency,
-        )
 
     async def profile(self, memories: Sequence[ProfileMemory], as_of: datetime) -> Summary:
         ranked = ranked_memories(memories, as_of)
