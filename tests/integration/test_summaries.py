@@ -26,9 +26,6 @@ from schemas import (
     Event,
     MemoryAsserted,
     MemoryExtracted,
-    MemoryReinforced,
-    MemoryRetracted,
-    MemorySuperseded,
     Source,
     SummaryGenerated,
     UserForgotten,
@@ -42,6 +39,9 @@ from tests.helpers import BASE_TIME, read_topic
 from tests.integration.ingest_fixtures import TENANT as INGEST_TENANT
 from tests.integration.ingest_fixtures import deliver, ingest, payload, tenant
 from tests.integration.projection_contract import ProjectionContract, project
+
+# The memory events a summary reads, built as the memories read model's tests build them.
+from tests.integration.test_memories_projection import reinforced, retracted, superseded
 
 __all__ = ["ingest", "tenant"]  # fixtures used by name below
 
@@ -90,34 +90,6 @@ def extracted(
     )
 
 
-def reinforced(memory: MemoryExtracted, *, days: float) -> MemoryReinforced:
-    return MemoryReinforced.create(
-        tenant=TENANT,
-        subject=memory.subject,
-        source=MEMSTREAM,
-        occurred_at=at(days),
-        data={
-            "memory_id": memory.data.memory_id,
-            "observed_at": at(days),
-            "provenance": {"conversation_id": f"conv-{days}", "turns": [2]},
-        },
-    )
-
-
-def superseded(old: MemoryExtracted, new: MemoryExtracted) -> MemorySuperseded:
-    return MemorySuperseded.create(
-        tenant=TENANT,
-        subject=old.subject,
-        source=MEMSTREAM,
-        occurred_at=new.occurred_at,
-        data={
-            "memory_id": old.data.memory_id,
-            "superseded_by": new.data.memory_id,
-            "observed_at": new.data.observed_at,
-        },
-    )
-
-
 def asserted(content: str, *, days: float = 0) -> MemoryAsserted:
     return MemoryAsserted.create(
         tenant=TENANT,
@@ -125,16 +97,6 @@ def asserted(content: str, *, days: float = 0) -> MemoryAsserted:
         source=API,
         occurred_at=at(days),
         data={"memory_id": uuid.uuid4(), "content": content, "sector": "procedural"},
-    )
-
-
-def retracted(memory_id: uuid.UUID, *, days: float) -> MemoryRetracted:
-    return MemoryRetracted.create(
-        tenant=TENANT,
-        subject=SUBJECT,
-        source=API,
-        occurred_at=at(days),
-        data={"memory_id": memory_id, "reason": "wrong"},
     )
 
 
