@@ -38,6 +38,9 @@ __all__ = [
     "MemoryRetractedData",
     "MemorySuperseded",
     "MemorySupersededData",
+    "PassageVector",
+    "PassagesEmbedded",
+    "PassagesEmbeddedData",
     "Provenance",
     "Sector",
     "SummaryGenerated",
@@ -331,6 +334,48 @@ class EmbeddingComputed(Event):
     type: Literal["embedding.computed"] = "embedding.computed"
     v: Literal[1] = 1
     data: EmbeddingComputedData
+    topic: ClassVar[str] = "embeddings"
+
+
+class PassageVector(EventData):
+    """One passage's vector: the turn ``seq`` of the conversation, with its context."""
+
+    seq: int = Field(ge=0)
+    """The turn's index in the conversation's transcript (``conversation.ended`` turns)."""
+    vector: tuple[float, ...]
+    """Unit length, like ``embedding.computed``'s."""
+
+
+class PassagesEmbeddedData(EventData):
+    conversation_id: NonEmptyStr
+    model: NonEmptyStr
+    """The embedding model; vectors of different models are never compared."""
+    dimension: int = Field(ge=1, le=16_000)
+    window: int = Field(ge=0, le=10)
+    """Turns on each side of a passage that were embedded with it (its context)."""
+    passages: tuple[PassageVector, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _vectors_have_the_dimension(self) -> PassagesEmbeddedData:
+        for passage in self.passages:
+            if len(passage.vector) != self.dimension:
+                raise ValueError(
+                    f"passage {passage.seq}: vector has {len(passage.vector)} values,"
+                    f" dimension is {self.dimension}"
+                )
+        return self
+
+
+class PassagesEmbedded(Event):
+    """Passages of one conversation (each turn with its neighbours) as vectors, by one model.
+
+    A long conversation's passages come in several events (at most
+    ``PASSAGES_PER_EVENT`` each, so an event stays far below the broker's message limit);
+    recorded so rebuilds call no model."""
+
+    type: Literal["passages.embedded"] = "passages.embedded"
+    v: Literal[1] = 1
+    data: PassagesEmbeddedData
     topic: ClassVar[str] = "embeddings"
 
 

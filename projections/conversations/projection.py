@@ -1,4 +1,5 @@
-"""Projects ``conversation.*`` and ``user.forgotten`` events into users, conversations, turns.
+"""Projects ``conversation.*`` and ``user.forgotten`` events into users, conversations, turns
+and passages (each turn with its neighbours as context, full-text searchable: passages.py).
 
 ``prepare`` (pure Python, run by the runtime in its fetch stage, overlapping the previous
 batch's transaction) folds a batch: events in log order per subject become one row per
@@ -6,13 +7,14 @@ conversation and per user, and the turns of each finished conversation. Folding 
 the order of a ``user.forgotten`` relative to the user's other events: what came before
 it in the batch is dropped, its deletes run before the upserts, and what came after it
 is written afresh. It also renders the rows for transport: conversations and users as
-one JSON document each (orjson), turns as a ``COPY`` payload.
+one JSON document each (orjson), turns and passages as ``COPY`` payloads.
 
 ``apply`` — inside the transaction, on the runtime's critical path — then only ships
 those bytes: one statement expands the JSON server-side (``json_populate_recordset``)
-and upserts conversations and users, one deletes the transcripts being replaced, one
-COPY writes the turns. (Measured: psycopg adapting ``unnest`` array parameters cost
-~1.4 µs per value in Python, a per-row ``await write_row`` ~2 µs per turn.)
+and upserts conversations and users, one deletes the transcripts (turns and passages)
+being replaced, two COPYs write the turns and the passages. (Measured: psycopg adapting
+``unnest`` array parameters cost ~1.4 µs per value in Python, a per-row ``await
+write_row`` ~2 µs per turn.)
 
 Every write is idempotent per event (upserts with order-independent merges, turns
 replaced as a whole, a user's conversation count grown only by conversations that were
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 from psycopg import AsyncConnection
 
+from projections.conversations.passages import passages
 from schemas import (
     ConversationEnded,
     ConversationFailed,
@@ -99,11 +102,14 @@ ON CONFLICT (tenant, subject) DO UPDATE SET
 """
 
 # The transcripts of the conversations that ended in this batch are replaced whole.
-_DELETE_TURNS_SQL = """
-DELETE FROM turns WHERE (tenant, conversation_id) IN
-    (SELECT tenant, conversation_id FROM json_to_recordset(%s::json)
-                                      AS k(tenant text, conversation_id text))
-"""
+_DELETE_TRANSCRIPT_SQL = [
+    f"""
+    DELETE FROM {table} WHERE (tenant, conversation_id) IN
+        (SELECT tenant, conversation_id FROM json_to_recordset(%s::json)
+                                          AS k(tenant text, conversation_id text))
+    """
+    for table in ("turns", "passages")
+]
 _TRANSCRIPT_INDEX_SQL = (
     "CREATE INDEX IF NOT EXISTS turns_search"
     " ON turns USING gin (to_tsvector('english', text)) WHERE role = 'user'"
@@ -112,6 +118,10 @@ _INDEX_BUILD_MEMORY = "256MB"
 
 _COPY_TURNS_SQL = (
     "COPY turns (tenant, conversation_id, seq, subject, role, text, offset_ms, tool_calls)"
+    " FROM STDIN"
+)
+_COPY_PASSAGES_SQL = (
+    "COPY passages (tenant, conversation_id, seq, subject, role, spoken_at, text, context)"
     " FROM STDIN"
 )
 
@@ -132,6 +142,8 @@ class _Conversation:
     duration_secs: float | None = None
     # The transcript as COPY lines; None: this batch says nothing about the transcript.
     turns: list[str] | None = None
+    # Its passages as COPY lines (with the transcript).
+    passages: list[str] = field(default_factory=list)
     summary: str | None = None
     title: str | None = None
     successful: bool | None = None
@@ -196,12 +208,13 @@ class PreparedBatch:
     users: str  # JSON array of user rows
     ended: str  # JSON array of {tenant, conversation_id} whose transcript is replaced
     turns: bytes  # COPY text payload
+    passages: bytes  # COPY text payload
 
 
 class ConversationsProjection(Projection):
     name: ClassVar[str] = "conversations"
     topics: ClassVar[tuple[str, ...]] = (CONVERSATIONS,)
-    tables: ClassVar[tuple[str, ...]] = ("users", "conversations", "turns")
+    tables: ClassVar[tuple[str, ...]] = ("users", "conversations", "turns", "passages")
 
     def __init__(self) -> None:
         self._search_indexed = False
@@ -251,6 +264,7 @@ class ConversationsProjection(Projection):
                 [{"tenant": c.tenant, "conversation_id": c.conversation_id} for c in ended]
             ),
             turns="".join([line for c in ended for line in c.turns or ()]).encode(),
+            passages="".join([line for c in ended for line in c.passages]).encode(),
         )
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
@@ -261,10 +275,14 @@ class ConversationsProjection(Projection):
         async with conn.pipeline():  # both statements in one round trip
             await conn.execute(_UPSERT_SQL, [prepared.conversations, prepared.users])
             if prepared.turns:
-                await conn.execute(_DELETE_TURNS_SQL, [prepared.ended])
+                for statement in _DELETE_TRANSCRIPT_SQL:
+                    await conn.execute(statement, [prepared.ended])
         if prepared.turns:
             async with conn.cursor().copy(_COPY_TURNS_SQL) as copy:
                 await copy.write(prepared.turns)
+        if prepared.passages:
+            async with conn.cursor().copy(_COPY_PASSAGES_SQL) as copy:
+                await copy.write(prepared.passages)
 
     # -- folding ----------------------------------------------------------------------
 
@@ -323,6 +341,14 @@ class ConversationsProjection(Projection):
                 f"{turn.offset_ms}\t{_tool_calls(turn)}\n"
                 for seq, turn in enumerate(ended.turns)
             ]
+            # tenant, conversation_id, seq, subject, role, spoken_at, text, context
+            start = ended.started_at
+            conv.passages = [
+                f"{head}{p.seq}\t{subject}\t{p.role}\t"
+                f"{(start + timedelta(milliseconds=ended.turns[p.seq].offset_ms)).isoformat()}"
+                f"\t{copy_escape(p.text)}\t{copy_escape(p.context)}\n"
+                for p in passages(ended.turns)
+            ]
             if ended.analysis is not None:
                 conv.summary = ended.analysis.summary
                 conv.title = ended.analysis.title
@@ -346,7 +372,7 @@ class ConversationsProjection(Projection):
             "   AND (c.tenant, c.subject) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
             params,
         )
-        for table in ("conversations", "users"):
+        for table in ("passages", "conversations", "users"):
             await conn.execute(
                 f"DELETE FROM {table} WHERE (tenant, subject) IN"
                 " (SELECT * FROM unnest(%b::text[], %b::text[]))",

@@ -55,6 +55,29 @@ CREATE TABLE IF NOT EXISTS turns (
 -- No index by subject: erasure finds a user's turns through their conversations, and
 -- every turn inserted would pay for one.
 
+-- Passages: every turn of the caller or the agent that has text, with the text of its
+-- neighbours in the same conversation (passages.py, WINDOW on each side) as context. The
+-- turn's own words weigh more (A) than its context's (B) in `search`; a hit cites its
+-- own turn. `spoken_at`: the call's start plus the turn's offset. Vectors of the same
+-- windows are in the embeddings read model (passage_vectors).
+CREATE TABLE IF NOT EXISTS passages (
+    tenant           text        NOT NULL,
+    conversation_id  text        NOT NULL,
+    seq              integer     NOT NULL,
+    subject          text        NOT NULL,
+    role             text        NOT NULL,
+    spoken_at        timestamptz NOT NULL,
+    text             text        NOT NULL,
+    context          text        NOT NULL,
+    search           tsvector GENERATED ALWAYS AS (
+        setweight(to_tsvector('english', text), 'A')
+        || setweight(to_tsvector('english', context), 'B')
+    ) STORED,
+    PRIMARY KEY (tenant, conversation_id, seq)
+);
+-- Search ranks one user's passages (BM25 needs all of them: their count and length).
+CREATE INDEX IF NOT EXISTS passages_by_subject ON passages (tenant, subject);
+
 -- The caller's own words are full-text searchable (the query service's transcript
 -- search) through the index `turns_search`, built by the projection once it has caught
 -- up (projection.py, caught_up): maintained turn by turn it tripled the cost of writing

@@ -1,10 +1,15 @@
-"""The embedding processor: memories in, ``embedding.computed`` events out.
+"""The embedding processor: memories and transcripts in, ``embedding.computed`` and
+``passages.embedded`` events out.
 
 It reads ``memory.extracted`` (``memories`` topic) and ``memory.asserted``
 (``conversations``), embeds their content in batches with the configured model and
 appends one ``embedding.computed`` per memory and model, its id derived from both:
 a replay appends the same events, which the embeddings projection applies once.
-Rebuilding the vector read model replays those events and calls no model.
+It also embeds every passage of a ``conversation.ended`` (each turn in its window of
+neighbours, ``projections.conversations.passages``) and appends them as
+``passages.embedded`` events of at most :data:`PASSAGES_PER_EVENT` vectors, ids derived
+from the transcript's event, the model and the first passage. Rebuilding the vector
+read model replays those events and calls no model.
 
 The model runs in ``prepare`` (the runtime's fetch stage, a worker thread), so the
 CPU spent embedding overlaps the previous batch's transaction; ``apply`` only
@@ -31,13 +36,16 @@ import numpy as np
 import orjson
 from psycopg import AsyncConnection
 
+from projections.conversations.passages import WINDOW, passages
 from projections.providers.exceptions import ProviderUnavailable
 from projections.providers.resilience import fell_back
 from schemas import (
+    ConversationEnded,
     EmbeddingComputed,
     Event,
     MemoryAsserted,
     MemoryExtracted,
+    PassagesEmbedded,
     Source,
     derived_event_id,
 )
@@ -46,7 +54,11 @@ from streams.projection import LogRecord, Projection
 from streams.settings import Settings
 from streams.topics import CONVERSATIONS, EMBEDDINGS, MEMORIES
 
-__all__ = ["Embedder", "EmbeddingProcessor", "float32_values"]
+__all__ = ["PASSAGES_PER_EVENT", "Embedder", "EmbeddingProcessor", "float32_values"]
+
+#: Vectors per ``passages.embedded`` event: 32 vectors of 384 dimensions make an event of
+#: about 130 KB, far below the broker's 1 MB message limit even for larger models.
+PASSAGES_PER_EVENT = 32
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +127,16 @@ class EmbeddingProcessor(Projection):
         memories = [
             r.event for r in records if isinstance(r.event, MemoryExtracted | MemoryAsserted)
         ]
-        if not memories:
+        transcripts = [
+            (r.event, found)
+            for r in records
+            if isinstance(r.event, ConversationEnded) and (found := passages(r.event.data.turns))
+        ]
+        if not memories and not transcripts:
             return []
+        # One call for the batch: the model runs fuller batches of similar lengths.
         texts = [str(m.data.content) for m in memories]
+        texts += [p.window for _, found in transcripts for p in found]
         embedder = self.embedder
         try:
             vectors = embedder.embed(texts)
@@ -132,7 +151,7 @@ class EmbeddingProcessor(Projection):
         model = embedder.name
         vectors = float32_values(vectors)
         out: list[Event] = []
-        for memory, vector in zip(memories, vectors, strict=True):
+        for memory, vector in zip(memories, vectors[: len(memories)], strict=True):
             memory_id = memory.data.memory_id
             out.append(
                 EmbeddingComputed.create(
@@ -151,6 +170,34 @@ class EmbeddingProcessor(Projection):
                     },
                 )
             )
+        position = len(memories)
+        for ended, found in transcripts:
+            for start in range(0, len(found), PASSAGES_PER_EVENT):
+                chunk = found[start : start + PASSAGES_PER_EVENT]
+                out.append(
+                    PassagesEmbedded.create(
+                        id=derived_event_id(
+                            "passages.embedded", str(ended.id), model, str(chunk[0].seq)
+                        ),
+                        tenant=ended.tenant,
+                        subject=ended.subject,
+                        source=Source(platform="memstream", event_id=str(ended.id)),
+                        occurred_at=ended.occurred_at,
+                        correlation_id=ended.correlation_id,
+                        causation_id=ended.id,
+                        data={
+                            "conversation_id": ended.data.conversation_id,
+                            "model": model,
+                            "dimension": embedder.dimension,
+                            "window": WINDOW,
+                            "passages": [
+                                {"seq": p.seq, "vector": vectors[position + i]}
+                                for i, p in enumerate(chunk)
+                            ],
+                        },
+                    )
+                )
+            position += len(found)
         return out
 
     async def apply(self, conn: AsyncConnection[Any], prepared: list[Event]) -> None:

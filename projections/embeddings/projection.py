@@ -28,6 +28,10 @@ every insert made a rebuild several times slower than building it once over the 
 rows (figures in docs/memory.md). Until it exists, a query on that model is an exact
 scan: slower, the same answers. After that, new vectors maintain it.
 
+Passages (``passages.embedded``) go to ``passage_vectors`` the same way, staged by
+binary COPY and inserted in one statement per run, without links; a conversation whose
+transcript was replaced gets the newer vectors.
+
 ``user.forgotten`` deletes the user's vectors and links and, as in the memories
 projection, drops vectors about them from before the erasure that arrive later.
 """
@@ -43,7 +47,7 @@ from typing import Any, ClassVar
 
 from psycopg import AsyncConnection, sql
 
-from schemas import EmbeddingComputed, UserForgotten
+from schemas import EmbeddingComputed, PassagesEmbedded, UserForgotten
 from streams.copy import (
     BINARY_HEADER,
     BINARY_TRAILER,
@@ -152,6 +156,42 @@ SELECT n.tenant, n.model, pair.a, pair.b, n.subject, x.weight
  WHERE x.rank <= %(limit)s
 """
 
+# Passage vectors: staged like memory vectors, then one statement per run.
+_PASSAGE_STAGING_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS passage_vectors_incoming (
+    tenant           text        NOT NULL,
+    conversation_id  text        NOT NULL,
+    seq              integer     NOT NULL,
+    model            text        NOT NULL,
+    subject          text        NOT NULL,
+    dimension        integer     NOT NULL,
+    embedding        vector      NOT NULL,
+    observed_at      timestamptz NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+_PASSAGE_COPY_SQL = (
+    "COPY pg_temp.passage_vectors_incoming"
+    " (tenant, conversation_id, seq, model, subject, dimension, embedding, observed_at)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_PASSAGE_INSERT_SQL = """
+WITH run AS (
+    DELETE FROM pg_temp.passage_vectors_incoming RETURNING *
+)
+INSERT INTO passage_vectors AS p
+       (tenant, conversation_id, seq, model, subject, dimension, embedding, observed_at)
+SELECT r.tenant, r.conversation_id, r.seq, r.model, r.subject, r.dimension, r.embedding,
+       r.observed_at
+  FROM run r
+ WHERE NOT EXISTS (SELECT 1 FROM forgotten f WHERE f.tenant = r.tenant
+                     AND f.subject = r.subject AND f.forgotten_at >= r.observed_at)
+ON CONFLICT (tenant, conversation_id, seq, model) DO UPDATE
+    SET dimension = EXCLUDED.dimension, embedding = EXCLUDED.embedding,
+        observed_at = EXCLUDED.observed_at
+  WHERE p.observed_at <= EXCLUDED.observed_at
+"""
+_PASSAGE_ROW_START = binary_row_start(8)
+
 _FORGET_SQL = [
     """
     INSERT INTO forgotten AS f (tenant, subject, forgotten_at)
@@ -161,6 +201,10 @@ _FORGET_SQL = [
     """,
     """
     DELETE FROM embeddings
+     WHERE tenant = %(tenant)s AND subject = %(subject)s AND observed_at <= %(at)s
+    """,
+    """
+    DELETE FROM passage_vectors
      WHERE tenant = %(tenant)s AND subject = %(subject)s AND observed_at <= %(at)s
     """,
     # Links with a vector gone; those between vectors from after the erasure stay (a
@@ -180,8 +224,11 @@ _FORGET_SQL = [
 class VectorRun:
     """Consecutive vectors of a batch as a COPY payload for the staging table."""
 
-    payload: bytes
+    payload: bytes | None
+    """Memory vectors; None when the run has none."""
     models: frozenset[tuple[str, int]]
+    passages: bytes | None = None
+    """Passage vectors; None when the run has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +245,37 @@ class _RunBuilder:
     rows: list[bytes] = field(default_factory=list)
     keys: set[tuple[str, Any, str]] = field(default_factory=set)
     models: set[tuple[str, int]] = field(default_factory=set)
+    # Passage vectors by key: a later event for the same passage replaces an earlier one.
+    passages: dict[tuple[str, str, int, str], bytes] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.passages)
+
+    def add_passages(self, event: PassagesEmbedded) -> None:
+        data = event.data
+        head = (
+            binary_bytes(event.tenant.encode()),
+            binary_bytes(data.conversation_id.encode()),
+        )
+        tail = (
+            binary_bytes(data.model.encode()),
+            binary_bytes(event.subject.encode()),
+            binary_int4(data.dimension),
+        )
+        observed_at = binary_timestamptz(event.occurred_at)
+        for passage in data.passages:
+            key = (event.tenant, data.conversation_id, passage.seq, data.model)
+            self.passages.pop(key, None)  # keep log order: the replacement goes last
+            self.passages[key] = b"".join(
+                (
+                    _PASSAGE_ROW_START,
+                    *head,
+                    binary_int4(passage.seq),
+                    *tail,
+                    _binary_vector(passage.vector),
+                    observed_at,
+                )
+            )
 
     def add(self, event: EmbeddingComputed) -> None:
         data = event.data
@@ -230,7 +308,11 @@ class _RunBuilder:
 
     def build(self) -> VectorRun:
         return VectorRun(
-            b"".join((BINARY_HEADER, *self.rows, BINARY_TRAILER)), frozenset(self.models)
+            b"".join((BINARY_HEADER, *self.rows, BINARY_TRAILER)) if self.rows else None,
+            frozenset(self.models),
+            b"".join((BINARY_HEADER, *self.passages.values(), BINARY_TRAILER))
+            if self.passages
+            else None,
         )
 
 
@@ -253,7 +335,7 @@ def _binary_vector(values: Sequence[float]) -> bytes:
 class EmbeddingsProjection(Projection):
     name: ClassVar[str] = "embeddings"
     topics: ClassVar[tuple[str, ...]] = (EMBEDDINGS, CONVERSATIONS)
-    tables: ClassVar[tuple[str, ...]] = ("embeddings", "links", "forgotten")
+    tables: ClassVar[tuple[str, ...]] = ("embeddings", "links", "forgotten", "passage_vectors")
 
     def __init__(self) -> None:
         # Models whose vectors this runner has applied (None: not looked up yet), and
@@ -273,12 +355,14 @@ class EmbeddingsProjection(Projection):
             event = record.event
             if isinstance(event, EmbeddingComputed):
                 run.add(event)
+            elif isinstance(event, PassagesEmbedded):
+                run.add_passages(event)
             elif isinstance(event, UserForgotten):
-                if run.rows:
+                if run:
                     steps.append(run.build())
                     run = _RunBuilder()
                 steps.append(Erasure(event.tenant, event.subject, event.occurred_at))
-        if run.rows:
+        if run:
             steps.append(run.build())
         return steps
 
@@ -288,6 +372,13 @@ class EmbeddingsProjection(Projection):
                 erased = {"tenant": step.tenant, "subject": step.subject, "at": step.at}
                 for statement in _FORGET_SQL:
                     await conn.execute(statement, erased)
+                continue
+            if step.passages is not None:
+                await conn.execute(_PASSAGE_STAGING_SQL)
+                async with conn.cursor().copy(_PASSAGE_COPY_SQL) as copy:
+                    await copy.write(step.passages)
+                await conn.execute(_PASSAGE_INSERT_SQL)
+            if step.payload is None:
                 continue
             await conn.execute(_STAGING_SQL)
             await conn.execute(f"SET LOCAL work_mem = '{_LINK_WORK_MEM}'")

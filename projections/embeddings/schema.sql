@@ -34,3 +34,20 @@ CREATE TABLE IF NOT EXISTS forgotten (
     forgotten_at  timestamptz NOT NULL,
     PRIMARY KEY (tenant, subject)
 );
+
+-- Passages (the conversations read model's passages table) as vectors: one per turn,
+-- conversation and model, embedded in its window of neighbours. Searched one user at a
+-- time, exactly (a user's few thousand passages); no links.
+CREATE TABLE IF NOT EXISTS passage_vectors (
+    tenant           text        NOT NULL,
+    conversation_id  text        NOT NULL,
+    seq              integer     NOT NULL,
+    model            text        NOT NULL,
+    subject          text        NOT NULL,
+    dimension        integer     NOT NULL,
+    embedding        vector      NOT NULL,
+    observed_at      timestamptz NOT NULL,
+    PRIMARY KEY (tenant, conversation_id, seq, model)
+);
+CREATE INDEX IF NOT EXISTS passage_vectors_by_subject
+    ON passage_vectors (tenant, subject, model);

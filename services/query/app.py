@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -66,6 +67,7 @@ from services.query.context import (
     assemble,
     load_tokenizers,
     memory_piece,
+    passage_piece,
     recent_turns,
 )
 from services.query.metrics import (
@@ -292,6 +294,13 @@ class QueryService:
             raise ApiError(
                 503, "read_model_unavailable", "the memories read models are not built yet"
             )
+        if "passages" in query.sources and not (
+            await self.read_model_exists("conversations.passages")
+            and await self.read_model_exists("embeddings.passage_vectors")
+        ):
+            # Versions built before passages existed: memories only until a rebuild
+            # (docs/operations.md, "Passages after an upgrade").
+            query = replace(query, sources=tuple(s for s in query.sources if s != "passages"))
         began = time.perf_counter()
         vector, model = await self.embed(query.text)
         embedded = time.perf_counter()
@@ -318,13 +327,27 @@ class QueryService:
         async with self.pool.connection() as conn:
             top = await top_memories(conn, tenant, subject, now=utc_now(), limit=20)
         found_ids = {h.memory_id for h in hits}
-        memories = [memory_piece(h.memory_id, h.content, h.observed_at) for h in hits] + [
+        memories = [
+            memory_piece(h.memory_id, h.content, h.observed_at)
+            if h.type == "memory"
+            else passage_piece(
+                h.provenance[0]["conversation_id"],
+                h.provenance[0]["turns"][0],
+                h.speaker or "caller",
+                h.content,
+                h.observed_at,
+            )
+            for h in hits
+        ] + [
             memory_piece(m["memory_id"], m["content"], m["observed_at"])
             for m in top
             if m["memory_id"] not in found_ids
         ]
         async with self.pool.connection() as conn:
             turns = await recent_turns(conn, tenant, subject)
+        # A passage of the last calls is not quoted twice: it is among their verbatim turns.
+        verbatim = {t.ref for t in turns}
+        memories = [m for m in memories if m.ref not in verbatim]
         assembled = assemble(
             found.user_profile, memories, turns, request.token_budget, request.tokenizer
         )
@@ -375,8 +398,11 @@ def sse(event: str, data: Any) -> bytes:
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
+    """A memory or a passage, in one shape: ``type`` says which; a passage has no id,
+    sector or kind, and has a speaker and its context; both have provenance."""
     return {
-        "memory_id": str(hit.memory_id),
+        "type": hit.type,
+        "memory_id": str(hit.memory_id) if hit.memory_id is not None else None,
         "content": hit.content,
         "sector": hit.sector,
         "kind": hit.kind,
@@ -387,6 +413,9 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "last_seen_at": hit.last_seen_at.isoformat(),
         "reinforcement_count": hit.reinforcement_count,
         "provenance": hit.provenance,
+        "speaker": hit.speaker,
+        "said_at": hit.observed_at.isoformat() if hit.type == "passage" else None,
+        "context": hit.context if hit.type == "passage" else None,
     }
 
 
@@ -441,7 +470,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     async def search(request: Request) -> JSONResponse:
         key = await service.authorise(request)
         parsed = validated(SearchRequest, await read_json(request))
-        await service.consistent(request, "memories", "embeddings")
+        await service.consistent(request, "conversations", "memories", "embeddings")
         query = SearchQuery(
             tenant=key.tenant,
             subject=subject_of(key.tenant, parsed.user),
@@ -449,6 +478,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
             limit=parsed.limit,
             sectors=tuple(parsed.sectors) if parsed.sectors else None,
             min_score=parsed.min_score,
+            sources=tuple(dict.fromkeys(parsed.sources)),
         )
         hits, model = await service.search(query)
         return JSONResponse(

@@ -3,8 +3,9 @@
 Three sections, in the order they are filled (each only with what still fits):
 
 1. the caller's profile summary (the summaries read model, via the briefing);
-2. memories: the search results for the query, or without a query the caller's
-   strongest memories (decayed salience), best first;
+2. memories: the search results for the query (memories, and passages quoted with their
+   speaker and date), or without a query the caller's strongest memories (decayed
+   salience), best first;
 3. the most recent turns verbatim, newest first while they fit, shown in call order.
 
 Tokens are counted with a real tokenizer that works offline (OpenAI's ``o200k_base`` or
@@ -153,4 +154,16 @@ async def recent_turns(
 def memory_piece(memory_id: Any, content: str, observed_at: datetime) -> Piece:
     return Piece(
         "memories", f"- {' '.join(content.split())} ({observed_at:%Y-%m-%d})", str(memory_id)
+    )
+
+
+def passage_piece(
+    conversation_id: str, seq: int, speaker: str, text: str, said_at: datetime
+) -> Piece:
+    """A passage among the memories: quoted, with who said it and when."""
+    quoted = " ".join(text.split())
+    return Piece(
+        "memories",
+        f'- On {said_at:%Y-%m-%d} the {speaker} said: "{quoted}"',
+        f"{conversation_id}#{seq}",
     )

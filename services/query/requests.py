@@ -48,6 +48,10 @@ class SearchRequest(BaseModel):
     limit: int = Field(default=10, ge=1, le=50)
     sectors: list[Sector] | None = Field(default=None, min_length=1)
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    sources: list[Literal["memories", "passages"]] = Field(
+        default=["memories", "passages"], min_length=1, max_length=2
+    )
+    """What to search: extracted memories, passages of what was said, or both (fused)."""
 
 
 class TranscriptSearchRequest(BaseModel):

@@ -1,25 +1,39 @@
-"""Memory search: one user's memories ranked for a query, with the reasons for each rank.
+"""Search: one user's memories and passages ranked for a query, with the reasons for each rank.
 
-Three ranked lists of the user's *active* memories (superseded and retracted ones are
-never candidates), fused by weighted reciprocal rank:
+Two kinds of hit answer a question: **memories** (facts extracted from calls, active
+only: superseded and retracted ones are never candidates) and **passages** (what was
+said: each turn of the caller or the agent with its neighbours as context, from the
+conversations read model). Both are ranked together, by two lists fused by weighted
+reciprocal rank:
 
-1. **dense**: cosine similarity of the query's vector to the memories' vectors of the
-   same model, at least ``min_cosine`` (pgvector; the planner uses the model's HNSW
-   index or, for one user's few thousand vectors, the exact scan through
-   ``embeddings_by_subject``);
-2. **lexical**: PostgreSQL full text over the memory and the day it was said, any query
-   term matching (``ts_rank``): names, numbers and dates that small embedding models
-   blur (DESIGN.md "Providers" measured lexical beating dense on long conversations);
-3. **graph**: one hop from the best fused candidates along the links graph (cosine
-   >= 0.8 neighbours), ranked by link weight times the seed's fused score.
+1. **lexical**: Okapi BM25 over the user's memories and passages, computed in
+   PostgreSQL from their ``tsvector`` (term frequency from the lexeme positions, document
+   frequency and length over this user's documents; a passage's own turn counts fully,
+   its context at ``context_weight``). Names, numbers and dates that small embedding
+   models blur. ``ts_rank`` is kept as an alternative (``lexical_ranking``) only to be
+   measured against: on the recall corpus BM25 wins (docs/benchmarks.md, bench_recall);
+2. **dense**: cosine similarity of the query's vector to the memories' and passages'
+   vectors of the same model, at least ``min_cosine``;
 
-The fused score, normalised so a memory first in both the dense and lexical lists has
-relevance 1, is then the ``similarity`` term of DESIGN.md's composite score:
+and, for memories, **graph**: one hop from the best fused memories along the links graph
+(cosine >= 0.8 neighbours), ranked by link weight times the seed's fused score.
 
-    score = 0.6 * relevance + 0.2 * decayed salience + 0.1 * recency + 0.1 * link weight
+The fused score, normalised so a document first in both lists has relevance 1, is the
+``similarity`` term of DESIGN.md's composite score:
 
-with every weight in :class:`SearchWeights`. Each :class:`Hit` carries its breakdown,
-the lists it came from and its provenance.
+    memory:  0.6 * relevance + 0.2 * decayed salience + 0.1 * recency + 0.1 * link weight
+    passage: 0.6 * relevance + 0.2 * passage_salience + 0.1 * recency
+
+``passage_salience`` is below any extracted memory's salience, so a fact ranks above a
+passage that is as relevant. Two rules join the kinds:
+
+- a passage cited by a candidate memory's provenance is **folded** into that memory: the
+  memory ranks at the better of the two scores and the passage is not listed again;
+- a passage cited only by memories that were superseded or retracted said something no
+  longer true: its relevance is multiplied by ``stale_factor``.
+
+Each :class:`Hit` carries its breakdown, the lists it came from and its provenance in one
+shape for both kinds (conversation id and turn indexes).
 """
 
 from __future__ import annotations
@@ -27,19 +41,26 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from projections.conversations.passages import WINDOW
 from projections.memories.queries import DECAYED_SALIENCE, REINFORCEMENT_BOOST
 from projections.text_search import ANY_TERM_QUERY
 
-__all__ = ["SECTORS", "Hit", "SearchQuery", "SearchWeights", "search_memories"]
+__all__ = ["SECTORS", "SOURCES", "Hit", "SearchQuery", "SearchWeights", "search_memories"]
 
 SECTORS = ("semantic", "episodic", "procedural", "emotional", "reflective")
+#: What a search can draw on.
+SOURCES = ("memories", "passages")
+
+Source = Literal["memories", "passages"]
+#: A memory by its id, a passage by (conversation id, turn index).
+Key = uuid.UUID | tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,17 @@ class SearchWeights:
     min_cosine: float = 0.2
     #: Best fused candidates whose links are followed.
     seeds: int = 5
+    #: BM25's term-frequency saturation and length normalisation.
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    #: What a term in a passage's context counts for, against one in its own turn.
+    context_weight: float = 0.5
+    #: ``bm25`` or ``ts_rank`` (PostgreSQL's own, kept to be measured against).
+    lexical_ranking: Literal["bm25", "ts_rank"] = "bm25"
+    #: The salience term of a passage: under every extracted memory's.
+    passage_salience: float = 0.3
+    #: Relevance kept by a passage whose only memories were superseded or retracted.
+    stale_factor: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,75 +108,187 @@ class SearchQuery:
     limit: int = 10
     sectors: tuple[str, ...] | None = None
     min_score: float = 0.0
+    #: What to draw on; a sector filter applies to memories and leaves passages out.
+    sources: tuple[Source, ...] = ("memories", "passages")
 
 
 @dataclass(frozen=True)
 class Hit:
-    memory_id: uuid.UUID
+    memory_id: uuid.UUID | None
+    """None for a passage."""
     content: str
-    sector: str
+    """A memory's content, or the passage's own turn as said."""
+    sector: str | None
     kind: str | None
     score: float
     breakdown: dict[str, float]
     """relevance, salience, recency, link: the composite's terms before weighting; and
-    cosine / lexical when the memory was in those lists."""
+    cosine / lexical when the hit was in those lists."""
     via: tuple[str, ...]
-    """The lists it came from: dense, lexical, graph."""
+    """The lists it came from: dense, lexical, graph; ``passage`` for a memory that a
+    folded passage ranked."""
     observed_at: datetime
+    """When it was said: a memory's first call, a passage's moment in its call."""
     last_seen_at: datetime
     reinforcement_count: int
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    type: Literal["memory", "passage"] = "memory"
+    speaker: str | None = None
+    """A passage's speaker: ``caller`` or ``agent``."""
+    context: list[dict[str, Any]] = field(default_factory=list)
+    """A passage's neighbouring turns, in order: ``seq``, ``speaker``, ``text``."""
 
 
-# The dense and lexical lists in one round trip. {dimension} and {model} are literals so
-# the model's partial HNSW index (embeddings projection) can serve the ORDER BY.
-_CANDIDATES_SQL = """
-WITH dense AS (
-    SELECT e.memory_id,
-           1 - (e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension})) AS cosine,
-           row_number() OVER (ORDER BY e.embedding::vector({dimension})
-                                       <=> %(vector)s::vector({dimension}), e.memory_id) AS rank
-      FROM embeddings.embeddings e
-      JOIN memories.memories m ON m.tenant = e.tenant AND m.memory_id = e.memory_id
-     WHERE e.tenant = %(tenant)s AND e.subject = %(subject)s AND e.model = {model}
-       AND (e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}))
-           <= %(max_distance)s
-       AND m.state = 'active' AND m.content IS NOT NULL
-       AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
-     ORDER BY e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}), e.memory_id
-     LIMIT %(depth)s
+# Lexical: BM25 over the user's documents (memories and/or passages: {docs}). Term
+# frequency is read from the tsvector's positions, weighted by their label: A (a memory,
+# or a passage's own turn) counts 1, B (a passage's context) counts context_weight.
+_LEXICAL_SQL = """
+WITH q AS (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(text)s))),
+terms AS (SELECT {any_term} AS tq),
+docs AS ({docs}),
+stats AS (
+    SELECT count(*)::float8 AS n, GREATEST(avg(length(search)), 1)::float8 AS avgdl FROM docs
 ),
-terms AS (SELECT {any_term} AS q),
-lexical AS (
-    SELECT m.memory_id, ts_rank(m.search, terms.q, 1) AS lexical,
-           row_number() OVER (ORDER BY ts_rank(m.search, terms.q, 1) DESC, m.memory_id) AS rank
-      FROM memories.memories m, terms
-     WHERE m.tenant = %(tenant)s AND m.subject = %(subject)s
-       AND m.state = 'active' AND m.content IS NOT NULL AND m.search @@ terms.q
-       AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
-     ORDER BY lexical DESC, m.memory_id
-     LIMIT %(depth)s
+matches AS (
+    SELECT d.memory_id, d.conversation_id, d.seq, length(d.search)::float8 AS dl,
+           ts_rank(d.search, terms.tq, 1) AS ts_rank, u.lexeme,
+           (SELECT count(*) FILTER (WHERE w = 'A')
+                   + %(context_weight)s * count(*) FILTER (WHERE w <> 'A')
+              FROM unnest(u.weights) w)::float8 AS tf
+      FROM docs d CROSS JOIN terms CROSS JOIN LATERAL unnest(d.search) u
+     WHERE d.search @@ terms.tq AND u.lexeme IN (SELECT lexeme FROM q)
+),
+df AS (SELECT lexeme, count(*)::float8 AS df FROM matches GROUP BY lexeme),
+scored AS (
+    SELECT m.memory_id, m.conversation_id, m.seq,
+           sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5)) * m.tf * (%(k1)s + 1)
+               / (m.tf + %(k1)s * (1 - %(b)s + %(b)s * m.dl / s.avgdl))) AS bm25,
+           max(m.ts_rank) AS ts_rank
+      FROM matches m JOIN df USING (lexeme) CROSS JOIN stats s
+     GROUP BY m.memory_id, m.conversation_id, m.seq
 )
-SELECT m.memory_id, m.content, m.sector, m.kind, m.observed_at, m.last_seen_at,
-       m.reinforcement_count, m.provenance, {decayed} AS salience,
-       d.cosine, d.rank AS dense_rank, l.lexical, l.rank AS lexical_rank
-  FROM (SELECT memory_id FROM dense UNION SELECT memory_id FROM lexical) c
-  JOIN memories.memories m ON m.tenant = %(tenant)s AND m.memory_id = c.memory_id
-  LEFT JOIN dense d ON d.memory_id = c.memory_id
-  LEFT JOIN lexical l ON l.memory_id = c.memory_id
+SELECT memory_id, conversation_id, seq, {ranking} AS lexical FROM scored
+ ORDER BY lexical DESC, memory_id, conversation_id, seq
+ LIMIT %(depth)s
 """
 
-# One hop from the seeds along the links of the same model, to active memories only.
-_NEIGHBOURS_SQL = """
-SELECT l.memory_id AS seed, l.weight,
-       m.memory_id, m.content, m.sector, m.kind, m.observed_at, m.last_seen_at,
-       m.reinforcement_count, m.provenance, {decayed} AS salience
-  FROM embeddings.links l
-  JOIN memories.memories m ON m.tenant = l.tenant AND m.memory_id = l.linked_id
- WHERE l.tenant = %(tenant)s AND l.model = {model} AND l.memory_id = ANY(%(seeds)s)
+_MEMORY_DOCS = """
+SELECT m.memory_id, NULL::text AS conversation_id, NULL::integer AS seq,
+       setweight(m.search, 'A') AS search
+  FROM memories.memories m
+ WHERE m.tenant = %(tenant)s AND m.subject = %(subject)s
    AND m.state = 'active' AND m.content IS NOT NULL
    AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
 """
+
+_PASSAGE_DOCS = """
+SELECT NULL::uuid AS memory_id, p.conversation_id, p.seq, p.search
+  FROM conversations.passages p
+ WHERE p.tenant = %(tenant)s AND p.subject = %(subject)s
+"""
+
+# Dense: {dimension} and {model} are literals so the model's partial HNSW index
+# (embeddings projection) can serve the memories' ORDER BY.
+_MEMORY_DENSE = """
+SELECT e.memory_id, NULL::text AS conversation_id, NULL::integer AS seq,
+       e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}) AS distance
+  FROM embeddings.embeddings e
+  JOIN memories.memories m ON m.tenant = e.tenant AND m.memory_id = e.memory_id
+ WHERE e.tenant = %(tenant)s AND e.subject = %(subject)s AND e.model = {model}
+   AND (e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}))
+       <= %(max_distance)s
+   AND m.state = 'active' AND m.content IS NOT NULL
+   AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
+ ORDER BY e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}), e.memory_id
+ LIMIT %(depth)s
+"""
+
+_PASSAGE_DENSE = """
+SELECT NULL::uuid AS memory_id, v.conversation_id, v.seq,
+       v.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}) AS distance
+  FROM embeddings.passage_vectors v
+ WHERE v.tenant = %(tenant)s AND v.subject = %(subject)s AND v.model = {model}
+   AND (v.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}))
+       <= %(max_distance)s
+ ORDER BY distance, v.conversation_id, v.seq
+ LIMIT %(depth)s
+"""
+
+_MEMORY_COLUMNS = f"""
+m.memory_id, m.content, m.sector, m.kind, m.observed_at, m.last_seen_at,
+m.reinforcement_count, m.provenance, {DECAYED_SALIENCE} AS salience
+"""
+
+_MEMORIES_SQL = f"""
+SELECT {_MEMORY_COLUMNS}
+  FROM memories.memories m
+ WHERE m.tenant = %(tenant)s AND m.memory_id = ANY(%(ids)s)
+"""
+
+# One hop from the seeds along the links of the same model, to active memories only.
+_NEIGHBOURS_SQL = f"""
+SELECT l.memory_id AS seed, l.weight, {_MEMORY_COLUMNS}
+  FROM embeddings.links l
+  JOIN memories.memories m ON m.tenant = l.tenant AND m.memory_id = l.linked_id
+ WHERE l.tenant = %(tenant)s AND l.model = {{model}} AND l.memory_id = ANY(%(seeds)s)
+   AND m.state = 'active' AND m.content IS NOT NULL
+   AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
+"""
+
+# The candidate passages (their moment, for recency), and which memories cite them: the
+# active ones fold them, superseded or retracted ones make them stale.
+_PASSAGES_SQL = """
+WITH wanted AS (
+    SELECT * FROM unnest(%(conversations)s::text[], %(seqs)s::integer[])
+             AS w(conversation_id, seq)
+)
+SELECT p.conversation_id, p.seq, p.role, p.text, p.spoken_at,
+       (SELECT array_agg(m.memory_id ORDER BY m.memory_id) FILTER (WHERE m.state = 'active')
+          FROM memories.memories m,
+               LATERAL jsonb_array_elements(m.provenance) AS cited
+         WHERE m.tenant = p.tenant AND m.subject = p.subject AND m.content IS NOT NULL
+           AND cited->>'conversation_id' = p.conversation_id
+           AND cited->'turns' @> to_jsonb(p.seq)) AS active,
+       EXISTS (SELECT 1 FROM memories.memories m,
+                      LATERAL jsonb_array_elements(m.provenance) AS cited
+                WHERE m.tenant = p.tenant AND m.subject = p.subject
+                  AND m.state <> 'active'
+                  AND cited->>'conversation_id' = p.conversation_id
+                  AND cited->'turns' @> to_jsonb(p.seq)) AS cited_by_inactive
+  FROM wanted w
+  JOIN conversations.passages p
+    ON p.tenant = %(tenant)s AND p.subject = %(subject)s
+   AND p.conversation_id = w.conversation_id AND p.seq = w.seq
+"""
+
+# The neighbours of the returned passages (WINDOW on each side, passages only).
+_CONTEXT_SQL = """
+WITH wanted AS (
+    SELECT * FROM unnest(%(conversations)s::text[], %(seqs)s::integer[])
+             AS w(conversation_id, seq)
+)
+SELECT w.conversation_id, w.seq AS around, n.seq, n.role, n.text
+  FROM wanted w
+  CROSS JOIN LATERAL (
+      (SELECT seq, role, text FROM conversations.passages p
+        WHERE p.tenant = %(tenant)s AND p.conversation_id = w.conversation_id
+          AND p.seq < w.seq ORDER BY p.seq DESC LIMIT %(window)s)
+      UNION ALL
+      (SELECT seq, role, text FROM conversations.passages p
+        WHERE p.tenant = %(tenant)s AND p.conversation_id = w.conversation_id
+          AND p.seq > w.seq ORDER BY p.seq LIMIT %(window)s)
+  ) n
+ ORDER BY w.conversation_id, w.seq, n.seq
+"""
+
+_SPEAKERS = {"user": "caller", "agent": "agent"}
+
+
+def _key(row: dict[str, Any]) -> Key:
+    if row["memory_id"] is not None:
+        memory_id: uuid.UUID = row["memory_id"]
+        return memory_id
+    return (str(row["conversation_id"]), int(row["seq"]))
 
 
 async def search_memories(
@@ -156,9 +300,14 @@ async def search_memories(
     now: datetime,
     weights: SearchWeights | None = None,
 ) -> list[Hit]:
-    """The user's memories for ``query.text``, best first (``vector`` is the text embedded
-    by ``model``)."""
+    """The user's memories and passages for ``query.text``, best first (``vector`` is the
+    text embedded by ``model``)."""
     w = weights or SearchWeights()
+    with_memories = "memories" in query.sources
+    # A sector filter is about memories: passages have no sector.
+    with_passages = "passages" in query.sources and not query.sectors
+    if not (with_memories or with_passages):
+        return []
     params: dict[str, Any] = {
         "tenant": query.tenant,
         "subject": query.subject,
@@ -169,92 +318,205 @@ async def search_memories(
         "max_distance": 1.0 - w.min_cosine,
         "now": now,
         "boost": REINFORCEMENT_BOOST,
+        "k1": w.bm25_k1,
+        "b": w.bm25_b,
+        "context_weight": w.context_weight,
     }
     literals = {
         "dimension": sql.Literal(len(vector)),
         "model": sql.Literal(model),
-        "decayed": sql.SQL(DECAYED_SALIENCE),
         "any_term": sql.SQL(ANY_TERM_QUERY),
+        "ranking": sql.SQL("bm25" if w.lexical_ranking == "bm25" else "ts_rank"),
     }
+    docs = [
+        text
+        for text, wanted in ((_MEMORY_DOCS, with_memories), (_PASSAGE_DOCS, with_passages))
+        if wanted
+    ]
+    dense = [
+        text
+        for text, wanted in ((_MEMORY_DENSE, with_memories), (_PASSAGE_DENSE, with_passages))
+        if wanted
+    ]
+    lexical_sql = sql.SQL(_LEXICAL_SQL).format(docs=sql.SQL(" UNION ALL ".join(docs)), **literals)
+    dense_sql = sql.SQL(" UNION ALL ".join(f"({part})" for part in dense)).format(**literals)
+
     cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(sql.SQL(_CANDIDATES_SQL).format(**literals), params)
-    rows = {row["memory_id"]: row for row in await cursor.fetchall()}
+    await cursor.execute(lexical_sql, params)
+    lexical_rows = await cursor.fetchall()
+    await cursor.execute(dense_sql, params)
+    dense_rows = sorted(await cursor.fetchall(), key=lambda r: float(r["distance"]))
 
-    fused: dict[uuid.UUID, float] = {}
-    for memory_id, row in rows.items():
-        score = 0.0
-        if row["dense_rank"] is not None:
-            score += w.dense / (w.rrf_k + row["dense_rank"])
-        if row["lexical_rank"] is not None:
-            score += w.lexical / (w.rrf_k + row["lexical_rank"])
-        fused[memory_id] = score
+    # 1. Fuse the two lists by weighted reciprocal rank.
+    fused: dict[Key, float] = {}
+    lexical: dict[Key, float] = {}
+    cosine: dict[Key, float] = {}
+    for rank, row in enumerate(lexical_rows, start=1):
+        key = _key(row)
+        lexical[key] = float(row["lexical"])
+        fused[key] = fused.get(key, 0.0) + w.lexical / (w.rrf_k + rank)
+    for rank, row in enumerate(dense_rows[: params["depth"]], start=1):
+        key = _key(row)
+        cosine[key] = 1.0 - float(row["distance"])
+        fused[key] = fused.get(key, 0.0) + w.dense / (w.rrf_k + rank)
 
-    # One hop of graph expansion from the best fused candidates.
-    seeds = sorted(fused, key=lambda m: (-fused[m], str(m)))[: w.seeds]
+    memory_ids = [k for k in fused if isinstance(k, uuid.UUID)]
+    passage_keys = [k for k in fused if isinstance(k, tuple)]
+    memories: dict[uuid.UUID, dict[str, Any]] = {}
+    if memory_ids:
+        params["ids"] = memory_ids
+        await cursor.execute(sql.SQL(_MEMORIES_SQL), params)
+        memories = {row["memory_id"]: row for row in await cursor.fetchall()}
+
+    # 2. One hop of graph expansion from the best fused memories.
     links: dict[uuid.UUID, float] = {}
-    graph_scores: dict[uuid.UUID, float] = {}
+    graph: dict[uuid.UUID, float] = {}
+    seeds = sorted(memories, key=lambda m: (-fused[m], str(m)))[: w.seeds]
     if seeds:
         params["seeds"] = seeds
         await cursor.execute(sql.SQL(_NEIGHBOURS_SQL).format(**literals), params)
         for row in await cursor.fetchall():
             memory_id = row["memory_id"]
-            rows.setdefault(memory_id, {**row, "cosine": None, "dense_rank": None,
-                                        "lexical": None, "lexical_rank": None})  # fmt: skip
+            memories.setdefault(memory_id, row)
             links[memory_id] = max(links.get(memory_id, 0.0), float(row["weight"]))
             reach = float(row["weight"]) * fused[row["seed"]]
-            graph_scores[memory_id] = max(graph_scores.get(memory_id, 0.0), reach)
-        ranked = sorted(graph_scores, key=lambda m: (-graph_scores[m], str(m)))
+            graph[memory_id] = max(graph.get(memory_id, 0.0), reach)
+        ranked = sorted(graph, key=lambda m: (-graph[m], str(m)))
         for rank, memory_id in enumerate(ranked, start=1):
             fused[memory_id] = fused.get(memory_id, 0.0) + w.graph / (w.rrf_k + rank)
 
-    # A memory first in both the dense and the lexical list has relevance 1.
+    passages: dict[tuple[str, int], dict[str, Any]] = {}
+    if passage_keys:
+        params["conversations"] = [c for c, _ in passage_keys]
+        params["seqs"] = [s for _, s in passage_keys]
+        await cursor.execute(_PASSAGES_SQL, params)
+        passages = {(r["conversation_id"], r["seq"]): r for r in await cursor.fetchall()}
+
+    # 3. The composite score of each candidate. A document first in both lists has
+    # relevance 1.
     best = (w.dense + w.lexical) / (w.rrf_k + 1)
-    hits = []
-    for memory_id, row in rows.items():
-        relevance = min(1.0, fused[memory_id] / best)
-        days = max(0.0, (now - row["last_seen_at"]).total_seconds() / 86400.0)
-        recency = math.exp(-math.log(2) * days / w.recency_half_life_days)
-        salience = float(row["salience"])
-        link = links.get(memory_id, 0.0)
-        score = round(
-            w.similarity * relevance + w.salience * salience + w.recency * recency + w.link * link,
-            6,
-        )
-        if score < query.min_score:
-            continue
-        breakdown = {
-            "relevance": round(relevance, 6),
-            "salience": round(salience, 6),
-            "recency": round(recency, 6),
-            "link": round(link, 6),
-        }
-        if row["cosine"] is not None:
-            breakdown["cosine"] = round(float(row["cosine"]), 6)
-        if row["lexical"] is not None:
-            breakdown["lexical"] = round(float(row["lexical"]), 6)
-        via = tuple(
+
+    def recency_of(at: datetime) -> float:
+        days = max(0.0, (now - at).total_seconds() / 86400.0)
+        return math.exp(-math.log(2) * days / w.recency_half_life_days)
+
+    def breakdown(
+        key: Key, relevance: float, salience: float, recency: float, link: float
+    ) -> dict[str, float]:
+        terms = {"relevance": relevance, "salience": salience, "recency": recency, "link": link}
+        if key in cosine:
+            terms["cosine"] = cosine[key]
+        if key in lexical:
+            terms["lexical"] = lexical[key]
+        return {name: round(value, 6) for name, value in terms.items()}
+
+    def via(key: Key) -> tuple[str, ...]:
+        return tuple(
             name
             for name, present in (
-                ("dense", row["dense_rank"] is not None),
-                ("lexical", row["lexical_rank"] is not None),
-                ("graph", memory_id in graph_scores),
+                ("dense", key in cosine),
+                ("lexical", key in lexical),
+                ("graph", key in graph),
             )
             if present
         )
-        hits.append(
-            Hit(
-                memory_id=memory_id,
-                content=row["content"],
-                sector=row["sector"],
-                kind=row["kind"],
-                score=score,
-                breakdown=breakdown,
-                via=via,
-                observed_at=row["observed_at"],
-                last_seen_at=row["last_seen_at"],
-                reinforcement_count=row["reinforcement_count"],
-                provenance=list(row["provenance"]),
-            )
+
+    hits: dict[Key, Hit] = {}
+    for memory_id, row in memories.items():
+        relevance = min(1.0, fused[memory_id] / best)
+        salience = float(row["salience"])
+        recency = recency_of(row["last_seen_at"])
+        link = links.get(memory_id, 0.0)
+        score = (
+            w.similarity * relevance + w.salience * salience + w.recency * recency + w.link * link
         )
-    hits.sort(key=lambda h: (-h.score, str(h.memory_id)))
-    return hits[: query.limit]
+        hits[memory_id] = Hit(
+            memory_id=memory_id,
+            content=row["content"],
+            sector=row["sector"],
+            kind=row["kind"],
+            score=round(score, 6),
+            breakdown=breakdown(memory_id, relevance, salience, recency, link),
+            via=via(memory_id),
+            observed_at=row["observed_at"],
+            last_seen_at=row["last_seen_at"],
+            reinforcement_count=row["reinforcement_count"],
+            provenance=list(row["provenance"]),
+        )
+    for key, row in passages.items():
+        relevance = min(1.0, fused[key] / best)
+        citing = [m for m in row["active"] or () if m in hits]
+        if row["cited_by_inactive"] and not row["active"]:
+            relevance *= w.stale_factor
+        recency = recency_of(row["spoken_at"])
+        score = round(
+            w.similarity * relevance + w.salience * w.passage_salience + w.recency * recency, 6
+        )
+        if citing:
+            # Folded: the memory that says it ranks where the passage would have.
+            for memory_id in citing:
+                memory = hits[memory_id]
+                if score > memory.score:
+                    hits[memory_id] = replace(memory, score=score, via=(*memory.via, "passage"))
+            continue
+        hits[key] = Hit(
+            memory_id=None,
+            content=row["text"],
+            sector=None,
+            kind=None,
+            score=score,
+            breakdown=breakdown(key, relevance, w.passage_salience, recency, 0.0),
+            via=via(key),
+            observed_at=row["spoken_at"],
+            last_seen_at=row["spoken_at"],
+            reinforcement_count=0,
+            provenance=[{"conversation_id": key[0], "turns": [key[1]]}],
+            type="passage",
+            speaker=_SPEAKERS.get(row["role"], row["role"]),
+        )
+
+    ranked_hits = sorted(
+        (h for h in hits.values() if h.score >= query.min_score),
+        key=_rank_order,
+    )[: query.limit]
+    return await _with_context(cursor, params, ranked_hits)
+
+
+def _rank_order(hit: Hit) -> tuple[float, str, str, int]:
+    """Best first; ties: memories before passages, then a stable order."""
+    if hit.type == "memory":
+        return (-hit.score, "memory", str(hit.memory_id), 0)
+    return (-hit.score, "passage", hit.provenance[0]["conversation_id"], _first_turn(hit))
+
+
+def _first_turn(hit: Hit) -> int:
+    turns = hit.provenance[0]["turns"] if hit.provenance else []
+    return int(turns[0]) if turns else -1
+
+
+async def _with_context(cursor: Any, params: dict[str, Any], hits: list[Hit]) -> list[Hit]:
+    """``hits`` with each passage's neighbouring turns."""
+    wanted = [
+        (h.provenance[0]["conversation_id"], _first_turn(h)) for h in hits if h.type == "passage"
+    ]
+    if not wanted:
+        return hits
+    params["conversations"] = [c for c, _ in wanted]
+    params["seqs"] = [s for _, s in wanted]
+    params["window"] = WINDOW
+    await cursor.execute(_CONTEXT_SQL, params)
+    context: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in await cursor.fetchall():
+        context.setdefault((row["conversation_id"], row["around"]), []).append(
+            {
+                "seq": row["seq"],
+                "speaker": _SPEAKERS.get(row["role"], row["role"]),
+                "text": row["text"],
+            }
+        )
+    return [
+        replace(h, context=context.get((h.provenance[0]["conversation_id"], _first_turn(h)), []))
+        if h.type == "passage"
+        else h
+        for h in hits
+    ]

@@ -20,10 +20,12 @@ _MAX_ANSWER_CHARS = 800
 
 
 def answer_text(query: str, hits: Sequence[Hit], turns: Sequence[dict[str, Any]] = ()) -> str:
-    """One line an agent can use: the memories, dated, best first; without any, what the
-    caller said in past calls (``turns``, the transcript fallback); or that there is none."""
+    """One line an agent can use: the memories and passages, dated, best first; without
+    any, what the caller said in past calls (``turns``, the transcript fallback); or that
+    there is none. A passage is quoted with its speaker and, when the agent's question
+    before it is what gives it sense ("Friday works"), that question."""
     if hits:
-        parts = [f"{_one_line(h.content)} ({h.observed_at:%Y-%m-%d})" for h in hits[:TOOL_RESULTS]]
+        parts = [_hit_text(h) for h in hits[:TOOL_RESULTS]]
         text = "Known about this caller: " + "; ".join(parts) + "."
     elif turns:
         parts = [
@@ -37,6 +39,25 @@ def answer_text(query: str, hits: Sequence[Hit], turns: Sequence[dict[str, Any]]
     if len(text) > _MAX_ANSWER_CHARS:
         text = text[: _MAX_ANSWER_CHARS - 1].rstrip() + "…"
     return text
+
+
+def _hit_text(hit: Hit) -> str:
+    if hit.type == "memory":
+        return f"{_one_line(hit.content)} ({hit.observed_at:%Y-%m-%d})"
+    said = f'"{_one_line(hit.content)}"'
+    asked = [c for c in hit.context if c["seq"] < _turn(hit) and c["speaker"] != hit.speaker]
+    if asked and hit.speaker == "caller":
+        said = f'asked "{_one_line(asked[-1]["text"])}", they said {said}'
+    elif hit.speaker == "caller":
+        said = f"they said {said}"
+    else:
+        said = f"the agent said {said}"
+    return f"on {hit.observed_at:%Y-%m-%d} {said}"
+
+
+def _turn(hit: Hit) -> int:
+    turns = hit.provenance[0]["turns"] if hit.provenance else []
+    return int(turns[0]) if turns else -1
 
 
 def _one_line(text: str) -> str:

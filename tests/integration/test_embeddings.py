@@ -25,6 +25,7 @@ from schemas import (
     EmbeddingComputed,
     Event,
     MemoryExtracted,
+    PassagesEmbedded,
     Source,
     UserForgotten,
     decode_event,
@@ -110,7 +111,23 @@ class TestEmbeddingsContract(ProjectionContract):
             occurred_at=BASE_TIME + timedelta(minutes=20),
             data={},
         )
-        return [*others, forget]
+        passages = [
+            PassagesEmbedded.create(
+                tenant=TENANT,
+                subject=f"{TENANT}/+1555000{i % 4:04d}",
+                source=Source(platform="memstream"),
+                occurred_at=BASE_TIME + timedelta(minutes=i * 3),
+                data={
+                    "conversation_id": f"conv-{i}",
+                    "model": MODEL,
+                    "dimension": 8,
+                    "window": 1,
+                    "passages": [{"seq": s, "vector": unit(s * 11.0 + i)} for s in range(4)],
+                },
+            )
+            for i in range(10)
+        ]
+        return [*others, *passages, forget]
 
 
 async def test_memories_are_embedded_by_the_local_model_and_linked(

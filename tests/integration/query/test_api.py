@@ -439,7 +439,7 @@ async def test_transcript_search_finds_the_callers_own_words(
     assert agent.json()["results"] == []
 
 
-async def test_tools_fall_back_to_the_transcript_when_no_memory_matches(
+async def test_tools_quote_what_was_said_when_no_memory_matches(
     query: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
     response = await query.post(
@@ -448,9 +448,12 @@ async def test_tools_fall_back_to_the_transcript_when_no_memory_matches(
         headers=auth(keys[TENANT]),
     )
     assert response.status_code == 200, response.text
-    assert response.json()["result"] == (
-        'No memory matches, but on 2026-03-28 they said "Thanks, see you then.".'
-    )
+    result = response.json()["result"]
+    # The caller's turn, quoted with the agent's words it answered; no memory says it.
+    assert result.startswith(
+        'Known about this caller: on 2026-03-28 asked "It is on Tuesday at 9am.", they said'
+        ' "Thanks, see you then."'
+    ), result
 
 
 async def test_readiness_reports_database_log_and_projection_lag(

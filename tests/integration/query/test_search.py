@@ -22,6 +22,8 @@ MANY = "Biscuit Leeds Manchester penicillin running Italian dentist surgery"
 
 
 async def search(db: Any, text: str, **options: Any) -> list[Hit]:
+    """Memories only: these tests are about ranking memories (test_passages.py: both)."""
+    options.setdefault("sources", ("memories",))
     query = SearchQuery(tenant=TENANT, subject=options.pop("subject", SUBJECT), text=text,
                         **options)  # fmt: skip
     [vector] = EMBEDDER.embed([text])

@@ -1,0 +1,271 @@
+"""Passages: every turn of a call, searchable with its neighbours as context, through the
+conversations read model (full text), the embedder and the embeddings read model
+(vectors), and the search that ranks them with memories."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from projections.conversations import ConversationsProjection
+from projections.conversations.passages import passages
+from projections.embeddings.processor import PASSAGES_PER_EVENT, EmbeddingProcessor
+from projections.embeddings.projection import EmbeddingsProjection
+from projections.memories import MemoriesProjection
+from schemas import (
+    ConversationEnded,
+    Event,
+    MemoryExtracted,
+    MemorySuperseded,
+    PassagesEmbedded,
+    Source,
+    Turn,
+    UserForgotten,
+    decode_event,
+)
+from services.query.search import Hit, SearchQuery, search_memories
+from streams import EventLog, Settings
+from streams.topics import EMBEDDINGS, Topics
+from tests.helpers import BASE_TIME, read_topic
+from tests.integration.projection_contract import project
+from tests.integration.query.corpus import EMBEDDER
+
+TENANT = "bayview"
+CALLER = f"{TENANT}/+14155550100"
+OTHER = f"{TENANT}/+14155550199"
+NOW = BASE_TIME + timedelta(days=40)
+
+DENTAL = [
+    ("agent", "Thanks for calling Bayview Dental, this is Ava. How can I help?"),
+    ("user", "Hi, um, I need to move my cleaning."),
+    ("agent", "Sure. How about Friday the 7th at 9?"),
+    ("user", "Yeah, Friday works."),
+    ("tool", ""),
+    ("agent", "Great, you're booked for Friday the 7th at nine."),
+]
+
+
+def call(
+    conversation_id: str,
+    turns: list[tuple[str, str]],
+    *,
+    subject: str = CALLER,
+    days: float = 0,
+) -> ConversationEnded:
+    at = BASE_TIME + timedelta(days=days)
+    return ConversationEnded.create(
+        tenant=TENANT,
+        subject=subject,
+        source=Source(platform="vapi", event_id=conversation_id),
+        occurred_at=at + timedelta(minutes=5),
+        data={
+            "conversation_id": conversation_id,
+            "started_at": at,
+            "ended_at": at + timedelta(minutes=5),
+            "status": "done",
+            "turns": [
+                {"role": role, "text": text, "offset_ms": 2000 * seq}
+                for seq, (role, text) in enumerate(turns)
+            ],
+        },
+    )
+
+
+def memory(
+    content: str, conversation_id: str, turns: list[int], *, days: float = 0, key: str | None = None
+) -> MemoryExtracted:
+    at = BASE_TIME + timedelta(days=days)
+    memory_id = uuid.uuid4()
+    return MemoryExtracted.create(
+        id=memory_id,
+        tenant=TENANT,
+        subject=CALLER,
+        source=Source(platform="memstream"),
+        occurred_at=at,
+        data={
+            "memory_id": memory_id,
+            "content": content,
+            "sector": "semantic",
+            "salience": 0.7,
+            "kind": "fact",
+            "key": key,
+            "observed_at": at,
+            "extractor": "rules",
+            "extractor_version": "1",
+            "provenance": {"conversation_id": conversation_id, "turns": turns},
+        },
+    )
+
+
+async def project_all(settings: Settings, events: list[Event]) -> None:
+    async with EventLog(settings) as log:
+        await log.append_many(events)
+    await project(settings, ConversationsProjection())
+    await project(settings, MemoriesProjection())
+    await project(settings, EmbeddingProcessor(EMBEDDER))
+    await project(settings, EmbeddingsProjection())
+
+
+async def search(db: Any, text: str, **options: Any) -> list[Hit]:
+    query = SearchQuery(tenant=TENANT, subject=options.pop("subject", CALLER), text=text,
+                        **options)  # fmt: skip
+    [vector] = EMBEDDER.embed([text])
+    return await search_memories(db, query, vector=vector, model=EMBEDDER.name, now=NOW)
+
+
+async def rows(db: Any, query: str, *params: Any) -> list[Any]:
+    cursor = await db.execute(query, list(params))
+    return await cursor.fetchall()
+
+
+def test_a_passage_is_a_spoken_turn_with_its_neighbours_as_context() -> None:
+    turns = [Turn(role=r, text=t, offset_ms=0) for r, t in DENTAL]  # type: ignore[arg-type]
+    found = passages(turns, window=1)
+    # The tool turn has no text: not a passage, and no passage's neighbour.
+    assert [p.seq for p in found] == [0, 1, 2, 3, 5]
+    friday = found[3]
+    assert friday.text == "Yeah, Friday works."
+    assert friday.before == ("Sure. How about Friday the 7th at 9?",)
+    assert friday.after == ("Great, you're booked for Friday the 7th at nine.",)
+    assert friday.window.startswith("Sure. How about Friday the 7th at 9? Yeah, Friday works.")
+    assert found[0].before == () and found[-1].after == ()
+    assert [p.seq for p in passages(turns, window=0)] == [0, 1, 2, 3, 5]
+    assert passages(turns, window=0)[3].context == ""
+
+
+async def test_every_spoken_turn_is_a_passage_with_its_context_and_moment(
+    topics: Settings, db: Any
+) -> None:
+    await project_all(topics, [call("call-1", DENTAL)])
+    found = await rows(
+        db,
+        "SELECT seq, role, text, context, spoken_at FROM conversations.passages"
+        " WHERE tenant = %s AND subject = %s ORDER BY seq",
+        TENANT,
+        CALLER,
+    )
+    assert [r[0] for r in found] == [0, 1, 2, 3, 5]
+    _, role, text, context, spoken_at = found[3]
+    assert (role, text) == ("user", "Yeah, Friday works.")
+    assert context == (
+        "Sure. How about Friday the 7th at 9? Great, you're booked for Friday the 7th at nine."
+    )
+    assert spoken_at == BASE_TIME + timedelta(milliseconds=2000 * 3)
+    # Each passage has its vector, of its window, recorded as an event.
+    vectors = await rows(
+        db,
+        "SELECT seq, model FROM embeddings.passage_vectors WHERE subject = %s ORDER BY seq",
+        CALLER,
+    )
+    assert vectors == [(s, EMBEDDER.name) for s in (0, 1, 2, 3, 5)]
+
+
+async def test_a_long_call_is_embedded_in_events_of_bounded_size(topics: Settings, db: Any) -> None:
+    turns = [("user" if i % 2 else "agent", f"line {i} about the boiler") for i in range(70)]
+    await project_all(topics, [call("long-1", turns)])
+    records = await read_topic(topics, Topics(topics.topic_prefix).name(EMBEDDINGS))
+    events = sorted(
+        (e for e in (decode_event(r.value) for r in records) if isinstance(e, PassagesEmbedded)),
+        key=lambda e: e.data.passages[0].seq,
+    )
+    assert [len(e.data.passages) for e in events] == [PASSAGES_PER_EVENT, PASSAGES_PER_EVENT, 6]
+    assert len({e.id for e in events}) == 3
+    count = await rows(db, "SELECT count(*) FROM embeddings.passage_vectors")
+    assert count == [(70,)]
+
+
+async def test_a_replaced_transcript_replaces_its_passages_and_erasure_purges_them(
+    topics: Settings, db: Any
+) -> None:
+    first = call("call-1", DENTAL)
+    again = call("call-1", [("agent", "Hello?"), ("user", "Wrong number, sorry.")], days=0.1)
+    forget = UserForgotten.create(
+        tenant=TENANT,
+        subject=OTHER,
+        source=Source(platform="api"),
+        occurred_at=BASE_TIME + timedelta(days=2),
+        data={},
+    )
+    other = call("call-2", DENTAL, subject=OTHER, days=1)
+    await project_all(topics, [first, again, other, forget])
+    texts = await rows(
+        db, "SELECT text FROM conversations.passages WHERE subject = %s ORDER BY seq", CALLER
+    )
+    assert texts == [("Hello?",), ("Wrong number, sorry.",)]
+    purged = "SELECT count(*) FROM conversations.passages WHERE subject = %s"
+    assert await rows(db, purged, OTHER) == [(0,)]
+    assert await rows(
+        db, "SELECT count(*) FROM embeddings.passage_vectors WHERE subject = %s", OTHER
+    ) == [(0,)]
+    # Vectors are kept per turn: the replacing call's two, and the first call's others.
+    assert await rows(
+        db, "SELECT seq FROM embeddings.passage_vectors WHERE subject = %s ORDER BY seq", CALLER
+    ) == [(0,), (1,), (2,), (3,), (5,)]
+
+
+async def test_a_short_answer_is_found_by_the_question_it_answers(
+    topics: Settings, db: Any
+) -> None:
+    await project_all(topics, [call("call-1", DENTAL)])
+    # "7th" and "9" are only in the agent's turns: the caller's answer is found through
+    # its context, and quoted with it.
+    hits = await search(db, "the 7th at 9")
+    passages_found = [h for h in hits if h.type == "passage"]
+    assert passages_found, hits
+    top = passages_found[0]
+    assert top.provenance[0]["conversation_id"] == "call-1"
+    assert top.memory_id is None and top.sector is None
+    # Every returned passage carries its speaker, moment and neighbours.
+    for hit in passages_found:
+        assert hit.speaker in {"caller", "agent"}
+        assert isinstance(hit.observed_at, datetime)
+        assert hit.context and all(c["seq"] != hit.provenance[0]["turns"][0] for c in hit.context)
+    friday = [h for h in passages_found if h.content == "Yeah, Friday works."]
+    assert friday and friday[0].context[0]["text"] == "Sure. How about Friday the 7th at 9?"
+    assert await search(db, "which day for the cleaning", sources=("memories",)) == []
+
+
+async def test_a_passage_cited_by_a_memory_is_folded_into_it(topics: Settings, db: Any) -> None:
+    booked = memory("Cleaning moved to Friday the 7th at 9", "call-1", [2, 3])
+    await project_all(topics, [call("call-1", DENTAL), booked])
+    hits = await search(db, "Friday the 7th cleaning")
+    assert hits[0].memory_id == booked.data.memory_id
+    cited = [h for h in hits if h.type == "passage" and h.provenance[0]["turns"][0] in (2, 3)]
+    assert cited == []  # folded into the memory that says it
+    assert any(h.type == "passage" for h in hits)  # the others are still there
+
+
+async def test_a_passage_only_superseded_memories_cite_ranks_below_the_current_one(
+    topics: Settings, db: Any
+) -> None:
+    # The newer call (day 10) says what was replaced; the older one (day 5) the value
+    # that replaced it: recency alone would put the stale passage first.
+    oak_call = call("call-oak", [("agent", "Your address?"), ("user", "12 Oak Street.")], days=10)
+    elm_call = call("call-elm", [("agent", "Your address?"), ("user", "40 Elm Street.")], days=5)
+    oak = memory("Lives at 12 Oak Street", "call-oak", [1], days=10, key="address")
+    elm = memory("Lives at 40 Elm Street", "call-elm", [1], days=11, key="address")
+    replaced = MemorySuperseded.create(
+        tenant=TENANT,
+        subject=CALLER,
+        source=Source(platform="memstream"),
+        occurred_at=elm.occurred_at,
+        data={
+            "memory_id": oak.data.memory_id,
+            "superseded_by": elm.data.memory_id,
+            "observed_at": elm.data.observed_at,
+        },
+    )
+    await project_all(topics, [oak_call, elm_call, oak, elm, replaced])
+    hits = await search(db, "street", sources=("passages",))
+    order = [h.content for h in hits]
+    assert order.index("40 Elm Street.") < order.index("12 Oak Street.")
+    fused = await search(db, "which street do they live on")
+    assert fused[0].content == "Lives at 40 Elm Street"
+    assert "Lives at 12 Oak Street" not in [h.content for h in fused]
+
+
+async def test_another_callers_passages_are_never_found(topics: Settings, db: Any) -> None:
+    await project_all(topics, [call("call-2", DENTAL, subject=OTHER)])
+    assert await search(db, "Friday cleaning") == []
+    assert [h.type for h in await search(db, "Friday cleaning", subject=OTHER)][:1] == ["passage"]
