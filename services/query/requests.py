@@ -37,7 +37,11 @@ User = Annotated[
         strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"
     ),
 ]
-QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+#: PostgreSQL text cannot hold a NUL character: refused here rather than failing there.
+QueryText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=r"^[^\x00]+$"),
+]
 
 
 class SearchRequest(BaseModel):

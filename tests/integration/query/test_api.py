@@ -72,6 +72,41 @@ async def test_search_answers_ranked_memories_with_breakdown_and_provenance(
     assert top["provenance"] == [{"conversation_id": "conv-1", "turns": [1]}]
 
 
+async def test_search_answers_passages_and_memories_in_one_shape(
+    query: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    response = await query.post(
+        "/v1/memories/search",
+        json={"user": USER, "query": "knee surgery on Tuesday", "limit": 10},
+        headers=auth(keys[TENANT]),
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    kinds = {r["type"] for r in results}
+    assert kinds == {"memory", "passage"}
+    for result in results:
+        assert set(result) == set(results[0])  # one shape for both
+        [cited] = result["provenance"][:1]
+        assert set(cited) == {"conversation_id", "turns"}
+    passage = next(r for r in results if r["type"] == "passage")
+    assert passage["memory_id"] is None and passage["sector"] is None
+    assert passage["speaker"] in {"caller", "agent"} and passage["said_at"].startswith("2026-03")
+    assert passage["provenance"][0]["conversation_id"] == "call-q1"
+    assert all(set(c) == {"seq", "speaker", "text"} for c in passage["context"])
+    memories_only = await query.post(
+        "/v1/memories/search",
+        json={"user": USER, "query": "knee surgery on Tuesday", "sources": ["memories"]},
+        headers=auth(keys[TENANT]),
+    )
+    assert {r["type"] for r in memories_only.json()["results"]} == {"memory"}
+    passages_only = await query.post(
+        "/v1/memories/search",
+        json={"user": USER, "query": "knee surgery on Tuesday", "sources": ["passages"]},
+        headers=auth(keys[TENANT]),
+    )
+    assert {r["type"] for r in passages_only.json()["results"]} == {"passage"}
+
+
 async def test_a_key_never_reads_another_tenants_users(
     query: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
@@ -154,6 +189,10 @@ async def test_a_revoked_key_stops_working(
         ({"user": USER, "query": "x", "min_score": 2}, "min_score"),
         ({"user": USER, "query": "x", "extra": 1}, "extra"),
         ({"user": "a\nb", "query": "x"}, "user"),
+        ({"user": USER, "query": "knee\u0000surgery"}, "query"),
+        ({"user": USER, "query": "x", "sources": []}, "sources"),
+        ({"user": USER, "query": "x", "sources": ["turns"]}, "sources[0]"),
+        ({"user": USER, "query": "x", "sources": "memories"}, "sources"),
         ([1, 2], "$"),
     ],
 )
