@@ -39,6 +39,7 @@ from projections.extraction.candidates import (
     Candidate,
     Extraction,
     Extractor,
+    is_partial,
     normalise_content,
 )
 from projections.extraction.rules import RuleExtractor
@@ -210,7 +211,13 @@ def parse_answer(content: str | None, turn_count: int) -> tuple[list[Candidate],
         if candidate.key is None:
             continue
         held = latest_per_key.get(candidate.key)
-        if held is None or by_content[held].turns[-1] <= candidate.turns[-1]:
+        if held is not None and is_partial(candidate.content, by_content[held].content):
+            continue  # only part of the value already held ("Name: Maria" of "Maria Lopez")
+        if (
+            held is None
+            or by_content[held].turns[-1] <= candidate.turns[-1]
+            or is_partial(by_content[held].content, candidate.content)
+        ):
             latest_per_key[candidate.key] = normalised
     kept = [c for n, c in by_content.items() if c.key is None or latest_per_key[c.key] == n]
     return kept, dropped

@@ -3,7 +3,8 @@
 It runs on the projection runtime like a read model, reading ``conversations``, but
 its product is events: for each ``conversation.ended`` the extractor's candidates
 become ``memory.extracted``, ``memory.reinforced`` (the caller said a known fact
-again) or ``memory.extracted`` + ``memory.superseded`` (a new fact for a slot that
+again, or only part of the value known for its slot: "Name: Maria" after "Name: Maria
+Lopez") or ``memory.extracted`` + ``memory.superseded`` (a new fact for a slot that
 held another, e.g. a new home city), appended to the ``memories`` topic.
 
 Its own tables are the state those decisions need, kept in the same transaction as
@@ -51,6 +52,7 @@ from projections.extraction.candidates import (
     Candidate,
     Extraction,
     Extractor,
+    is_partial,
     normalise_content,
 )
 from projections.extraction.rules import RuleExtractor
@@ -236,6 +238,19 @@ class ExtractionProcessor(Projection):
             same = next(
                 (f for f in known if f.state == "active" and f.normalised == normalised), None
             )
+            if same is None and candidate.key is not None:
+                # Only part of what is known for the slot ("Name: Maria" after "Name: Maria
+                # Lopez"): the caller said it again, in short; it replaces nothing.
+                same = next(
+                    (
+                        f
+                        for f in known
+                        if f.state == "active"
+                        and f.key == candidate.key
+                        and is_partial(normalised, f.normalised)
+                    ),
+                    None,
+                )
             if same is not None:
                 out.append(
                     MemoryReinforced.create(

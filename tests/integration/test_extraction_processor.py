@@ -156,3 +156,31 @@ async def test_a_forgotten_user_starts_afresh(topics: Settings, db: Any) -> None
     contents = {m["content"] for m in await list_memories(db, TENANT, SUBJECT)}
     assert "Allergic to penicillin" in contents
     assert not any("Denver" in c for c in contents)
+
+
+async def test_a_partial_value_reinforces_the_fuller_one_and_supersedes_nothing(
+    topics: Settings, db: Any
+) -> None:
+    greeting = ("agent", "Bayview Dental, who am I speaking with?")
+    full = call("conv-n1", 0, greeting, ("user", "Hi, my name is Maria Lopez."))
+    short = call("conv-n2", 7, greeting, ("user", "Hi, it's Maria."))
+    fuller = call("conv-n3", 14, greeting, ("user", "Hi, my name is Maria Lopez Garcia."))
+    async with EventLog(topics) as log:
+        await log.append_many([full, short])
+    await extract_and_project(topics)
+
+    events = await memory_events(topics)
+    assert not any(isinstance(e, MemorySuperseded) for e in events)
+    [reinforced] = [e for e in events if isinstance(e, MemoryReinforced)]
+    extracted = {e.data.memory_id: e for e in events if isinstance(e, MemoryExtracted)}
+    assert str(extracted[reinforced.data.memory_id].data.content) == "Name: Maria Lopez"
+    assert [m["content"] for m in await list_memories(db, TENANT, SUBJECT)] == ["Name: Maria Lopez"]
+
+    # A fuller value is a new value: it replaces the shorter one.
+    async with EventLog(topics) as log:
+        await log.append(fuller)
+    await extract_and_project(topics)
+    [superseded] = [e for e in await memory_events(topics) if isinstance(e, MemorySuperseded)]
+    assert superseded.data.memory_id == reinforced.data.memory_id
+    active = [m["content"] for m in await list_memories(db, TENANT, SUBJECT)]
+    assert active == ["Name: Maria Lopez Garcia"]

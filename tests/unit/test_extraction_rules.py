@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from projections.extraction.candidates import Candidate, Extractor, normalise_content
+from projections.extraction.candidates import Candidate, Extractor, is_partial, normalise_content
 from projections.extraction.rules import RuleExtractor
 from schemas.events import Analysis, ConversationEndedData, Turn, TurnRole
 from services.ingest.platforms import NormalisedWebhook, elevenlabs, retell, vapi
@@ -135,9 +135,9 @@ def test_golden_contents_are_well_formed(name: str) -> None:
 def test_is_an_extractor_with_a_name_and_version() -> None:
     extractor = RuleExtractor()
     assert isinstance(extractor, Extractor)
-    assert (extractor.name, extractor.version) == ("rules", "1")
+    assert (extractor.name, extractor.version) == ("rules", "2")
     extraction = extractor.extract(from_transcript("moved_city"))
-    assert (extraction.extractor, extraction.extractor_version) == ("rules", "1")
+    assert (extraction.extractor, extraction.extractor_version) == ("rules", "2")
 
 
 def test_first_person_is_rewritten_in_the_third() -> None:
@@ -501,3 +501,391 @@ def test_data_collected_fills_slots_the_transcript_left_empty() -> None:
 def test_no_memory_is_longer_than_200_characters() -> None:
     rambling = "I want to " + " and then ".join(["go to the store"] * 30)
     assert extract([("user", rambling)]) == []
+
+
+# ------------------------------------------------- accounts, health, money, travel, people
+
+
+@pytest.mark.parametrize(
+    ("said", "content", "sector", "kind", "key"),
+    [
+        # plans, as requests
+        (
+            "Switch me to the unlimited plan.",
+            "Wants to switch to the unlimited plan",
+            "episodic",
+            "plan",
+            "plan",
+        ),
+        (
+            "Um, can you move me to the fifty dollar plan?",
+            "Wants to switch to the fifty dollar plan",
+            "episodic",
+            "plan",
+            "plan",
+        ),
+        (
+            "I want to upgrade to premium.",
+            "Wants to upgrade to premium",
+            "episodic",
+            "plan",
+            "plan",
+        ),
+        ("I'm on the basic plan.", "Is on the basic plan", "semantic", "fact", "plan"),
+        # contact preferences, as commands
+        (
+            "Text me, don't call.",
+            "Prefers texts to calls",
+            "procedural",
+            "preference",
+            "contact_method",
+        ),
+        (
+            "Could you just email me instead?",
+            "Prefers emails to calls",
+            "procedural",
+            "preference",
+            "contact_method",
+        ),
+        ("Email me from now on.", "Prefers emails", "procedural", "preference", "contact_method"),
+        (
+            "Please don't call me before 9am.",
+            "Prefers not to be called before 9am",
+            "procedural",
+            "preference",
+            "contact_time",
+        ),
+        (
+            "For outages, call my cell, not the house phone.",
+            "Prefers to be called on their cell, not the house phone",
+            "procedural",
+            "preference",
+            "contact_method",
+        ),
+        # people
+        (
+            "My wife Linda and I are planning a trip.",
+            "Has a wife named Linda",
+            "semantic",
+            "fact",
+            None,
+        ),
+        ("My grandson's name is Eli.", "Has a grandson named Eli", "semantic", "fact", None),
+        # medication and doses, a slot per drug
+        (
+            "They upped my metformin to a thousand milligrams.",
+            "Metformin dose increased to a thousand milligrams",
+            "semantic",
+            "fact",
+            "medication_metformin",
+        ),
+        (
+            "I take lisinopril 10 milligrams every morning.",
+            "Takes lisinopril 10 milligrams every morning",
+            "semantic",
+            "fact",
+            "medication_lisinopril",
+        ),
+        (
+            "I stopped taking lisinopril.",
+            "Stopped taking lisinopril",
+            "semantic",
+            "fact",
+            "medication_lisinopril",
+        ),
+        # delivery addresses
+        (
+            "Ship it to 42 Elm Street.",
+            "Delivery address: 42 Elm Street",
+            "semantic",
+            "identity",
+            "delivery_address",
+        ),
+        (
+            "Can you send it to my sister's place at 18 Oak Lane?",
+            "Delivery address: their sister's place at 18 Oak Lane",
+            "semantic",
+            "identity",
+            "delivery_address",
+        ),
+        # savings and amounts
+        (
+            "I'm trying to save like twenty grand for a down payment.",
+            "Trying to save about twenty grand for a down payment",
+            "reflective",
+            "plan",
+            "savings_goal",
+        ),
+        (
+            "My rent is sixteen hundred dollars a month.",
+            "Rent is sixteen hundred dollars a month",
+            "semantic",
+            "fact",
+            "rent",
+        ),
+        # seats and diet
+        ("Aisle seat, please.", "Prefers an aisle seat", "semantic", "preference", "seat"),
+        ("Could I get a window seat?", "Prefers a window seat", "semantic", "preference", "seat"),
+        ("I'm vegetarian.", "Is vegetarian", "semantic", "preference", "diet"),
+        ("No shellfish.", "Avoids shellfish", "semantic", "preference", None),
+        ("I don't eat pork.", "Does not eat pork", "semantic", "preference", None),
+        # fraud
+        (
+            "There's a charge I didn't make from some store in Ohio.",
+            "Reported a charge they didn't make from some store in Ohio",
+            "episodic",
+            "problem",
+            None,
+        ),
+        (
+            "Someone used my card at a gas station in Texas.",
+            "Someone used their card at a gas station in Texas",
+            "episodic",
+            "problem",
+            None,
+        ),
+        # pets
+        ("My dog Max has diabetes.", "Dog Max has diabetes", "semantic", "fact", None),
+        ("We have a cat named Luna.", "Has a cat named Luna", "semantic", "fact", None),
+    ],
+)
+def test_accounts_health_money_travel_and_people(
+    said: str, content: str, sector: str, kind: str, key: str | None
+) -> None:
+    found = extract([("user", said)])
+    assert [(c.content, c.sector, c.kind, c.key) for c in found] == [(content, sector, kind, key)]
+
+
+def test_fraud_is_more_salient_than_other_problems() -> None:
+    [fraud] = extract([("user", "I don't recognize this charge from Amazon.")])
+    [problem] = extract([("user", "My back tooth is cracked.")])
+    assert fraud.salience == 0.7 > problem.salience
+
+
+def test_a_trip_with_its_date_and_budget() -> None:
+    found = extract([("user", "we're thinking Lisbon in October, budget around three thousand")])
+    assert [(c.content, c.kind, c.key) for c in found] == [
+        ("Planning a trip to Lisbon in October", "plan", "trip"),
+        ("Budget is around three thousand", "preference", "budget"),
+    ]
+
+
+def test_she_his_and_a_name_are_the_person_the_caller_spoke_of() -> None:
+    found = extract(
+        [
+            ("user", "My mom has dementia. Her caregiver, Rosa, picks up her prescriptions."),
+            ("agent", "Okay."),
+            ("user", "She lives with us now."),
+            ("user", "I have a dog named Biscuit. He has hip dysplasia. Biscuit is fourteen."),
+            ("user", "I have a grandson. His name is Eli."),
+        ]
+    )
+    assert contents(found) == [
+        "Mom has dementia",
+        "Mom's caregiver Rosa picks up her prescriptions",
+        "Mom lives with them now",
+        "Has a dog named Biscuit",
+        "Dog Biscuit has hip dysplasia",
+        "Dog Biscuit is fourteen",
+        "Has a grandson",
+        "Has a grandson named Eli",
+    ]
+    # Without anyone spoken of, "she" is nobody.
+    assert extract([("user", "She lives with us now.")]) == []
+
+
+def test_calling_for_someone_makes_them_she_or_he_all_call_long() -> None:
+    found = extract(
+        [
+            ("user", "Hi, this is Karen, I'm calling for my dad, Robert Kowalski."),
+            ("agent", "Sure, what do you need?"),
+            ("user", "He's moving in with us this weekend."),
+            ("agent", "Okay. Anything else?"),
+            ("user", "Let me think."),
+            ("agent", "Take your time."),
+            ("user", "Oh, and he's allergic to sulfa."),
+        ]
+    )
+    assert "Dad Robert is allergic to sulfa" in contents(found)
+
+
+def test_answers_to_the_agents_questions_about_someone_else() -> None:
+    found = extract(
+        [
+            ("user", "My husband has to drive me."),
+            ("agent", "What's his name, in case he calls for you?"),
+            ("user", "Arjun. Arjun Raman. He can talk to you about my appointments."),
+            ("agent", "What's your son's name?"),
+            ("user", "Malik."),
+            ("agent", "Is his allergy still just peanuts?"),
+            ("user", "Peanuts and, um, tree nuts too."),
+        ]
+    )
+    assert contents(found)[1:] == [
+        "Has a husband named Arjun Raman",
+        "Has a son named Malik",
+        "Son Malik is allergic to peanuts and tree nuts",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "expected"),
+    [
+        ("Do you have any allergies?", "Uh, yeah, penicillin.", "Allergic to penicillin"),
+        (
+            "And what kind of budget are we working with?",
+            "Um, about fourteen thousand dollars.",
+            "Budget is about fourteen thousand dollars",
+        ),
+        (
+            "Great goal! How much are you aiming for?",
+            "Eighteen thousand? By June of next year.",
+            "Savings goal is eighteen thousand by June of next year",
+        ),
+    ],
+)
+def test_an_answer_to_an_allergy_or_amount_question(
+    question: str, answer: str, expected: str
+) -> None:
+    found = extract([("agent", question), ("user", answer)])
+    assert [(c.content, c.turns) for c in found] == [(expected, (0, 1))]
+
+
+def test_agent_confirmations_of_plans_slots_values_and_reference_numbers() -> None:
+    switched = extract(
+        [
+            ("user", "Switch me to the unlimited plan."),
+            ("agent", "Done! I've switched you to the unlimited plan."),
+        ]
+    )
+    assert [(c.content, c.key, c.turns) for c in switched] == [
+        ("Switched to the unlimited plan", "plan", (0, 1))
+    ]
+    found = extract(
+        [
+            ("agent", "I have Thursday the twelfth at ten thirty, or Friday at two."),
+            ("user", "Thursday works."),
+            ("agent", "Okay, Thursday the twelfth at ten thirty with Dr. Patel."),
+            ("user", "Can we bump the transfer up to seven fifty a month?"),
+            ("agent", "Sure, I've updated the automatic transfer to seven fifty a month."),
+            ("agent", "Your claim number is F two two nine zero eight."),
+        ]
+    )
+    assert [(c.content, c.key) for c in found] == [
+        ("Has an appointment booked for Thursday the twelfth at ten thirty with Dr. Patel", None),
+        ("Automatic transfer changed to seven fifty a month", "transfer"),
+        ("Claim number is F two two nine zero eight", "claim_number"),
+    ]
+
+
+def test_an_address_said_anywhere_in_words_is_kept() -> None:
+    found = extract(
+        [("user", "No, no, I moved in with my daughter. It's eleven eighty Birchwood Lane now.")]
+    )
+    assert [(c.content, c.key) for c in found] == [
+        ("Address: eleven eighty Birchwood Lane", "address")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("said", "content"),
+    [
+        ("My appointment is on the 14th, no wait, the 15th.", "Appointment is on the 15th"),
+        ("I live at 42, no, 44 Elm Street.", "Lives at 44 Elm Street"),
+        (
+            "We're thinking Lisbon, no wait, Porto in October.",
+            "Planning a trip to Porto in October",
+        ),
+        ("My name is Jon, sorry, John Smith.", "Name: John Smith"),
+        (
+            "My rent is fifteen, no, sixteen hundred dollars a month.",
+            "Rent is sixteen hundred dollars a month",
+        ),
+    ],
+)
+def test_a_self_correction_keeps_only_the_corrected_value(said: str, content: str) -> None:
+    assert contents(extract([("user", said)])) == [content]
+
+
+@pytest.mark.parametrize(
+    ("said", "content"),
+    [
+        (
+            "I need to pay twenty five hundred dollars by Friday.",
+            "Needs to pay twenty five hundred dollars by Friday",
+        ),
+        ("My budget is twenty twenty five.", "Budget is twenty twenty five"),
+        (
+            "My number is five five five, one two three four, five six seven.",
+            "Phone number: five five five, one two three four, five six seven",
+        ),
+        (
+            "My shipping address is forty two Elm Street, Springfield.",
+            "Delivery address: forty two Elm Street, Springfield",
+        ),
+        ("The gate code is four four seven one.", "Gate code is four four seven one"),
+        ("I like 2 sugars in my coffee.", "Likes 2 sugars in their coffee"),
+    ],
+)
+def test_numbers_said_in_words_are_kept_as_said(said: str, content: str) -> None:
+    assert contents(extract([("user", said)])) == [content]
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        [("user", "What plan am I on?")],
+        [("user", "How much is the unlimited plan?")],
+        [("user", "Do you have an aisle seat?")],
+        [("user", "Is there a vegetarian option?")],
+        [("user", "Can you tell me my balance?")],
+        [("user", "Could you check if my card was charged twice?")],
+        [("user", "I'm walking down the aisle in June!")],
+        [("user", "The window was open all night.")],
+        [
+            ("agent", "Would you like me to switch you to the unlimited plan?"),
+            ("user", "Maybe later."),
+        ],
+        [("agent", "I can ship it to 42 Elm Street if you like."), ("user", "Hmm.")],
+        [("agent", "We have a vegetarian meal option and aisle seats."), ("user", "Okay.")],
+        [("agent", "Once you're on the premium plan, you'll get more data."), ("user", "Right.")],
+        [("agent", "Would Thursday at ten work?"), ("user", "Let me check.")],
+    ],
+)
+def test_questions_and_the_agents_offers_are_not_the_callers_facts(
+    turns: list[tuple[TurnRole, str]],
+) -> None:
+    assert extract(turns) == []
+
+
+def test_a_partial_value_never_replaces_a_fuller_one_in_a_call() -> None:
+    found = extract(
+        [
+            ("user", "Hi, my name is Maria Lopez."),
+            ("agent", "Thanks! Can I get your name for the booking?"),
+            ("user", "It's Maria."),
+        ]
+    )
+    assert [(c.content, c.key, c.turns) for c in found] == [
+        ("Name: Maria Lopez", "name", (0, 1, 2))
+    ]
+    corrected = extract([("user", "My name is Maria."), ("user", "Sorry, my name is Maria Lopez.")])
+    assert [(c.content, c.turns) for c in corrected] == [("Name: Maria Lopez", (0, 1))]
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "partial"),
+    [
+        ("Name: Maria", "Name: Maria Lopez", True),
+        ("Name: Lopez", "Name: Maria Lopez", True),
+        ("Name: Maria Lopez", "Name: Maria", False),
+        ("Name: Mario", "Name: Maria Lopez", False),
+        ("Address: 12 Oak Street", "Address: 12 Oak Street, Fremont", True),
+        ("Takes metformin", "Takes metformin 500 mg", True),
+        ("Prefers calls", "Prefers texts to calls", False),
+        ("Budget is twenty", "Budget is twenty five hundred dollars", False),
+        ("Lives in Austin", "Lives in Austin", False),
+    ],
+)
+def test_is_partial(new: str, old: str, partial: bool) -> None:
+    assert is_partial(new, old) is partial
