@@ -352,7 +352,7 @@ class PassagesEmbeddedData(EventData):
     """The embedding model; vectors of different models are never compared."""
     dimension: int = Field(ge=1, le=16_000)
     window: int = Field(ge=0, le=10)
-    """Turns on each side of a passage that were embedded with it (its context)."""
+    """Turns before each passage that were embedded with it (what it replies to)."""
     passages: tuple[PassageVector, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

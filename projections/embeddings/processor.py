@@ -5,8 +5,8 @@ It reads ``memory.extracted`` (``memories`` topic) and ``memory.asserted``
 (``conversations``), embeds their content in batches with the configured model and
 appends one ``embedding.computed`` per memory and model, its id derived from both:
 a replay appends the same events, which the embeddings projection applies once.
-It also embeds every passage of a ``conversation.ended`` (each turn in its window of
-neighbours, ``projections.conversations.passages``) and appends them as
+It also embeds every passage of a ``conversation.ended`` (each turn after the turn it
+replies to, ``projections.conversations.passages``) and appends them as
 ``passages.embedded`` events of at most :data:`PASSAGES_PER_EVENT` vectors, ids derived
 from the transcript's event, the model and the first passage. Rebuilding the vector
 read model replays those events and calls no model.
@@ -136,7 +136,7 @@ class EmbeddingProcessor(Projection):
             return []
         # One call for the batch: the model runs fuller batches of similar lengths.
         texts = [str(m.data.content) for m in memories]
-        texts += [p.window for _, found in transcripts for p in found]
+        texts += [p.embedded for _, found in transcripts for p in found]
         embedder = self.embedder
         try:
             vectors = embedder.embed(texts)

@@ -331,8 +331,8 @@ class QueryService:
             memory_piece(h.memory_id, h.content, h.observed_at)
             if h.type == "memory"
             else passage_piece(
-                h.provenance[0]["conversation_id"],
-                h.provenance[0]["turns"][0],
+                h.conversation_id or "",
+                h.turn or 0,
                 h.speaker or "caller",
                 h.content,
                 h.observed_at,
@@ -414,6 +414,7 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "reinforcement_count": hit.reinforcement_count,
         "provenance": hit.provenance,
         "speaker": hit.speaker,
+        "turn": hit.turn,
         "said_at": hit.observed_at.isoformat() if hit.type == "passage" else None,
         "context": hit.context if hit.type == "passage" else None,
     }

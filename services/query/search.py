@@ -29,8 +29,9 @@ passage that is as relevant. Two rules join the kinds:
 
 - a passage cited by a candidate memory's provenance is **folded** into that memory: the
   memory ranks at the better of the two scores and the passage is not listed again;
-- a passage cited only by memories that were superseded or retracted said something no
-  longer true: its relevance is multiplied by ``stale_factor``.
+- a passage whose window (its turn and its neighbours) is cited only by memories that
+  were superseded or retracted said something no longer true (or asked for it): its
+  relevance is multiplied by ``stale_factor``.
 
 Each :class:`Hit` carries its breakdown, the lists it came from and its provenance in one
 shape for both kinds (conversation id and turn indexes).
@@ -51,6 +52,7 @@ from psycopg.rows import dict_row
 from projections.conversations.passages import WINDOW
 from projections.memories.queries import DECAYED_SALIENCE, REINFORCEMENT_BOOST
 from projections.text_search import ANY_TERM_QUERY
+from services.query.answer_types import answer_type, holds_answer
 
 __all__ = ["SECTORS", "SOURCES", "Hit", "SearchQuery", "SearchWeights", "search_memories"]
 
@@ -79,6 +81,14 @@ class SearchWeights:
     rrf_k: int = 10
     #: Days after which a memory's recency has halved.
     recency_half_life_days: float = 30.0
+    #: Recency counted back from the newest candidate rather than from now: of two
+    #: answers the later one wins even when the caller last called a year ago.
+    relative_recency: bool = True
+    #: A passage quoted as context by a better one is merged into it.
+    merge_neighbours: bool = True
+    #: Relevance gained by a hit that holds the kind of answer the question asks for
+    #: (a moment for "when", a number for "how many"...: services/query/answer_types.py).
+    answer_type: float = 0.4
     #: Candidates taken from each list (at least; more when the limit is higher).
     depth: int = 50
     #: Below this cosine a vector neighbour is not a candidate: the nearest memory to an
@@ -137,6 +147,11 @@ class Hit:
     """A passage's speaker: ``caller`` or ``agent``."""
     context: list[dict[str, Any]] = field(default_factory=list)
     """A passage's neighbouring turns, in order: ``seq``, ``speaker``, ``text``."""
+    conversation_id: str | None = None
+    """A passage's conversation."""
+    turn: int | None = None
+    """A passage's own turn (``content``); its provenance also lists the neighbours merged
+    into it."""
 
 
 # Lexical: BM25 over the user's documents (memories and/or passages: {docs}). Term
@@ -146,8 +161,12 @@ _LEXICAL_SQL = """
 WITH q AS (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(text)s))),
 terms AS (SELECT {any_term} AS tq),
 docs AS ({docs}),
+-- Document frequency over all the user's documents; length normalised within each kind
+-- (a five-word memory is not "short" beside thirty-word passages: it is a memory).
 stats AS (
-    SELECT count(*)::float8 AS n, GREATEST(avg(length(search)), 1)::float8 AS avgdl FROM docs
+    SELECT memory_id IS NULL AS passage, sum(count(*)) OVER ()::float8 AS n,
+           GREATEST(avg(length(search)), 1)::float8 AS avgdl
+      FROM docs GROUP BY memory_id IS NULL
 ),
 matches AS (
     SELECT d.memory_id, d.conversation_id, d.seq, length(d.search)::float8 AS dl,
@@ -164,7 +183,8 @@ scored AS (
            sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5)) * m.tf * (%(k1)s + 1)
                / (m.tf + %(k1)s * (1 - %(b)s + %(b)s * m.dl / s.avgdl))) AS bm25,
            max(m.ts_rank) AS ts_rank
-      FROM matches m JOIN df USING (lexeme) CROSS JOIN stats s
+      FROM matches m JOIN df USING (lexeme)
+      JOIN stats s ON s.passage = (m.memory_id IS NULL)
      GROUP BY m.memory_id, m.conversation_id, m.seq
 )
 SELECT memory_id, conversation_id, seq, {ranking} AS lexical FROM scored
@@ -249,12 +269,16 @@ SELECT p.conversation_id, p.seq, p.role, p.text, p.spoken_at,
          WHERE m.tenant = p.tenant AND m.subject = p.subject AND m.content IS NOT NULL
            AND cited->>'conversation_id' = p.conversation_id
            AND cited->'turns' @> to_jsonb(p.seq)) AS active,
-       EXISTS (SELECT 1 FROM memories.memories m,
-                      LATERAL jsonb_array_elements(m.provenance) AS cited
-                WHERE m.tenant = p.tenant AND m.subject = p.subject
-                  AND m.state <> 'active'
-                  AND cited->>'conversation_id' = p.conversation_id
-                  AND cited->'turns' @> to_jsonb(p.seq)) AS cited_by_inactive
+       -- Stale: what was said around it (its window) is cited by superseded or retracted
+       -- memories only.
+       (SELECT bool_or(m.state <> 'active') AND NOT bool_or(m.state = 'active')
+          FROM memories.memories m,
+               LATERAL jsonb_array_elements(m.provenance) AS cited
+         WHERE m.tenant = p.tenant AND m.subject = p.subject
+           AND cited->>'conversation_id' = p.conversation_id
+           AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(cited->'turns') AS t(seq)
+                        WHERE t.seq::integer BETWEEN p.seq - %(window)s
+                                                 AND p.seq + %(window)s)) AS stale
   FROM wanted w
   JOIN conversations.passages p
     ON p.tenant = %(tenant)s AND p.subject = %(subject)s
@@ -389,15 +413,23 @@ async def search_memories(
     if passage_keys:
         params["conversations"] = [c for c, _ in passage_keys]
         params["seqs"] = [s for _, s in passage_keys]
+        params["window"] = WINDOW
         await cursor.execute(_PASSAGES_SQL, params)
         passages = {(r["conversation_id"], r["seq"]): r for r in await cursor.fetchall()}
 
     # 3. The composite score of each candidate. A document first in both lists has
-    # relevance 1.
+    # relevance 1. Recency is measured back from the newest candidate (``relative``), so
+    # of two answers the later one wins even when the caller last called a year ago;
+    # or back from now.
     best = (w.dense + w.lexical) / (w.rrf_k + 1)
+    anchor = now
+    if w.relative_recency:
+        moments = [m["last_seen_at"] for m in memories.values()]
+        moments += [p["spoken_at"] for p in passages.values()]
+        anchor = min(now, max(moments, default=now))
 
     def recency_of(at: datetime) -> float:
-        days = max(0.0, (now - at).total_seconds() / 86400.0)
+        days = max(0.0, (anchor - at).total_seconds() / 86400.0)
         return math.exp(-math.log(2) * days / w.recency_half_life_days)
 
     def breakdown(
@@ -421,15 +453,25 @@ async def search_memories(
             if present
         )
 
+    wanted = answer_type(query.text) if w.answer_type else None
+
+    def typed(relevance: float, text: str) -> float:
+        if wanted is not None and holds_answer(wanted, text, query.text):
+            return min(1.0, relevance * (1.0 + w.answer_type))
+        return relevance
+
+    def composite(relevance: float, salience: float, recency: float, link: float) -> float:
+        return (
+            w.similarity * relevance + w.salience * salience + w.recency * recency + w.link * link
+        )
+
     hits: dict[Key, Hit] = {}
     for memory_id, row in memories.items():
-        relevance = min(1.0, fused[memory_id] / best)
+        relevance = typed(min(1.0, fused[memory_id] / best), row["content"])
         salience = float(row["salience"])
         recency = recency_of(row["last_seen_at"])
         link = links.get(memory_id, 0.0)
-        score = (
-            w.similarity * relevance + w.salience * salience + w.recency * recency + w.link * link
-        )
+        score = composite(relevance, salience, recency, link)
         hits[memory_id] = Hit(
             memory_id=memory_id,
             content=row["content"],
@@ -444,14 +486,12 @@ async def search_memories(
             provenance=list(row["provenance"]),
         )
     for key, row in passages.items():
-        relevance = min(1.0, fused[key] / best)
+        relevance = typed(min(1.0, fused[key] / best), row["text"])
         citing = [m for m in row["active"] or () if m in hits]
-        if row["cited_by_inactive"] and not row["active"]:
+        if row["stale"]:
             relevance *= w.stale_factor
         recency = recency_of(row["spoken_at"])
-        score = round(
-            w.similarity * relevance + w.salience * w.passage_salience + w.recency * recency, 6
-        )
+        score = round(composite(relevance, w.passage_salience, recency, 0.0), 6)
         if citing:
             # Folded: the memory that says it ranks where the passage would have.
             for memory_id in citing:
@@ -472,33 +512,60 @@ async def search_memories(
             reinforcement_count=0,
             provenance=[{"conversation_id": key[0], "turns": [key[1]]}],
             type="passage",
+            conversation_id=key[0],
+            turn=key[1],
             speaker=_SPEAKERS.get(row["role"], row["role"]),
         )
 
     ranked_hits = sorted(
         (h for h in hits.values() if h.score >= query.min_score),
         key=_rank_order,
-    )[: query.limit]
-    return await _with_context(cursor, params, ranked_hits)
+    )
+    if not w.merge_neighbours:
+        return await _with_context(cursor, params, ranked_hits[: query.limit])
+    # Enough candidates that merging neighbours still leaves ``limit`` hits.
+    candidates = await _with_context(cursor, params, ranked_hits[: 3 * query.limit])
+    return _merge_neighbours(candidates)[: query.limit]
+
+
+def _merge_neighbours(hits: list[Hit]) -> list[Hit]:
+    """Each passage that a better passage already quotes as context is merged into it:
+    the better one cites both turns, and the slot goes to another answer."""
+    merged: list[Hit] = []
+    quoted: dict[tuple[str, int], int] = {}  # a turn shown by a kept passage -> its index
+    for hit in hits:
+        if hit.type == "passage":
+            conversation, seq = _passage(hit)
+            holder = quoted.get((conversation, seq))
+            if holder is not None:
+                kept = merged[holder]
+                turns = sorted({*kept.provenance[0]["turns"], seq})
+                cited = [{"conversation_id": conversation, "turns": turns}]
+                merged[holder] = replace(kept, provenance=cited)
+                continue
+            for turn in (seq, *(c["seq"] for c in hit.context)):
+                quoted.setdefault((conversation, turn), len(merged))
+        merged.append(hit)
+    return merged
 
 
 def _rank_order(hit: Hit) -> tuple[float, str, str, int]:
     """Best first; ties: memories before passages, then a stable order."""
     if hit.type == "memory":
         return (-hit.score, "memory", str(hit.memory_id), 0)
-    return (-hit.score, "passage", hit.provenance[0]["conversation_id"], _first_turn(hit))
+    return (-hit.score, "passage", *_passage(hit))
 
 
-def _first_turn(hit: Hit) -> int:
-    turns = hit.provenance[0]["turns"] if hit.provenance else []
-    return int(turns[0]) if turns else -1
+def _passage(hit: Hit) -> tuple[str, int]:
+    """A passage hit's conversation and own turn."""
+    if hit.conversation_id is None or hit.turn is None:
+        raise ValueError("not a passage")
+    return hit.conversation_id, hit.turn
 
 
 async def _with_context(cursor: Any, params: dict[str, Any], hits: list[Hit]) -> list[Hit]:
     """``hits`` with each passage's neighbouring turns."""
-    wanted = [
-        (h.provenance[0]["conversation_id"], _first_turn(h)) for h in hits if h.type == "passage"
-    ]
+    wanted = [_passage(h) for h in hits if h.type == "passage"]
     if not wanted:
         return hits
     params["conversations"] = [c for c, _ in wanted]
@@ -515,8 +582,5 @@ async def _with_context(cursor: Any, params: dict[str, Any], hits: list[Hit]) ->
             }
         )
     return [
-        replace(h, context=context.get((h.provenance[0]["conversation_id"], _first_turn(h)), []))
-        if h.type == "passage"
-        else h
-        for h in hits
+        replace(h, context=context.get(_passage(h), [])) if h.type == "passage" else h for h in hits
     ]

@@ -45,7 +45,7 @@ def _hit_text(hit: Hit) -> str:
     if hit.type == "memory":
         return f"{_one_line(hit.content)} ({hit.observed_at:%Y-%m-%d})"
     said = f'"{_one_line(hit.content)}"'
-    asked = [c for c in hit.context if c["seq"] < _turn(hit) and c["speaker"] != hit.speaker]
+    asked = [c for c in hit.context if c["seq"] < (hit.turn or 0) and c["speaker"] != hit.speaker]
     if asked and hit.speaker == "caller":
         said = f'asked "{_one_line(asked[-1]["text"])}", they said {said}'
     elif hit.speaker == "caller":
@@ -53,11 +53,6 @@ def _hit_text(hit: Hit) -> str:
     else:
         said = f"the agent said {said}"
     return f"on {hit.observed_at:%Y-%m-%d} {said}"
-
-
-def _turn(hit: Hit) -> int:
-    turns = hit.provenance[0]["turns"] if hit.provenance else []
-    return int(turns[0]) if turns else -1
 
 
 def _one_line(text: str) -> str:

@@ -24,7 +24,7 @@ from schemas import (
     UserForgotten,
     decode_event,
 )
-from services.query.search import Hit, SearchQuery, search_memories
+from services.query.search import Hit, SearchQuery, SearchWeights, search_memories
 from streams import EventLog, Settings
 from streams.topics import EMBEDDINGS, Topics
 from tests.helpers import BASE_TIME, read_topic
@@ -107,11 +107,15 @@ async def project_all(settings: Settings, events: list[Event]) -> None:
     await project(settings, EmbeddingsProjection())
 
 
-async def search(db: Any, text: str, **options: Any) -> list[Hit]:
+async def search(
+    db: Any, text: str, *, weights: SearchWeights | None = None, **options: Any
+) -> list[Hit]:
     query = SearchQuery(tenant=TENANT, subject=options.pop("subject", CALLER), text=text,
                         **options)  # fmt: skip
     [vector] = EMBEDDER.embed([text])
-    return await search_memories(db, query, vector=vector, model=EMBEDDER.name, now=NOW)
+    return await search_memories(
+        db, query, vector=vector, model=EMBEDDER.name, now=NOW, weights=weights
+    )
 
 
 async def rows(db: Any, query: str, *params: Any) -> list[Any]:
@@ -128,7 +132,7 @@ def test_a_passage_is_a_spoken_turn_with_its_neighbours_as_context() -> None:
     assert friday.text == "Yeah, Friday works."
     assert friday.before == ("Sure. How about Friday the 7th at 9?",)
     assert friday.after == ("Great, you're booked for Friday the 7th at nine.",)
-    assert friday.window.startswith("Sure. How about Friday the 7th at 9? Yeah, Friday works.")
+    assert friday.embedded == "Sure. How about Friday the 7th at 9? Yeah, Friday works."
     assert found[0].before == () and found[-1].after == ()
     assert [p.seq for p in passages(turns, window=0)] == [0, 1, 2, 3, 5]
     assert passages(turns, window=0)[3].context == ""
@@ -220,10 +224,32 @@ async def test_a_short_answer_is_found_by_the_question_it_answers(
     for hit in passages_found:
         assert hit.speaker in {"caller", "agent"}
         assert isinstance(hit.observed_at, datetime)
-        assert hit.context and all(c["seq"] != hit.provenance[0]["turns"][0] for c in hit.context)
+        assert hit.context and all(c["seq"] != hit.turn for c in hit.context)
+        # It cites its own turn, and the neighbours it absorbed (they ranked below it).
+        assert hit.turn in hit.provenance[0]["turns"]
+        assert set(hit.provenance[0]["turns"]) <= {hit.turn, *(c["seq"] for c in hit.context)}
     friday = [h for h in passages_found if h.content == "Yeah, Friday works."]
     assert friday and friday[0].context[0]["text"] == "Sure. How about Friday the 7th at 9?"
     assert await search(db, "which day for the cleaning", sources=("memories",)) == []
+
+
+async def test_a_passage_its_better_neighbour_quotes_is_merged_into_it(
+    topics: Settings, db: Any
+) -> None:
+    await project_all(topics, [call("call-1", DENTAL)])
+    merged = await search(db, "the 7th at 9", sources=("passages",))
+    apart = await search(
+        db, "the 7th at 9", sources=("passages",), weights=SearchWeights(merge_neighbours=False)
+    )
+    # Apart, every passage is its own hit; merged, no turn is listed twice, none is lost,
+    # and no hit cites a turn it does not show.
+    assert len(merged) < len(apart)
+    cited = [(h.conversation_id, t) for h in merged for t in h.provenance[0]["turns"]]
+    assert len(cited) == len(set(cited))
+    assert {t for _, t in cited} == {h.turn for h in apart}
+    for hit in merged:
+        shown = {hit.turn, *(c["seq"] for c in hit.context)}
+        assert set(hit.provenance[0]["turns"]) <= shown
 
 
 async def test_a_passage_cited_by_a_memory_is_folded_into_it(topics: Settings, db: Any) -> None:

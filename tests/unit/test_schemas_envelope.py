@@ -27,6 +27,7 @@ from schemas import (
     MemoryReinforced,
     MemoryRetracted,
     MemorySuperseded,
+    PassagesEmbedded,
     Source,
     SummaryGenerated,
     Turn,
@@ -268,6 +269,7 @@ EXPECTED_TYPES = {
     ("memory.reinforced", 1): (MemoryReinforced, "memories"),
     ("memory.superseded", 1): (MemorySuperseded, "memories"),
     ("embedding.computed", 1): (EmbeddingComputed, "embeddings"),
+    ("passages.embedded", 1): (PassagesEmbedded, "embeddings"),
     ("summary.generated", 1): (SummaryGenerated, "summaries"),
 }
 
