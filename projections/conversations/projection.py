@@ -110,10 +110,7 @@ _DELETE_TRANSCRIPT_SQL = [
     """
     for table in ("turns", "passages")
 ]
-_TRANSCRIPT_INDEX_SQL = (
-    "CREATE INDEX IF NOT EXISTS turns_search"
-    " ON turns USING gin (to_tsvector('english', text)) WHERE role = 'user'"
-)
+_PASSAGES_INDEX_SQL = "CREATE INDEX IF NOT EXISTS passages_by_subject ON passages (tenant, subject)"
 _INDEX_BUILD_MEMORY = "256MB"
 
 _COPY_TURNS_SQL = (
@@ -223,23 +220,24 @@ class ConversationsProjection(Projection):
         return SCHEMA_SQL
 
     async def caught_up(self, conn: AsyncConnection[Any]) -> None:
-        """Build the transcript-search index once the version has caught up.
+        """Build the index that finds one user's passages once the version has caught up.
 
-        Partial (only the caller's turns are searched; the agent's would double its
-        cost). Measured on 120,000 turns written by COPY in batches: 0.7 s without it, 2.1 s
-        with it maintained row by row; a rebuild writes over a million turns. Until it
-        exists, transcript search on this version reads the caller's turns without it:
-        the same answers, slower. A live version catches up right after its runner
-        starts, so it has the index from then on."""
+        Search reads all of a user's passages (BM25 needs their count and lengths). An
+        index maintained row by row slows a rebuild that writes millions of passages
+        (the transcript index this replaced, measured on 120,000 turns written by COPY in
+        batches: 0.7 s without it, 2.1 s with it); built in one pass it is far cheaper.
+        Until it exists, search on this version scans the passages: the same answers,
+        slower. A live version catches up right after its runner starts, so it has the
+        index from then on."""
         if self._search_indexed:
             return
-        cursor = await conn.execute("SELECT to_regclass('turns_search') IS NOT NULL")
+        cursor = await conn.execute("SELECT to_regclass('passages_by_subject') IS NOT NULL")
         row = await cursor.fetchone()
         if row and row[0]:
             self._search_indexed = True  # in the catalog: committed
             return
         await conn.execute(f"SET LOCAL maintenance_work_mem = '{_INDEX_BUILD_MEMORY}'")
-        await conn.execute(_TRANSCRIPT_INDEX_SQL)
+        await conn.execute(_PASSAGES_INDEX_SQL)
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
         conversations: dict[tuple[str, str], _Conversation] = {}

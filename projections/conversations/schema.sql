@@ -75,10 +75,7 @@ CREATE TABLE IF NOT EXISTS passages (
     ) STORED,
     PRIMARY KEY (tenant, conversation_id, seq)
 );
--- Search ranks one user's passages (BM25 needs all of them: their count and length).
-CREATE INDEX IF NOT EXISTS passages_by_subject ON passages (tenant, subject);
-
--- The caller's own words are full-text searchable (the query service's transcript
--- search) through the index `turns_search`, built by the projection once it has caught
--- up (projection.py, caught_up): maintained turn by turn it tripled the cost of writing
--- turns during a rebuild; built in one pass it is far cheaper.
+-- Search ranks one user's passages (BM25 needs all of them: their count and length),
+-- through the index `passages_by_subject` (tenant, subject), built by the projection once
+-- it has caught up (projection.py, caught_up): maintained row by row it would slow a
+-- rebuild that writes millions of passages.

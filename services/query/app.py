@@ -3,10 +3,9 @@
 Routes (every one but health and metrics takes ``Authorization: Bearer <api key>``; the
 key's tenant is the only tenant a request can see):
 
-- ``POST /v1/memories/search`` — the caller's memories for a query, ranked
-  (services/query/search.py), each with its score breakdown and provenance;
-- ``POST /v1/transcripts/search`` — the caller's own past turns for a query (the
-  fallback tier for details no memory captured);
+- ``POST /v1/memories/search`` — the caller's memories and passages (what was said) for a
+  query, ranked (services/query/search.py), each with its score breakdown and provenance;
+- ``POST /v1/transcripts/search`` — the same search over passages only, one turn a result;
 - ``GET /v1/users/{user}/briefing`` — the call-start briefing (services/briefing.py),
   the same one the ingest service's initiation webhooks answer with;
 - ``POST /v1/context`` — a prompt-ready context for the caller within a token budget
@@ -46,7 +45,6 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import TypeAdapter, ValidationError
 
 from projections import PROJECTIONS
-from projections.conversations.queries import search_turns
 from projections.embeddings.processor import Embedder
 from projections.memories import top_memories
 from projections.providers.exceptions import ProviderUnavailable
@@ -90,10 +88,13 @@ from services.query.requests import (
     validated,
 )
 from services.query.resources import add_resource_routes
-from services.query.search import Hit, SearchQuery, search_memories
+from services.query.search import Hit, SearchQuery, SearchWeights, search_memories
 from streams import BrokerUnavailable, EventLog, Settings, versions
 
 logger = logging.getLogger(__name__)
+
+#: Transcript search lists turns one by one: no neighbour merged into another.
+TRANSCRIPT_WEIGHTS = SearchWeights(merge_neighbours=False)
 
 _CACHE_TTL_S = 5.0
 _USER: TypeAdapter[str] = TypeAdapter(User)
@@ -286,7 +287,9 @@ class QueryService:
             [vector] = await asyncio.to_thread(self.fallback.embed, [text])
             return vector, self.fallback.name
 
-    async def search(self, query: SearchQuery) -> tuple[list[Hit], str]:
+    async def search(
+        self, query: SearchQuery, weights: SearchWeights | None = None
+    ) -> tuple[list[Hit], str]:
         if not (
             await self.read_model_exists("memories.memories")
             and await self.read_model_exists("embeddings.embeddings")
@@ -306,7 +309,9 @@ class QueryService:
         embedded = time.perf_counter()
         SEARCH_SECONDS.labels("embed").observe(embedded - began)
         async with self.pool.connection() as conn:
-            hits = await search_memories(conn, query, vector=vector, model=model, now=utc_now())
+            hits = await search_memories(
+                conn, query, vector=vector, model=model, now=utc_now(), weights=weights
+            )
         SEARCH_SECONDS.labels("rank").observe(time.perf_counter() - embedded)
         return hits, model
 
@@ -352,18 +357,6 @@ class QueryService:
             found.user_profile, memories, turns, request.token_budget, request.tokenizer
         )
         return hits, top, assembled
-
-    async def transcripts(
-        self, tenant: str, subject: str, text: str, limit: int
-    ) -> list[dict[str, Any]]:
-        """The caller's past turns matching ``text`` (the fallback tier for details no
-        memory captured)."""
-        if not await self.read_model_exists("conversations.turns"):
-            raise ApiError(
-                503, "read_model_unavailable", "the conversations read model is not built yet"
-            )
-        async with self.pool.connection() as conn:
-            return await search_turns(conn, tenant, subject, text, limit=limit)
 
     async def briefing(self, tenant: str, subject: str) -> Briefing:
         if not await self.read_model_exists("conversations.users"):
@@ -495,31 +488,37 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     async def transcripts(request: Request) -> JSONResponse:
         key = await service.authorise(request)
         parsed = validated(TranscriptSearchRequest, await read_json(request))
-        await service.consistent(request, "conversations")
+        await service.consistent(request, "conversations", "embeddings")
         subject = subject_of(key.tenant, parsed.user)
-        turns = await service.transcripts(key.tenant, subject, parsed.query, parsed.limit)
+        # The memory search's passages, one turn a result.
+        hits, _ = await service.search(
+            SearchQuery(key.tenant, subject, parsed.query, limit=parsed.limit,
+                        sources=("passages",)),
+            weights=TRANSCRIPT_WEIGHTS,
+        )  # fmt: skip
         return JSONResponse(
             {
                 "user": parsed.user,
                 "query": parsed.query,
                 "results": [
                     {
-                        "conversation_id": t["conversation_id"],
-                        "seq": t["seq"],
-                        "text": t["text"],
-                        "said_at": t["started_at"].isoformat() if t["started_at"] else None,
-                        "score": round(float(t["lexical"]), 6),
+                        "conversation_id": h.conversation_id,
+                        "seq": h.turn,
+                        "speaker": h.speaker,
+                        "text": h.content,
+                        "said_at": h.observed_at.isoformat(),
+                        "score": h.score,
+                        "context": h.context,
                     }
-                    for t in turns
+                    for h in hits
                 ],
             }
         )
 
     async def tool_answer(tenant: str, subject: str, text: str) -> str:
-        """The search as one line; the transcript tier when no memory matches."""
+        """The search (memories and passages) as one line."""
         hits, _ = await service.search(SearchQuery(tenant, subject, text, limit=tools.TOOL_RESULTS))
-        turns = [] if hits else await service.transcripts(tenant, subject, text, 2)
-        return tools.answer_text(text, hits, turns)
+        return tools.answer_text(text, hits)
 
     @app.get("/v1/users/{user}/briefing")
     async def briefing(user: str, request: Request) -> JSONResponse:

@@ -19,22 +19,14 @@ TOOL_RESULTS = 5
 _MAX_ANSWER_CHARS = 800
 
 
-def answer_text(query: str, hits: Sequence[Hit], turns: Sequence[dict[str, Any]] = ()) -> str:
-    """One line an agent can use: the memories and passages, dated, best first; without
-    any, what the caller said in past calls (``turns``, the transcript fallback); or that
+def answer_text(query: str, hits: Sequence[Hit]) -> str:
+    """One line an agent can use: the memories and passages, dated, best first; or that
     there is none. A passage is quoted with its speaker and, when the agent's question
     before it is what gives it sense ("Friday works"), that question."""
-    if hits:
-        parts = [_hit_text(h) for h in hits[:TOOL_RESULTS]]
-        text = "Known about this caller: " + "; ".join(parts) + "."
-    elif turns:
-        parts = [
-            f'on {t["started_at"]:%Y-%m-%d} they said "{_one_line(t["text"])}"'
-            for t in turns[:TOOL_RESULTS]
-        ]
-        text = "No memory matches, but " + "; ".join(parts) + "."
-    else:
+    if not hits:
         return f'No memories of this caller match "{_one_line(query)}".'
+    parts = [_hit_text(h) for h in hits[:TOOL_RESULTS]]
+    text = "Known about this caller: " + "; ".join(parts) + "."
 
     if len(text) > _MAX_ANSWER_CHARS:
         text = text[: _MAX_ANSWER_CHARS - 1].rstrip() + "…"

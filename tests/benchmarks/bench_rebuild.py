@@ -435,8 +435,8 @@ async def run(ctx: BenchmarkContext) -> list[Figure]:
                 database, "embeddings_v2", hnsw_index_name(MODEL, EMBED_DIMENSION)
             )
         elif isinstance(projection, ConversationsProjection):
-            index = "transcript index"
-            settled = _index_built(database, "conversations_v2", "turns_search")
+            index = "passages index"
+            settled = _index_built(database, "conversations_v2", "passages_by_subject")
         batches_before, inside_before = _batch_stats(projection.name, 2)
         construct = time.perf_counter()
         seconds, settled_seconds = await _catch_up(settings, projection, mine, settled, 2)

@@ -13,7 +13,6 @@ from projections.conversations import (
     get_user,
     list_conversations,
 )
-from projections.conversations.queries import search_turns
 from schemas import Analysis, Event, Source, ToolCall, Turn, UserForgotten
 from streams import EventLog, Settings, versions
 from streams.projection import Projection
@@ -203,26 +202,28 @@ async def test_tool_calls_and_analysis_are_stored_as_json(topics: Settings, db: 
     assert conversation["turn_count"] == 5
 
 
-async def test_the_transcript_index_is_built_once_the_version_has_caught_up(
+async def test_the_passages_index_is_built_once_the_version_has_caught_up(
     topics: Settings, db: Any
 ) -> None:
     async with EventLog(topics) as log:
         await log.append_many(call_events("acme", 20))
     runner = ProjectionRunner(ConversationsProjection(), topics)
     await runner.start()
-    # The version's tables exist, and the index is not among them: writing turns does
+    # The version's tables exist, and the index is not among them: writing passages does
     # not maintain it during the catch-up.
-    assert await scalar(db, "SELECT to_regclass('conversations_v1.turns_search')") is None
+    assert await scalar(db, "SELECT to_regclass('conversations_v1.passages_by_subject')") is None
     task = asyncio.create_task(runner.run())
     try:
         await versions.wait_caught_up(topics, db, ConversationsProjection(), 1, timeout=60)
         await eventually(
-            lambda: scalar(db, "SELECT to_regclass('conversations_v1.turns_search') IS NOT NULL"),
+            lambda: scalar(
+                db, "SELECT to_regclass('conversations_v1.passages_by_subject') IS NOT NULL"
+            ),
             bool,
             timeout=30,
         )
     finally:
         runner.stop()
         await task
-    matches = await search_turns(db, "acme", "acme/+15550000001", "turn", limit=50)
-    assert matches and all(m["seq"] % 2 == 1 for m in matches)  # the caller's turns only
+    # Every turn of both speakers is a passage: 20 calls of 4 turns.
+    assert await scalar(db, "SELECT count(*) FROM conversations.passages") == 80

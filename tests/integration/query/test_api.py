@@ -458,24 +458,27 @@ async def test_queries_follow_the_model_of_the_live_embedder_version(
                 assert fake.calls(EMBEDDINGS) == 1
 
 
-async def test_transcript_search_finds_the_callers_own_words(
+async def test_transcript_search_finds_what_was_said_turn_by_turn(
     query: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
     response = await query.post(
         "/v1/transcripts/search",
-        json={"user": USER, "query": "knee next week"},
+        json={"user": USER, "query": "knee next week", "limit": 2},
         headers=auth(keys[TENANT]),
     )
     assert response.status_code == 200, response.text
-    [turn] = response.json()["results"]
-    assert turn["text"] == "About my knee surgery next week." and turn["seq"] == 1
-    # The agent's words are not the caller's.
+    top = response.json()["results"][0]
+    assert top["text"] == "About my knee surgery next week." and top["seq"] == 1
+    assert top["speaker"] == "caller" and top["conversation_id"] == "call-q1"
+    assert [c["seq"] for c in top["context"]] == [0, 2]
+    # Both speakers' words are searchable.
     agent = await query.post(
         "/v1/transcripts/search",
         json={"user": USER, "query": "Bayview Clinic"},
         headers=auth(keys[TENANT]),
     )
-    assert agent.json()["results"] == []
+    [first, *_] = agent.json()["results"]
+    assert first["speaker"] == "agent" and first["text"] == "Bayview Clinic, how can I help?"
 
 
 async def test_tools_quote_what_was_said_when_no_memory_matches(
