@@ -354,6 +354,8 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
     @app.get("/v1/conversations/{conversation_id}")
     async def get_conversation(conversation_id: str, request: Request) -> JSONResponse:
         key = await service.authorise(request)
+        if "\x00" in conversation_id:  # no id holds one; PostgreSQL text cannot
+            raise ApiError(404, "not_found", "no such conversation", path="conversation_id")
         await service.consistent(request, "conversations")
         async with service.pool.connection() as conn:
             row = await queries.get_conversation(conn, key.tenant, conversation_id)

@@ -96,6 +96,11 @@ def vapi_tool_calls(body: Any) -> tuple[list[ToolCall], str | None]:
         raise ApiError(
             422, "invalid_payload", "expected a Vapi tool-calls message", path="message.type"
         )
+    for name in ("toolCallList", "toolWithToolCallList"):
+        if not isinstance(message.get(name) or [], list):
+            raise ApiError(422, "invalid_payload", f"{name} must be a list", path=f"message.{name}")
+    if not isinstance(message.get("call") or {}, dict):
+        raise ApiError(422, "invalid_payload", "call must be an object", path="message.call")
     calls: dict[str, ToolCall] = {}
     for index, raw in enumerate(message.get("toolCallList") or []):
         call = _tool_call(raw, f"message.toolCallList[{index}]")

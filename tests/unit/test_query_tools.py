@@ -98,6 +98,10 @@ def test_vapi_tool_calls_accept_both_lists_and_string_arguments() -> None:
         {"type": "tool-calls", "toolCallList": [{"name": "s"}]},
         {"type": "tool-calls", "toolCallList": [{"id": "a", "arguments": "{nope"}]},
         {"type": "tool-calls", "toolCallList": [{"id": "a", "arguments": [1]}]},
+        {"type": "tool-calls", "toolCallList": 5},
+        {"type": "tool-calls", "toolCallList": "a"},
+        {"type": "tool-calls", "toolWithToolCallList": {"toolCall": {}}},
+        {"type": "tool-calls", "call": "x", "toolCallList": [{"id": "a", "arguments": {}}]},
     ],
 )
 def test_vapi_messages_that_are_not_tool_calls_are_refused(message: dict[str, Any]) -> None:

@@ -166,6 +166,7 @@ async def test_conversations_come_with_their_transcript(client: httpx.AsyncClien
     assert conversation["user"] == USER
     assert [t["role"] for t in conversation["turns"]] == ["agent", "user", "agent", "user"]
     assert (await client.get("/v1/conversations/nope")).status_code == 404
+    assert (await client.get("/v1/conversations/%00")).status_code == 404  # no database error
 
 
 async def test_another_tenants_key_sees_none_of_it(client: httpx.AsyncClient, db: Any) -> None:
