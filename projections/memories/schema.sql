@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS memories (
 CREATE INDEX IF NOT EXISTS memories_by_subject
     ON memories (tenant, subject, salience DESC) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS memories_search ON memories USING gin (search);
+-- Search reads which of one user's superseded and retracted memories cite a passage.
+CREATE INDEX IF NOT EXISTS memories_inactive_by_subject
+    ON memories (tenant, subject) WHERE state <> 'active';
 
 -- One row per memory.reinforced event: the count is their number, so a redelivered
 -- event counts once.

@@ -261,24 +261,30 @@ _PASSAGES_SQL = """
 WITH wanted AS (
     SELECT * FROM unnest(%(conversations)s::text[], %(seqs)s::integer[])
              AS w(conversation_id, seq)
+), cited AS MATERIALIZED (
+    -- The user's citations of the candidates' conversations, read once per search:
+    -- active memories through memories_by_subject, the others through
+    -- memories_inactive_by_subject (never a scan of the tenant's memories).
+    SELECT c->>'conversation_id' AS conversation_id, t.seq::integer AS seq,
+           m.memory_id, m.state, m.content IS NOT NULL AS said
+      FROM (SELECT memory_id, state, content, provenance FROM memories.memories
+             WHERE tenant = %(tenant)s AND subject = %(subject)s AND state = 'active'
+            UNION ALL
+            SELECT memory_id, state, content, provenance FROM memories.memories
+             WHERE tenant = %(tenant)s AND subject = %(subject)s AND state <> 'active') m
+      CROSS JOIN LATERAL jsonb_array_elements(m.provenance) AS c
+      CROSS JOIN LATERAL jsonb_array_elements_text(c->'turns') AS t(seq)
+     WHERE c->>'conversation_id' = ANY(%(conversations)s::text[])
 )
 SELECT p.conversation_id, p.seq, p.role, p.text, p.spoken_at,
-       (SELECT array_agg(m.memory_id ORDER BY m.memory_id) FILTER (WHERE m.state = 'active')
-          FROM memories.memories m,
-               LATERAL jsonb_array_elements(m.provenance) AS cited
-         WHERE m.tenant = p.tenant AND m.subject = p.subject AND m.content IS NOT NULL
-           AND cited->>'conversation_id' = p.conversation_id
-           AND cited->'turns' @> to_jsonb(p.seq)) AS active,
+       (SELECT array_agg(x.memory_id ORDER BY x.memory_id) FROM cited x
+         WHERE x.conversation_id = p.conversation_id AND x.seq = p.seq
+           AND x.state = 'active' AND x.said) AS active,
        -- Stale: what was said around it (its window) is cited by superseded or retracted
        -- memories only.
-       (SELECT bool_or(m.state <> 'active') AND NOT bool_or(m.state = 'active')
-          FROM memories.memories m,
-               LATERAL jsonb_array_elements(m.provenance) AS cited
-         WHERE m.tenant = p.tenant AND m.subject = p.subject
-           AND cited->>'conversation_id' = p.conversation_id
-           AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(cited->'turns') AS t(seq)
-                        WHERE t.seq::integer BETWEEN p.seq - %(window)s
-                                                 AND p.seq + %(window)s)) AS stale
+       (SELECT bool_or(x.state <> 'active') AND NOT bool_or(x.state = 'active') FROM cited x
+         WHERE x.conversation_id = p.conversation_id
+           AND x.seq BETWEEN p.seq - %(window)s AND p.seq + %(window)s) AS stale
   FROM wanted w
   JOIN conversations.passages p
     ON p.tenant = %(tenant)s AND p.subject = %(subject)s
