@@ -7,8 +7,8 @@ and 1,000,000 memories. Users hold 10-2,000 memories each (heavy-tailed, as in
 bench_memories). Memory texts come from a bank of realistic sentences (facts,
 preferences, plans, problems, habits, events, each with varied slots) embedded by the
 real local model; each memory's vector is its sentence's plus small noise (cosine about
-0.95), so near-duplicates and links exist as in real data. The model's HNSW index is
-built the way the embeddings projection builds it (``caught_up``).
+0.95), so near-duplicates and links exist as in real data. The model's HNSW index and the
+passages' index by user are built the way the projections build them (``caught_up``).
 
 Passages (what was said) come with them: 10 per memory, so at 100,000 memories the
 tenant holds 1,000,000 passages, each user 10 per memory of theirs (100-20,000, heavy
@@ -989,13 +989,16 @@ async def _drop_index(conn: AsyncConnection[Any]) -> None:
 
 
 async def _build_index(conn: AsyncConnection[Any]) -> None:
-    """The model's HNSW index, by the embeddings projection's own code path."""
-    schema = version_schema(EmbeddingsProjection.name, 1)
-    async with conn.transaction():
-        await conn.execute(
-            sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema))
-        )
-        await EmbeddingsProjection().caught_up(conn)
+    """The indexes the projections build once caught up, by their own code paths: the
+    model's HNSW index (embeddings) and the index that finds a user's passages
+    (conversations)."""
+    for projection in (EmbeddingsProjection(), ConversationsProjection()):
+        schema = version_schema(projection.name, 1)
+        async with conn.transaction():
+            await conn.execute(
+                sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema))
+            )
+            await projection.caught_up(conn)
 
 
 @asynccontextmanager
