@@ -872,31 +872,10 @@ async def run(ctx: BenchmarkContext) -> list[Figure]:
         sum(len(d.questions) for d in dialogues),
     )
 
-    await ensure_topics(settings)
-    async with await AsyncConnection.connect(settings.require_database(), autocommit=True) as db:
-        await tenants.create_tenant(db, TENANT, "Recall", default_region="US")
-        for platform, secret in SECRETS.items():
-            await tenants.add_webhook_secret(db, TENANT, platform, secret)
-        token = (await tenants.issue_api_key(db, TENANT, "bench_recall")).token
-
+    token = await recall_tenant(settings, "bench_recall")
     with tempfile.TemporaryDirectory(prefix="bench-recall-") as scratch:
         async with _ingest_service(settings, Path(scratch), command=("run",)) as service:
-            began = time.perf_counter()
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{service.port}", timeout=30
-            ) as ingest:
-                await _post_all(ingest, token, dialogues)
-            posted = time.perf_counter()
-            async with await AsyncConnection.connect(
-                settings.require_database(), autocommit=True
-            ) as db:
-                counts = await _until_processed(settings, db, len(conversations))
-                processed = time.perf_counter()
-                await _verify_turns(db, dialogues)
-            logger.info(
-                "posted %d conversations in %.1f s, processed in %.1f s more: %s",
-                len(conversations), posted - began, processed - posted, counts,
-            )  # fmt: skip
+            counts = await post_and_process(settings, service.port, token, dialogues)
             async with _query_service(settings) as base:
                 asked, modes = await _ask_all(base, token, dialogues)
 
@@ -920,6 +899,37 @@ async def run(ctx: BenchmarkContext) -> list[Figure]:
         ),
     }
     return _figures(ctx, asked, list(modes), params)
+
+
+async def recall_tenant(settings: Settings, key_name: str) -> str:
+    """The benchmark's topics, its tenant with a secret per platform, and an API key."""
+    await ensure_topics(settings)
+    async with await AsyncConnection.connect(settings.require_database(), autocommit=True) as db:
+        await tenants.create_tenant(db, TENANT, "Recall", default_region="US")
+        for platform, secret in SECRETS.items():
+            await tenants.add_webhook_secret(db, TENANT, platform, secret)
+        return (await tenants.issue_api_key(db, TENANT, key_name)).token
+
+
+async def post_and_process(
+    settings: Settings, port: int, token: str, dialogues: Sequence[Dialogue]
+) -> dict[str, int]:
+    """Every conversation posted to the ingest service on ``port``; wait until projected,
+    check the turns against the corpus; return the read models' counts."""
+    conversations = sum(len(d.conversations) for d in dialogues)
+    began = time.perf_counter()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as ingest:
+        await _post_all(ingest, token, dialogues)
+    posted = time.perf_counter()
+    async with await AsyncConnection.connect(settings.require_database(), autocommit=True) as db:
+        counts = await _until_processed(settings, db, conversations)
+        processed = time.perf_counter()
+        await _verify_turns(db, dialogues)
+    logger.info(
+        "posted %d conversations in %.1f s, processed in %.1f s more: %s",
+        conversations, posted - began, processed - posted, counts,
+    )  # fmt: skip
+    return counts
 
 
 async def _post_all(ingest: httpx.AsyncClient, token: str, dialogues: Sequence[Dialogue]) -> None:

@@ -29,30 +29,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from psycopg import AsyncConnection
 
 from infra import local
 from infra.migrate import migrate
 from projections.embeddings.local import LocalEmbedder
 from schemas.envelope import utc_now
-from services import tenants
 from services.query.app import hit_json
 from services.query.search import SearchQuery, SearchWeights, search_memories
 from streams.settings import Settings
-from streams.topics import ensure_topics
 from tests.benchmarks.bench_ingest import _ingest_service
 from tests.benchmarks.bench_recall import (
     CORPUS_DIR,
     LIMIT,
-    SECRETS,
     TENANT,
     Dialogue,
     Score,
-    _post_all,
-    _until_processed,
     assign_stand_ins,
     load_corpora,
+    post_and_process,
+    recall_tenant,
     score,
     summarise,
 )
@@ -81,25 +77,10 @@ def parse_setting(text: str) -> SearchWeights:
 
 async def load(settings: Settings, dialogues: Sequence[Dialogue]) -> None:
     """Post every conversation through the real services and wait until projected."""
-    await ensure_topics(settings)
-    async with await AsyncConnection.connect(settings.require_database(), autocommit=True) as db:
-        await tenants.create_tenant(db, TENANT, "Recall", default_region="US")
-        for platform, secret in SECRETS.items():
-            await tenants.add_webhook_secret(db, TENANT, platform, secret)
-        token = (await tenants.issue_api_key(db, TENANT, "tune_recall")).token
+    token = await recall_tenant(settings, "tune_recall")
     with tempfile.TemporaryDirectory(prefix="tune-recall-") as scratch:
         async with _ingest_service(settings, Path(scratch), command=("run",)) as service:
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{service.port}", timeout=30
-            ) as ingest:
-                await _post_all(ingest, token, dialogues)
-            async with await AsyncConnection.connect(
-                settings.require_database(), autocommit=True
-            ) as db:
-                counts = await _until_processed(
-                    settings, db, sum(len(d.conversations) for d in dialogues)
-                )
-    logger.info("loaded: %s", counts)
+            await post_and_process(settings, service.port, token, dialogues)
 
 
 async def evaluate(
