@@ -1,6 +1,6 @@
 """The single point every personal text field passes through on its way to and from the wire.
 
-Erasure in memstream is crypto-shredding (DESIGN.md, "Privacy"): personal fields
+Erasure in memstream is crypto-shredding (docs/architecture.md, "Events"): personal fields
 are to be encrypted with a per-user key, and ``user.forgotten`` destroys the key.
 So that encryption can be added in one place later, every personal text field is
 typed :data:`PersonalText`, and that type calls the process-wide

@@ -7,7 +7,7 @@ otherwise. ``SignatureError.code`` is machine-readable (for the response and a
 counter); its message is safe to send back to the client, so it never contains a
 secret, an expected digest, or the presented credential.
 
-Schemes (see PLATFORMS.md):
+Schemes (the routes that use them: docs/ingest.md, "Routes"):
 
 - ElevenLabs: ``ElevenLabs-Signature: t=<unix s>,v0=<hex>[,v0=<hex>...]``,
   ``v0 = HMAC-SHA256(secret, f"{t}." + body)``.
@@ -277,8 +277,8 @@ def verify_retell(
 
     The signed message follows Retell's official SDKs (``retell-sdk`` for Python and
     TypeScript, ``webhook_auth``): ``HMAC-SHA256(api_key, body + str(v))`` in hex, the
-    timestamp appended to the body with no separator. PLATFORMS.md marks this as
-    unconfirmed against Retell's own documentation, and no source was found for any
+    timestamp appended to the body with no separator. This order is unconfirmed
+    against Retell's own documentation, and no source was found for any
     other order, so no other reading is accepted. The SDKs verify a JSON string the
     caller re-serialises; this function verifies the raw bytes, which is the same
     thing as long as Retell signs exactly the body it sends.

@@ -19,7 +19,7 @@ and, for memories, **graph**: one hop from the best fused memories along the lin
 (cosine >= 0.8 neighbours), ranked by link weight times the seed's fused score.
 
 The fused score, normalised so a document first in both lists has relevance 1, is the
-``similarity`` term of DESIGN.md's composite score:
+``similarity`` term of the composite score (docs/query.md, "Ranking"):
 
     memory:  0.6 * relevance + 0.2 * decayed salience + 0.1 * recency + 0.1 * link weight
     passage: 0.6 * relevance + 0.2 * passage_salience + 0.1 * recency
@@ -67,7 +67,7 @@ Key = uuid.UUID | tuple[str, int]
 
 @dataclass(frozen=True)
 class SearchWeights:
-    """How the lists are fused and the composite score weighted (DESIGN.md defaults)."""
+    """How the lists are fused and the composite score weighted (docs/query.md)."""
 
     similarity: float = 0.6
     salience: float = 0.2
