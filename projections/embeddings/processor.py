@@ -156,12 +156,7 @@ class EmbeddingProcessor(Projection):
             out.append(
                 EmbeddingComputed.create(
                     id=derived_event_id("embedding.computed", str(memory_id), model),
-                    tenant=memory.tenant,
-                    subject=memory.subject,
-                    source=Source(platform="memstream", event_id=str(memory.id)),
-                    occurred_at=memory.occurred_at,
-                    correlation_id=memory.correlation_id,
-                    causation_id=memory.id,
+                    **_caused_by(memory),
                     data={
                         "memory_id": memory_id,
                         "model": model,
@@ -179,12 +174,7 @@ class EmbeddingProcessor(Projection):
                         id=derived_event_id(
                             "passages.embedded", str(ended.id), model, str(chunk[0].seq)
                         ),
-                        tenant=ended.tenant,
-                        subject=ended.subject,
-                        source=Source(platform="memstream", event_id=str(ended.id)),
-                        occurred_at=ended.occurred_at,
-                        correlation_id=ended.correlation_id,
-                        causation_id=ended.id,
+                        **_caused_by(ended),
                         data={
                             "conversation_id": ended.data.conversation_id,
                             "model": model,
@@ -206,3 +196,16 @@ class EmbeddingProcessor(Projection):
         if self._log is None:
             raise RuntimeError("the embedding processor appends events: open() it first")
         await self._log.append_many(prepared)
+
+
+def _caused_by(event: Event) -> dict[str, Any]:
+    """The envelope of an event this processor derives from ``event``: same tenant,
+    subject, time and conversation, caused by it."""
+    return {
+        "tenant": event.tenant,
+        "subject": event.subject,
+        "source": Source(platform="memstream", event_id=str(event.id)),
+        "occurred_at": event.occurred_at,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.id,
+    }
