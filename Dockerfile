@@ -34,7 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 
 RUN groupadd --system --gid 10001 memstream \
-    && useradd --system --uid 10001 --gid memstream --create-home --home-dir /home/memstream memstream
+    && useradd --system --uid 10001 --gid memstream --create-home --home-dir /home/memstream memstream \
+    && install -d -o memstream -g memstream -m 700 /var/lib/memstream
 
 COPY --from=build /opt/venv /opt/venv
 
@@ -46,7 +47,7 @@ WORKDIR /home/memstream
 # Prometheus /metrics (MEMSTREAM_METRICS_PORT), ingest (MEMSTREAM_INGEST_PORT) and query
 # (MEMSTREAM_QUERY_PORT). A service bound to loopback inside a container cannot be
 # published, so the image listens on every interface.
-ENV MEMSTREAM_INGEST_HOST=0.0.0.0 MEMSTREAM_QUERY_HOST=0.0.0.0
+ENV MEMSTREAM_INGEST_HOST=0.0.0.0 MEMSTREAM_QUERY_HOST=0.0.0.0 MEMSTREAM_METRICS_HOST=0.0.0.0
 EXPOSE 9464 8080 8081
 
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \

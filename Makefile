@@ -17,7 +17,7 @@ help:
 	@echo "make infra-down   stop what infra-up started"
 	@echo "make infra-status show the endpoints and whether they answer"
 	@echo "make schemas      regenerate the JSON Schema files from the event models"
-	@echo "make openapi      regenerate docs/openapi/query.json from the query service"
+	@echo "make openapi      regenerate docs/openapi/{query,ingest}.json from the services"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "memstream needs Python 3.11+ ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -60,6 +60,7 @@ schemas: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/python -m services.query.openapi
+	$(BIN)/python -m services.ingest.openapi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ each; and the registry of them."""
 from collections.abc import Mapping
 from typing import Any
 
+from projections.audit import AuditProjection
 from projections.conversations import ConversationsProjection
 from projections.embeddings.processor import EmbeddingProcessor
 from projections.embeddings.projection import EmbeddingsProjection
@@ -14,7 +15,7 @@ from streams.projection import Projection
 from streams.settings import Settings
 
 #: Every projection memstream runs, by name (what `memstream run` starts).
-PROJECTIONS: dict[str, type[Projection]] = {
+PROJECTIONS: dict[str, type[Projection[Any]]] = {
     ConversationsProjection.name: ConversationsProjection,
     MemoriesProjection.name: MemoriesProjection,
     ExtractionProcessor.name: ExtractionProcessor,
@@ -22,10 +23,13 @@ PROJECTIONS: dict[str, type[Projection]] = {
     EmbeddingsProjection.name: EmbeddingsProjection,
     SummaryProcessor.name: SummaryProcessor,
     SummariesProjection.name: SummariesProjection,
+    AuditProjection.name: AuditProjection,
 }
 
 
-def build(name: str, settings: Settings, config: Mapping[str, Any] | None = None) -> Projection:
+def build(
+    name: str, settings: Settings, config: Mapping[str, Any] | None = None
+) -> Projection[Any]:
     """Projection `name` as one of its versions runs it: the settings, overridden by the
     version's recorded ``config["settings"]`` (see ``streams.versions.config``)."""
     overrides = dict((config or {}).get("settings") or {})

@@ -12,11 +12,16 @@ imports it. Typical use::
 """
 
 from schemas.codec import (
+    ERASED,
     IdentityCodec,
     PersonalDataCodec,
+    PersonalJSON,
+    PersonalJSONArray,
     PersonalText,
+    SubjectSealingCodec,
     get_personal_codec,
     set_personal_codec,
+    subject_sealing_codec,
 )
 from schemas.envelope import (
     EVENT_TYPES,
@@ -31,6 +36,7 @@ from schemas.envelope import (
     new_event_id,
     readable_versions,
     registered_types,
+    tenant_event_id,
     upcaster_for,
     upcasts_from,
     utc_now,
@@ -67,10 +73,17 @@ from schemas.events import (
     UserForgotten,
     UserForgottenData,
 )
-from schemas.exceptions import EventDecodeError, InvalidEvent, MalformedEvent, UnknownEventType
-from schemas.wire import decode_event, encode_event
+from schemas.exceptions import (
+    EventDecodeError,
+    InvalidEvent,
+    MalformedEvent,
+    SubjectErased,
+    UnknownEventType,
+)
+from schemas.wire import decode_event, encode_event, event_key
 
 __all__ = [
+    "ERASED",
     "EVENT_TYPES",
     "LOGICAL_TOPICS",
     "MEMSTREAM_NAMESPACE",
@@ -103,9 +116,13 @@ __all__ = [
     "PassagesEmbedded",
     "PassagesEmbeddedData",
     "PersonalDataCodec",
+    "PersonalJSON",
+    "PersonalJSONArray",
     "PersonalText",
     "Provenance",
     "Source",
+    "SubjectErased",
+    "SubjectSealingCodec",
     "SummaryGenerated",
     "SummaryGeneratedData",
     "SummaryInputs",
@@ -119,11 +136,14 @@ __all__ = [
     "derived_event_id",
     "encode_event",
     "event_class",
+    "event_key",
     "get_personal_codec",
     "new_event_id",
     "readable_versions",
     "registered_types",
     "set_personal_codec",
+    "subject_sealing_codec",
+    "tenant_event_id",
     "upcaster_for",
     "upcasts_from",
     "utc_now",

@@ -1,53 +1,86 @@
-"""The single point every personal text field passes through on its way to and from the wire.
+"""The single point every personal field passes through on its way to and from the wire.
 
-Erasure in memstream is crypto-shredding (docs/architecture.md, "Events"): personal fields
-are to be encrypted with a per-user key, and ``user.forgotten`` destroys the key.
-So that encryption can be added in one place later, every personal text field is
-typed :data:`PersonalText`, and that type calls the process-wide
+Erasure in memstream is crypto-shredding (docs/architecture.md, "Personal data and
+erasure"): personal fields are encrypted with a key of the subject's own, and erasing the
+subject destroys the key. Every personal field is typed :data:`PersonalText` (a string),
+:data:`PersonalJSON` (an object) or :data:`PersonalJSONArray` (an array: a transcript),
+the last two stored as one value; those types call the process-wide
 :class:`PersonalDataCodec`:
 
 - ``encode(subject, text)`` when an event is serialised for the wire
-  (:func:`schemas.wire.encode_event`);
+  (:func:`schemas.wire.encode_event`); a :data:`PersonalJSON` object or
+  :data:`PersonalJSONArray` array is written as JSON text first, and its stored form (a
+  string) replaces it;
 - ``decode(subject, text)`` when an event is validated from the wire
-  (:func:`schemas.wire.decode_event`).
+  (:func:`schemas.wire.decode_event`); such a string is decoded and parsed back (an
+  object or array on the wire is taken as it is), then validated as the field's type. A
+  field's own constraints (an E.164 pattern, a minimum length) are checked on the decoded
+  value.
+
+An empty value (``""``, ``{}``, ``[]``) holds nothing to hide: it never reaches the
+codec, and is stored and read as it is.
 
 The codec runs only when the pydantic (de)serialisation context says
 ``{"wire": True, "subject": ...}``. Events built in Python code and
-``model_dump()`` without that context see plain text, so nothing is encoded twice.
+``model_dump()`` without that context see plain values, so nothing is encoded twice.
 
-A codec that cannot decode a value (for instance because the user's key was
-shredded) should raise ``ValueError`` — the decode then fails as
-:class:`schemas.exceptions.InvalidEvent` — or return a redaction marker if readers
-should keep going.
+What ``decode`` must do with what it did not write or cannot read:
+
+- a value it did not produce (plain text, written before encryption) comes back as it is;
+- a value whose key was destroyed (the subject was erased) comes back as
+  :data:`ERASED`; a :data:`PersonalJSON` field then decodes as ``{}``, a
+  :data:`PersonalJSONArray` field as ``[]``;
+- a value it cannot read otherwise raises ``ValueError``: the decode fails as
+  :class:`schemas.exceptions.InvalidEvent`.
+
+A codec that is also a :class:`SubjectSealingCodec` protects the envelope's subject too:
+:func:`schemas.wire.encode_event` stores ``seal_subject(subject)`` instead of the
+subject, the record's Kafka key is ``pseudonym(subject)`` (:func:`schemas.wire.event_key`),
+and :func:`schemas.wire.decode_event` opens the subject with ``open_subject`` before
+anything else. The identity codec (the default) and a codec with only ``encode`` and
+``decode`` leave the subject and the key as they are.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
+import orjson
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     GetJsonSchemaHandler,
     PlainSerializer,
     SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
+    WrapSerializer,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 __all__ = [
+    "ERASED",
     "PERSONAL_JSON_SCHEMA_KEY",
     "IdentityCodec",
     "PersonalDataCodec",
+    "PersonalJSON",
+    "PersonalJSONArray",
     "PersonalText",
+    "SubjectSealingCodec",
     "get_personal_codec",
     "set_personal_codec",
+    "subject_sealing_codec",
     "wire_context",
 ]
 
 #: Marks personal fields in the generated JSON Schemas, so a reader in another
-#: language knows which strings went through the codec.
+#: language knows which values went through the codec.
 PERSONAL_JSON_SCHEMA_KEY = "x-memstream-personal"
+
+#: What ``decode`` returns for a value whose key was destroyed (the subject was erased).
+ERASED = "[erased]"
 
 
 @runtime_checkable
@@ -63,8 +96,29 @@ class PersonalDataCodec(Protocol):
         ...
 
 
+@runtime_checkable
+class SubjectSealingCodec(PersonalDataCodec, Protocol):
+    """A codec that also keeps the subject itself out of the log's bytes."""
+
+    def pseudonym(self, subject: str) -> str:
+        """A stable keyed hash of ``subject``: the record key of its events."""
+        ...
+
+    def seal_subject(self, subject: str, *, erasure_record: bool = False) -> str:
+        """The stored form of the envelope's ``subject`` (``tenant/<sealed>``, so it keeps
+        the shape of a subject). ``erasure_record``: the subject of a ``user.forgotten``,
+        sealed with a key that erasure does not destroy."""
+        ...
+
+    def open_subject(self, stored: str) -> tuple[str, datetime | None] | None:
+        """The subject of a stored ``subject`` (sealed or plain) and the time of its latest
+        erasure (None: never erased); None when the key that sealed it was destroyed.
+        Raises ``ValueError`` when it cannot be read otherwise."""
+        ...
+
+
 class IdentityCodec:
-    """Stores personal text as it is (the default until per-user encryption exists)."""
+    """Stores personal text as it is (the default until a process installs encryption)."""
 
     def encode(self, subject: str, value: str) -> str:
         return value
@@ -79,16 +133,18 @@ class IdentityCodec:
 _codec: PersonalDataCodec = IdentityCodec()
 # Cached so the hot decode path does not pay for a codec that does nothing.
 _codec_is_identity = True
+_sealing: SubjectSealingCodec | None = None
 
 
 def set_personal_codec(codec: PersonalDataCodec) -> PersonalDataCodec:
     """Install ``codec`` for the whole process and return the previous one (to restore it)."""
-    global _codec, _codec_is_identity
+    global _codec, _codec_is_identity, _sealing
     if not isinstance(codec, PersonalDataCodec):
         raise TypeError(f"{codec!r} does not implement PersonalDataCodec (encode/decode)")
     previous = _codec
     _codec = codec
     _codec_is_identity = type(codec) is IdentityCodec
+    _sealing = codec if isinstance(codec, SubjectSealingCodec) else None
     return previous
 
 
@@ -97,8 +153,13 @@ def get_personal_codec() -> PersonalDataCodec:
     return _codec
 
 
+def subject_sealing_codec() -> SubjectSealingCodec | None:
+    """The installed codec if it seals subjects (see :class:`SubjectSealingCodec`)."""
+    return _sealing
+
+
 def wire_context(subject: str) -> dict[str, Any]:
-    """The pydantic context under which personal text is (de)coded for ``subject``."""
+    """The pydantic context under which personal values are (de)coded for ``subject``."""
     return {"wire": True, "subject": subject}
 
 
@@ -113,17 +174,55 @@ def _wire_subject(context: Any) -> str | None:
 
 
 def _decode_personal(value: str, info: ValidationInfo) -> str:
-    if _codec_is_identity:
+    # Plain text (the identity codec, or written before encryption) costs nothing more.
+    if _codec_is_identity or not value:
         return value
-    subject = _wire_subject(info.context)
-    return value if subject is None else _codec.decode(subject, value)
+    context = info.context
+    if context is not None and context.get("wire"):  # _wire_subject, inlined: hot path
+        subject = context.get("subject")
+        if isinstance(subject, str):
+            return _codec.decode(subject, value)
+    _wire_subject(context)  # a wire context without a subject: refused there
+    return value
 
 
 def _encode_personal(value: str, info: SerializationInfo) -> str:
-    if _codec_is_identity:
+    if _codec_is_identity or not value:
         return value
     subject = _wire_subject(info.context)
     return value if subject is None else _codec.encode(subject, value)
+
+
+def _decode_personal_json(value: Any, info: ValidationInfo, erased: Any) -> Any:
+    # An object on the wire was stored plain (identity codec, or before encryption).
+    if _codec_is_identity or not isinstance(value, str):
+        return value
+    subject = _wire_subject(info.context)
+    if subject is None:
+        return value
+    text = _codec.decode(subject, value)
+    # Not JSON: orjson's error is a ValueError, so the field fails validation.
+    return erased if text == ERASED else orjson.loads(text)
+
+
+def _decode_personal_object(value: Any, info: ValidationInfo) -> Any:
+    return _decode_personal_json(value, info, {})
+
+
+def _decode_personal_array(value: Any, info: ValidationInfo) -> Any:
+    return _decode_personal_json(value, info, [])
+
+
+def _encode_personal_json(
+    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+) -> Any:
+    plain = handler(value)
+    if _codec_is_identity or not plain:
+        return plain  # an empty object holds nothing to hide, and decodes as itself
+    subject = _wire_subject(info.context)
+    if subject is None:
+        return plain
+    return _codec.encode(subject, orjson.dumps(plain).decode())
 
 
 class _PersonalJsonSchema:
@@ -135,6 +234,17 @@ class _PersonalJsonSchema:
         return schema
 
 
+class _PersonalObjectJsonSchema:
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The object, or the codec's stored form of its JSON text.
+        return {
+            "anyOf": [handler(core_schema), {"type": "string"}],
+            PERSONAL_JSON_SCHEMA_KEY: True,
+        }
+
+
 PersonalText = Annotated[
     str,
     AfterValidator(_decode_personal),
@@ -142,3 +252,23 @@ PersonalText = Annotated[
     _PersonalJsonSchema(),
 ]
 """A string holding a user's personal data; stored through the personal codec."""
+
+_T = TypeVar("_T")
+
+PersonalJSON = Annotated[
+    _T,
+    BeforeValidator(_decode_personal_object),
+    WrapSerializer(_encode_personal_json),
+    _PersonalObjectJsonSchema(),
+]
+"""An object holding a user's personal data (``PersonalJSON[dict[str, Any]]``); stored
+through the personal codec as its JSON text, as one value. Erased, it reads ``{}``."""
+
+PersonalJSONArray = Annotated[
+    _T,
+    BeforeValidator(_decode_personal_array),
+    WrapSerializer(_encode_personal_json),
+    _PersonalObjectJsonSchema(),
+]
+"""An array holding a user's personal data (``PersonalJSONArray[tuple[Turn, ...]]``), as
+one value like :data:`PersonalJSON`. Erased, it reads ``[]``."""

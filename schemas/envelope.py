@@ -11,6 +11,7 @@ class marked with :func:`upcasts_from`, which turns the ``data`` dict of version
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ __all__ = [
     "new_event_id",
     "readable_versions",
     "registered_types",
+    "tenant_event_id",
     "upcaster_for",
     "upcasts_from",
     "utc_now",
@@ -49,6 +51,8 @@ TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # The tenant part is checked against the ``tenant`` field by Event itself; the
 # pattern only documents the shape in the JSON Schema.
 SUBJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}/.+$"
+
+_TENANT_RE = re.compile(TENANT_PATTERN)
 
 Tenant = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
 Subject = Annotated[str, StringConstraints(pattern=SUBJECT_PATTERN)]
@@ -112,7 +116,8 @@ def derived_event_id(*parts: str) -> uuid.UUID:
     """Return the UUIDv5 of ``parts`` under :data:`MEMSTREAM_NAMESPACE`.
 
     Used wherever a redelivery or a reprocessing must give the same id, e.g.
-    ``derived_event_id("elevenlabs", "conversation.ended", conversation_id)``.
+    ``derived_event_id("memory", str(event.id), content)``; a key from outside
+    memstream (a platform's call id) goes through :func:`tenant_event_id`.
     """
     if not parts:
         raise ValueError("derived_event_id needs at least one part")
@@ -123,6 +128,21 @@ def derived_event_id(*parts: str) -> uuid.UUID:
             # ("a\x1fb",) and ("a", "b") would otherwise collide.
             raise ValueError("derived_event_id parts must not contain the \\x1f separator")
     return uuid.uuid5(MEMSTREAM_NAMESPACE, _ID_SEPARATOR.join(parts))
+
+
+def tenant_event_id(tenant: str, *parts: str) -> uuid.UUID:
+    """Return the derived id of an event keyed by an upstream key, scoped to ``tenant``.
+
+    ``derived_event_id(tenant, *parts)``: the same platform call sent to two tenants
+    (staging and production) is two events, e.g. ``tenant_event_id("acme",
+    "elevenlabs", "post_call_transcription", conversation_id)``. Webhook events got
+    ``derived_event_id(platform, ...)`` before: those stay in the log as they are.
+    """
+    if not isinstance(tenant, str) or not _TENANT_RE.fullmatch(tenant):
+        raise ValueError(f"tenant_event_id needs a tenant id, got {tenant!r}")
+    if not parts:
+        raise ValueError("tenant_event_id needs an upstream key after the tenant")
+    return derived_event_id(tenant, *parts)
 
 
 def utc_now() -> datetime:
@@ -225,6 +245,15 @@ class Event(BaseModel):
 
     topic: ClassVar[str]
     """Logical topic, one of :data:`LOGICAL_TOPICS`; ``streams`` adds the prefix."""
+
+    @property
+    def began(self) -> datetime:
+        """When what the event is about began: for an event about a call, when the call
+        began (a type whose time is not that says so, e.g. ``conversation.ended``); else
+        the event's own time. An erasure covers the event when it is at or after this: a
+        call that began at or before a user's erasure is the forgotten user's, whenever it
+        ended, and one that begins after it is a new relationship."""
+        return self.occurred_at
 
     @model_validator(mode="after")
     def _subject_belongs_to_tenant(self) -> Self:

@@ -3,18 +3,22 @@
 Grouped by logical topic. Adding a field, removing one or changing its meaning
 is a new version: bump ``v``, change the payload model, and add a static method
 marked ``@upcasts_from(old_v)`` that rewrites the old ``data`` dict. Stored
-events are never rewritten; readers upcast on read.
+events are never rewritten; readers upcast on read. Whether a field is personal (sealed
+on the wire, ``schemas.codec``) is not part of its version: a sealed value and a plain
+one, written before, decode to the same event.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
-from schemas.codec import PersonalText
+from schemas.codec import ERASED, PersonalJSON, PersonalJSONArray, PersonalText
 from schemas.envelope import Event, EventData, upcasts_from
 
 __all__ = [
@@ -54,8 +58,19 @@ __all__ = [
     "UserForgottenData",
 ]
 
-E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{1,14}$")]
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _e164_or_erased(value: str) -> str:
+    # Checked on the decoded value; an erased number reads as the codec's marker.
+    if value != ERASED and not _E164.fullmatch(value):
+        raise ValueError("must be a phone number in E.164 form, e.g. +14155550123")
+    return value
+
+
+E164 = Annotated[PersonalText, AfterValidator(_e164_or_erased)]
+"""A phone number in E.164 form (``^\\+[1-9][0-9]{1,14}$``); personal."""
 
 Channel = Literal["phone", "web", "unknown"]
 TurnRole = Literal["user", "agent", "tool", "system"]
@@ -72,10 +87,11 @@ class ConversationStartedData(EventData):
     conversation_id: NonEmptyStr
     caller_phone: E164 | None = None
     """The caller's number in E.164 form, when the call came over the phone network."""
-    user_id: str | None = None
+    user_id: PersonalText | None = None
     """The caller's id in the customer's own system, when the platform passes one."""
     agent_id: str | None = None
-    dynamic_variables: dict[str, DynamicValue] = Field(default_factory=dict)
+    dynamic_variables: PersonalJSON[dict[str, DynamicValue]] = Field(default_factory=dict)
+    """What the platform fills the agent's prompt with: the caller's name, account..."""
     channel: Channel = "unknown"
 
 
@@ -91,14 +107,17 @@ class ConversationStarted(Event):
 class ToolCall(EventData):
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
-    result: PersonalText | None = None
+    """What the agent passed: the caller's details, what they asked for (personal: sealed
+    with the transcript, see ``ConversationEndedData.turns``)."""
+    result: str | None = None
     """What the tool answered; part of the transcript, so personal."""
 
 
 class Turn(EventData):
     role: TurnRole
-    text: PersonalText
-    """What was said; empty for a turn that only calls tools."""
+    text: str
+    """What was said; empty for a turn that only calls tools. Personal: sealed with the
+    transcript (``ConversationEndedData.turns``)."""
     offset_ms: int = Field(ge=0)
     """Milliseconds since the start of the conversation."""
     tool_calls: tuple[ToolCall, ...] = ()
@@ -108,10 +127,12 @@ class Analysis(EventData):
     """The platform's own post-call analysis."""
 
     summary: PersonalText | None = None
-    title: str | None = None
+    title: PersonalText | None = None
     successful: bool | None = None
-    data_collected: dict[str, Any] = Field(default_factory=dict)
-    evaluation: dict[str, Any] = Field(default_factory=dict)
+    data_collected: PersonalJSON[dict[str, Any]] = Field(default_factory=dict)
+    """The platform's data collection results: what the caller said, extracted."""
+    evaluation: PersonalJSON[dict[str, Any]] = Field(default_factory=dict)
+    """Evaluation criteria with the model's rationale, which quotes the call."""
 
 
 class ConversationEndedData(EventData):
@@ -121,11 +142,14 @@ class ConversationEndedData(EventData):
     duration_secs: float | None = Field(default=None, ge=0)
     status: str
     """The platform's final status, e.g. ``done``."""
-    turns: tuple[Turn, ...] = ()
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    turns: PersonalJSONArray[tuple[Turn, ...]] = ()
+    """The transcript: every turn's text, tool calls and results. Personal, and stored
+    through the codec as a whole (one value, not one per turn: opening it is on every
+    projection's hot path)."""
+    metadata: PersonalJSON[dict[str, Any]] = Field(default_factory=dict)
     """Platform metadata: cost, termination reason, phone numbers..."""
     analysis: Analysis | None = None
-    dynamic_variables: dict[str, Any] = Field(default_factory=dict)
+    dynamic_variables: PersonalJSON[dict[str, Any]] = Field(default_factory=dict)
 
 
 class ConversationEnded(Event):
@@ -135,6 +159,11 @@ class ConversationEnded(Event):
     v: Literal[2] = 2
     data: ConversationEndedData
     topic: ClassVar[str] = "conversations"
+
+    @property
+    def began(self) -> datetime:
+        """The start of the call: the event happens at its end."""
+        return self.data.started_at
 
     @staticmethod
     @upcasts_from(1)
@@ -171,9 +200,10 @@ def _turn_v1_to_v2(turn: dict[str, Any]) -> dict[str, Any]:
 
 class ConversationFailedData(EventData):
     conversation_id: NonEmptyStr
-    reason: str
+    reason: PersonalText
+    """The platform's message, which may quote the call or name the number."""
     failure_type: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: PersonalJSON[dict[str, Any]] = Field(default_factory=dict)
 
 
 class ConversationFailed(Event):
@@ -208,7 +238,7 @@ class MemoryAsserted(Event):
 
 class MemoryRetractedData(EventData):
     memory_id: uuid.UUID
-    reason: str | None = None
+    reason: PersonalText | None = None
 
 
 class MemoryRetracted(Event):
@@ -221,7 +251,7 @@ class MemoryRetracted(Event):
 
 
 class UserForgottenData(EventData):
-    reason: str | None = None
+    reason: PersonalText | None = None
     requested_by: str | None = None
 
 
@@ -270,6 +300,11 @@ class MemoryExtracted(Event):
     data: MemoryExtractedData
     topic: ClassVar[str] = "memories"
 
+    @property
+    def began(self) -> datetime:
+        """When the caller said it: the start of the call (``data.observed_at``)."""
+        return self.data.observed_at
+
 
 class MemoryReinforcedData(EventData):
     memory_id: uuid.UUID
@@ -285,6 +320,11 @@ class MemoryReinforced(Event):
     v: Literal[1] = 1
     data: MemoryReinforcedData
     topic: ClassVar[str] = "memories"
+
+    @property
+    def began(self) -> datetime:
+        """When the caller said it: the start of the call (``data.observed_at``)."""
+        return self.data.observed_at
 
 
 class MemorySupersededData(EventData):
@@ -302,6 +342,11 @@ class MemorySuperseded(Event):
     v: Literal[1] = 1
     data: MemorySupersededData
     topic: ClassVar[str] = "memories"
+
+    @property
+    def began(self) -> datetime:
+        """When the caller said it: the start of the call (``data.observed_at``)."""
+        return self.data.observed_at
 
 
 # ----------------------------------------------------------- derived by embedding (embeddings)
@@ -371,7 +416,8 @@ class PassagesEmbedded(Event):
 
     A long conversation's passages come in several events (at most
     ``PASSAGES_PER_EVENT`` each, so an event stays far below the broker's message limit);
-    recorded so rebuilds call no model."""
+    recorded so rebuilds call no model. Dated (``occurred_at``) when the conversation
+    began, like the memories found in it: an erasure at or after that covers them."""
 
     type: Literal["passages.embedded"] = "passages.embedded"
     v: Literal[1] = 1
@@ -393,8 +439,9 @@ class SummaryInputs(EventData):
     """The newest input event the summary includes: for a profile the last memory event
     of the user the summariser had applied, for a conversation its ``conversation.ended``."""
     as_of: AwareDatetime
-    """Event time of the newest input (``occurred_at``); an erasure at or after it covers
-    the summary."""
+    """When the newest input began (``Event.began``: a memory's observation, the start of
+    a conversation's call); also the summary's own ``occurred_at``. An erasure at or after
+    it covers the summary."""
 
 
 class SummaryGeneratedData(EventData):

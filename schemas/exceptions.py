@@ -20,7 +20,11 @@ UnknownEventType       ``unknown_version``  ``v`` is older than any version we c
 UnknownEventType       ``future_version``   ``v`` is newer than the latest version we know
 InvalidEvent           ``invalid_event``    the payload failed validation (see ``errors``)
 InvalidEvent           ``upcast_failed``    an upcaster could not read the old payload
+SubjectErased          ``subject_erased``   the event's subject was erased (user.forgotten)
 =====================  ===================  =================================================
+
+:class:`SubjectErased` is not a fault of the record: readers skip such an event
+(the projection runtime checkpoints past it) instead of dead-lettering it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "EventDecodeError",
     "InvalidEvent",
     "MalformedEvent",
+    "SubjectErased",
     "UnknownEventType",
     "ValidationErrorDetail",
 ]
@@ -114,3 +119,14 @@ class InvalidEvent(EventDecodeError):
             message, code=code, event_type=event_type, version=version, event_id=event_id
         )
         self.errors: list[ValidationErrorDetail] = list(errors)
+
+
+class SubjectErased(EventDecodeError):
+    """The event belongs to an erased subject: its key was destroyed, or it is dated at or
+    before the subject's latest erasure (docs/architecture.md, "Personal data and erasure").
+
+    Deterministic like every decode error, but not poison: what the event said is gone on
+    purpose, and a reader skips it.
+    """
+
+    default_code = "subject_erased"

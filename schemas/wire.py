@@ -2,7 +2,16 @@
 
 :func:`encode_event` is the only way an event should become bytes and
 :func:`decode_event` the only way bytes should become an event: both apply the
-personal text codec (:mod:`schemas.codec`) and decoding upcasts old versions.
+personal data codec (:mod:`schemas.codec`) and decoding upcasts old versions;
+:func:`event_key` is the record key an event is appended under.
+
+With a codec that seals subjects (:class:`schemas.codec.SubjectSealingCodec`), the
+subject is stored sealed and the key is its pseudonym, and an event of an erased subject
+does not decode: :class:`~schemas.exceptions.SubjectErased` when the key that sealed it
+was destroyed, or when what it is about began (``Event.began``: for a call, its start) at
+or before the subject's latest erasure — a late event derived from what came before the
+erasure, the end of a call under way at it, or one written before encryption.
+``user.forgotten`` itself is never erased: projections must apply it.
 
 Decoding is on every projection's hot path, so the common case — a record at
 the latest version of its type — costs one ``orjson.loads``, one dict lookup
@@ -12,10 +21,12 @@ happens only off that path.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from schemas import codec as _codec
 from schemas import events as _events  # noqa: F401  (defining the event classes registers them)
@@ -23,11 +34,15 @@ from schemas.envelope import _LATEST, _REGISTRY, _UPCASTERS, Event, _version_of
 from schemas.exceptions import (
     InvalidEvent,
     MalformedEvent,
+    SubjectErased,
     UnknownEventType,
     ValidationErrorDetail,
 )
 
-__all__ = ["decode_event", "encode_event"]
+__all__ = ["decode_event", "encode_event", "event_key"]
+
+#: The event type whose subject is sealed as an erasure record and never erased.
+_FORGOTTEN = "user.forgotten"
 
 _MAX_ERRORS_IN_MESSAGE = 5
 
@@ -36,13 +51,37 @@ def encode_event(event: Event) -> bytes:
     """Serialise ``event`` to its wire form: compact UTF-8 JSON, personal text encoded.
 
     UUIDs and datetimes become strings; datetimes are ISO-8601 with their offset
-    (``Z`` for UTC).
+    (``Z`` for UTC). An error of the codec (its key store unreachable) or of a value JSON
+    cannot hold (``orjson.JSONEncodeError``) propagates as it was raised; a value nested
+    too deep is pydantic's ``PydanticSerializationError``.
     """
     # pydantic turns the model into JSON-ready values (and applies the codec); orjson
     # writes the bytes, as it reads them in decode_event: one JSON library on the wire.
     # (pydantic-core's own writer measured ~25% faster on a 20-turn conversation;
     # encoding is off the projections' hot path, so we keep one library.)
-    return orjson.dumps(event.model_dump(mode="json", context=_codec.wire_context(event.subject)))
+    try:
+        record = event.model_dump(mode="json", context=_codec.wire_context(event.subject))
+    except PydanticSerializationError as exc:
+        # pydantic wraps what the codec raised (its key store unreachable, a value JSON
+        # cannot hold): callers act on the original. Its own errors (a value nested too
+        # deep) stay as pydantic raised them.
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, ValueError):
+            raise cause from None
+        raise
+    sealing = _codec.subject_sealing_codec()
+    if sealing is not None:
+        record["subject"] = sealing.seal_subject(
+            event.subject, erasure_record=event.type == _FORGOTTEN
+        )
+    return orjson.dumps(record)
+
+
+def event_key(event: Event) -> bytes:
+    """The record key of ``event``: its subject's pseudonym (the subject itself when the
+    codec does not seal subjects). One subject, one key: its events share a partition."""
+    sealing = _codec.subject_sealing_codec()
+    return (event.subject if sealing is None else sealing.pseudonym(event.subject)).encode()
 
 
 def decode_event(raw: bytes | bytearray | memoryview | str | dict[str, Any]) -> Event:
@@ -79,13 +118,48 @@ def decode_event(raw: bytes | bytearray | memoryview | str | dict[str, Any]) -> 
 
 def _validate(cls: type[Event], record: dict[str, Any], version_read: Any) -> Event:
     subject = record.get("subject")
+    erased_at: datetime | None = None
+    sealing = _codec.subject_sealing_codec()
+    if sealing is not None and isinstance(subject, str):
+        try:
+            opened = sealing.open_subject(subject)
+        except ValueError as exc:
+            raise InvalidEvent(
+                f"invalid {record.get('type')} v{version_read} event: subject: {exc}",
+                errors=[{"loc": ("subject",), "msg": str(exc), "type": "value_error"}],
+                event_type=_str_or_none(record.get("type")),
+                version=version_read if type(version_read) is int else None,
+                event_id=_id_of(record),
+            ) from None
+        if opened is None:
+            raise _erased(record, version_read, "the key that sealed it was destroyed")
+        plain, erased_at = opened
+        if plain != subject:
+            record = {**record, "subject": plain}  # a copy: the argument is never modified
+            subject = plain
     # Without a string subject the event is invalid anyway; validating without
     # the wire context reports that instead of failing inside the codec.
     context = _codec.wire_context(subject) if isinstance(subject, str) else None
     try:
-        return cls.model_validate(record, context=context)
+        event = cls.model_validate(record, context=context)
     except ValidationError as exc:
         raise _invalid(record, version_read, exc) from None
+    if erased_at is not None and event.began <= erased_at and event.type != _FORGOTTEN:
+        raise _erased(record, version_read, "what it is about began at or before the erasure")
+    return event
+
+
+def _erased(record: dict[str, Any], version: Any, why: str) -> SubjectErased:
+    return SubjectErased(
+        f"{record.get('type')} event of an erased subject: {why}",
+        event_type=_str_or_none(record.get("type")),
+        version=version if type(version) is int else None,
+        event_id=_id_of(record),
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _upcast(

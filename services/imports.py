@@ -6,21 +6,29 @@ A line is one platform payload, in the form the ingest service accepts as a webh
 --json`` writes it. Each line is parsed by the same adapters the webhooks use, so an
 imported conversation gets the same event ids as if its webhook had arrived.
 
-Idempotency rests on a ledger in PostgreSQL (``memstream.imported_events``, migration
-0004) of the event ids known to be in the log. Per batch of lines:
+Idempotency rests on a ledger in PostgreSQL (``memstream.imported_events``, migrations
+0004 and 0007) of the (tenant, event id) pairs known to be in the log: two tenants can
+hold the same id (ids of before the tenant was part of webhook event ids). A platform
+payload gets the id a webhook of the tenant would get, earlier ids included (the
+tenant's ``legacy_ids_before``, see ``services.ingest.platforms.webhook``). Per batch of
+lines:
 
 1. parse every line (a bad line is rejected with its line number; nothing of it is sent);
 2. the first time a batch has events for a topic, the ledger catches up with that topic:
    the ids of every record appended to it since the previous import, whatever appended
    it (webhooks, the events API, an earlier import);
-3. drop the events whose ids are in the ledger, or were appended earlier in this run;
-4. append the rest with the project's producer and wait for the broker's acknowledgement;
-5. write their ids to the ledger.
+3. drop the events whose (tenant, id) is in the ledger, or was appended earlier in this
+   run;
+4. append the rest with the project's producer and wait for the broker's acknowledgement
+   (the producer refuses an event about a call that began at or before its user's
+   erasure: a forgotten user's old call is not imported);
+5. write the ids of those appended to the ledger.
 
 A crash between 4 and 5 loses ledger rows, not events: the next import's catch-up scan
 finds those events in the log and skips them. Events appended by another writer while an
 import runs (a webhook delivering the same conversation) can still be appended twice;
-every projection dedupes by event id, so that costs log space, never a duplicate memory.
+every projection dedupes by tenant and event id, so that costs log space, never a
+duplicate memory.
 """
 
 from __future__ import annotations
@@ -92,8 +100,13 @@ def parse_line(
     tenant: str | None,
     default_region: str | None,
     received_at: datetime,
+    legacy_ids_before: datetime | None = None,
 ) -> list[Event]:
-    """The events one line stands for (possibly none); raises LineRejected."""
+    """The events one line stands for (possibly none); raises LineRejected.
+
+    ``default_region`` and ``legacy_ids_before`` are the tenant's (see
+    :class:`services.tenants.Tenant`).
+    """
     try:
         document = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -112,7 +125,9 @@ def parse_line(
     if tenant is None:
         raise LineRejected("no_tenant", f"a {found} payload names no tenant: pass --tenant")
     try:
-        webhook = _parse_platform(found, tenant, document, received_at, default_region)
+        webhook = _parse_platform(
+            found, tenant, document, received_at, default_region, legacy_ids_before
+        )
     except PayloadError as exc:
         where = f" at {exc.path}" if exc.path else ""
         raise LineRejected(exc.code, f"{found} payload rejected{where}: {exc.message}") from None
@@ -126,20 +141,33 @@ def _parse_platform(
     document: dict[str, Any],
     received_at: datetime,
     default_region: str | None,
+    legacy_ids_before: datetime | None,
 ) -> NormalisedWebhook:
     if platform == "elevenlabs":
         if "type" not in document and "conversation_id" in document:
             # An export of the conversation itself is the post-call webhook's `data`.
             document = {"type": "post_call_transcription", "data": document}
         return elevenlabs.parse_post_call(
-            tenant, document, received_at=received_at, default_region=default_region
+            tenant,
+            document,
+            received_at=received_at,
+            default_region=default_region,
+            legacy_ids_before=legacy_ids_before,
         )
     if platform == "vapi":
         return vapi.parse_server_message(
-            tenant, document, received_at=received_at, default_region=default_region
+            tenant,
+            document,
+            received_at=received_at,
+            default_region=default_region,
+            legacy_ids_before=legacy_ids_before,
         )
     return retell.parse_webhook(
-        tenant, document, received_at=received_at, default_region=default_region
+        tenant,
+        document,
+        received_at=received_at,
+        default_region=default_region,
+        legacy_ids_before=legacy_ids_before,
     )
 
 
@@ -189,12 +217,16 @@ async def lock(conn: AsyncConnection[Any], waiting: Callable[[], None] | None = 
     await conn.execute("SELECT pg_advisory_lock(%s)", [_IMPORT_LOCK_KEY])
 
 
-async def known_ids(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """The ids among `ids` that the ledger holds."""
+async def known_ids(
+    conn: AsyncConnection[Any], keys: Sequence[tuple[str, uuid.UUID]]
+) -> set[tuple[str, uuid.UUID]]:
+    """The (tenant, event id) pairs among `keys` that the ledger holds."""
     cursor = await conn.execute(
-        "SELECT event_id FROM memstream.imported_events WHERE event_id = ANY(%s)", [list(ids)]
+        "SELECT tenant, event_id FROM memstream.imported_events"
+        " WHERE (tenant, event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+        [[tenant for tenant, _ in keys], [event_id for _, event_id in keys]],
     )
-    return {row[0] for row in await cursor.fetchall()}
+    return {(tenant, event_id) for tenant, event_id in await cursor.fetchall()}
 
 
 async def record_ids(
@@ -210,7 +242,7 @@ async def record_ids(
         await conn.execute(
             "INSERT INTO memstream.imported_events (event_id, tenant, type, origin)"
             " SELECT i, t, y, %s FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS u(i, t, y)"
-            " ON CONFLICT (event_id) DO NOTHING",
+            " ON CONFLICT (tenant, event_id) DO NOTHING",
             [origin, ids, tenants, types],
         )
 
@@ -321,6 +353,10 @@ class ImportSummary:
     """Lines whose events were all in the log already (or earlier in the file)."""
     empty: int = 0
     """Lines that stand for no event (e.g. an audio webhook: acknowledged, not kept)."""
+    erased: int = 0
+    """Lines about a forgotten user's call that began at or before their erasure: nothing
+    of them appended (the log refuses them; a dry run cannot tell, and counts them as
+    imported)."""
     rejected: int = 0
     events: int = 0
     """Events appended (with --dry-run: that would be)."""
@@ -334,6 +370,7 @@ class ImportSummary:
             "imported": self.imported,
             "already_imported": self.already,
             "empty": self.empty,
+            "erased": self.erased,
             "rejected": self.rejected,
             "events_appended": self.events,
             "rejections": [vars(r) for r in self.rejections],
@@ -360,6 +397,7 @@ class Importer:
         tenant: str | None,
         default_region: str | None,
         received_at: datetime,
+        legacy_ids_before: datetime | None = None,
         on_rejected: Callable[[Rejection], None] | None = None,
         on_catch_up: Callable[[str, int, int], None] | None = None,
     ) -> None:
@@ -370,13 +408,14 @@ class Importer:
         self._platform = platform
         self._tenant = tenant
         self._default_region = default_region
+        self._legacy_ids_before = legacy_ids_before
         self._received_at = received_at
         self._on_rejected = on_rejected
         self._settings = settings
         self._on_catch_up = on_catch_up
         self._caught_up: set[str] = set()
         self._pending: list[tuple[int, list[Event]]] = []
-        self._seen: set[uuid.UUID] = set()
+        self._seen: set[tuple[str, uuid.UUID]] = set()
         self.summary = ImportSummary(dry_run=log is None)
 
     async def add(self, number: int, line: bytes) -> None:
@@ -393,6 +432,7 @@ class Importer:
                 tenant=self._tenant,
                 default_region=self._default_region,
                 received_at=self._received_at,
+                legacy_ids_before=self._legacy_ids_before,
             )
         except LineRejected as exc:
             self._reject(Rejection(number, exc.code, exc.message))
@@ -408,24 +448,43 @@ class Importer:
             return
         for topic in sorted({e.topic for _, events in batch for e in events} - self._caught_up):
             await self._catch_up(topic)
-        known = await known_ids(self._conn, [e.id for _, events in batch for e in events])
+        known = await known_ids(
+            self._conn, [(e.tenant, e.id) for _, events in batch for e in events]
+        )
         fresh: list[Event] = []
+        lines: list[int] = []  # how many of `fresh` each line with new events has
         for _, events in batch:
-            new = [e for e in events if e.id not in known and e.id not in self._seen]
-            self._seen.update(e.id for e in new)
+            new = [
+                e
+                for e in events
+                if (e.tenant, e.id) not in known and (e.tenant, e.id) not in self._seen
+            ]
+            self._seen.update((e.tenant, e.id) for e in new)
             if not events:
                 self.summary.empty += 1
             elif new:
-                self.summary.imported += 1
+                lines.append(len(new))
                 fresh.extend(new)
             else:
                 self.summary.already += 1
+        appended = fresh
         if fresh and self._log is not None:
             # Acknowledged first, recorded second: a crash in between leaves events in
             # the log that the ledger lacks, which the next catch-up scan finds.
-            await self._log.append_many(fresh)
-            await record_ids(self._conn, ((e.id, e.tenant, e.type) for e in fresh), "import")
-        self.summary.events += len(fresh)
+            positions = await self._log.append_many(fresh)
+            appended = [e for e, p in zip(fresh, positions, strict=True) if p is not None]
+            await record_ids(self._conn, ((e.id, e.tenant, e.type) for e in appended), "import")
+            start = 0
+            for count in lines:
+                line = positions[start : start + count]
+                start += count
+                if all(p is None for p in line):
+                    self.summary.erased += 1
+                else:
+                    self.summary.imported += 1
+        else:
+            self.summary.imported += len(lines)
+        self.summary.events += len(appended)
 
     async def _catch_up(self, topic: str) -> None:
         report = self._on_catch_up

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,10 @@ from psycopg.rows import class_row
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PLATFORMS = ("elevenlabs", "elevenlabs-init", "vapi", "retell")
+#: What a key may do (docs/security.md): ``agent`` the tools and the call's own briefing,
+#: ``read`` searches and the resources, ``write`` assert and retract, ``ingest``
+#: conversation events on ``/v1/events``, ``admin`` all of it and erasure.
+SCOPES = ("agent", "read", "write", "ingest", "admin")
 _TOKEN = re.compile(r"^msk_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 
 
@@ -39,6 +44,9 @@ class Tenant:
     name: str
     default_region: str | None
     created_at: datetime
+    legacy_ids_before: datetime | None = None
+    """Events of this tenant that occurred before it keep the webhook event ids of before
+    the tenant was part of them (migration 0007; None for tenants created since)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,12 @@ class ApiKey:
     label: str | None
     created_at: datetime
     revoked_at: datetime | None
+    scopes: tuple[str, ...] = ("admin",)
+    allow_user_argument: bool = False
+
+    def allows(self, *scopes: str) -> bool:
+        """Whether the key has one of ``scopes`` (``admin`` has them all)."""
+        return "admin" in self.scopes or any(s in self.scopes for s in scopes)
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class IssuedKey:
     key_id: str
     tenant: str
     token: str
+    scopes: tuple[str, ...] = ("admin",)
+    allow_user_argument: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,8 @@ async def create_tenant(
 async def get_tenant(conn: AsyncConnection[Any], tenant: str) -> Tenant | None:
     cursor = conn.cursor(row_factory=class_row(Tenant))
     await cursor.execute(
-        "SELECT tenant, name, default_region, created_at FROM memstream.tenants WHERE tenant = %s",
+        "SELECT tenant, name, default_region, created_at, legacy_ids_before"
+        " FROM memstream.tenants WHERE tenant = %s",
         [tenant],
     )
     return await cursor.fetchone()
@@ -113,7 +130,8 @@ async def get_tenant(conn: AsyncConnection[Any], tenant: str) -> Tenant | None:
 async def list_tenants(conn: AsyncConnection[Any]) -> list[Tenant]:
     cursor = conn.cursor(row_factory=class_row(Tenant))
     await cursor.execute(
-        "SELECT tenant, name, default_region, created_at FROM memstream.tenants ORDER BY tenant"
+        "SELECT tenant, name, default_region, created_at, legacy_ids_before"
+        " FROM memstream.tenants ORDER BY tenant"
     )
     return await cursor.fetchall()
 
@@ -127,17 +145,51 @@ async def _require_tenant(conn: AsyncConnection[Any], tenant: str) -> None:
 
 
 async def issue_api_key(
-    conn: AsyncConnection[Any], tenant: str, label: str | None = None
+    conn: AsyncConnection[Any],
+    tenant: str,
+    label: str | None = None,
+    scopes: Sequence[str] = ("admin",),
+    *,
+    allow_user_argument: bool = False,
 ) -> IssuedKey:
+    """A new key with ``scopes`` (see :data:`SCOPES`)."""
+    scopes = tuple(dict.fromkeys(scopes))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not scopes or unknown:
+        raise TenantError(
+            "invalid_scope", f"scopes are one or more of {', '.join(SCOPES)} (got {unknown})"
+        )
     await _require_tenant(conn, tenant)
     key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
     secret = secrets.token_urlsafe(32)  # 43 characters
     await conn.execute(
-        "INSERT INTO memstream.api_keys (key_id, tenant, secret_hash, label)"
-        " VALUES (%s, %s, %s, %s)",
-        [key_id, tenant, _hash(secret), label],
+        "INSERT INTO memstream.api_keys"
+        " (key_id, tenant, secret_hash, label, scopes, allow_user_argument)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        [key_id, tenant, _hash(secret), label, list(scopes), allow_user_argument],
     )
-    return IssuedKey(key_id=key_id, tenant=tenant, token=f"msk_{key_id}_{secret}")
+    return IssuedKey(
+        key_id=key_id,
+        tenant=tenant,
+        token=f"msk_{key_id}_{secret}",
+        scopes=scopes,
+        allow_user_argument=allow_user_argument,
+    )
+
+
+_KEY_COLUMNS = "key_id, tenant, label, created_at, revoked_at, scopes, allow_user_argument"
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        key_id=row[0],
+        tenant=row[1],
+        label=row[2],
+        created_at=row[3],
+        revoked_at=row[4],
+        scopes=tuple(row[5]),
+        allow_user_argument=row[6],
+    )
 
 
 async def authenticate_api_key(conn: AsyncConnection[Any], token: str) -> ApiKey | None:
@@ -147,26 +199,23 @@ async def authenticate_api_key(conn: AsyncConnection[Any], token: str) -> ApiKey
         return None
     key_id, secret = match.groups()
     cursor = await conn.execute(
-        "SELECT key_id, tenant, label, created_at, revoked_at, secret_hash"
-        " FROM memstream.api_keys WHERE key_id = %s",
+        f"SELECT {_KEY_COLUMNS}, secret_hash FROM memstream.api_keys WHERE key_id = %s",
         [key_id],
     )
     row = await cursor.fetchone()
     # Hash and compare even when the key is unknown: the answer takes the same time.
-    expected = bytes(row[5]) if row else _hash("")
+    expected = bytes(row[-1]) if row else _hash("")
     if not hmac.compare_digest(_hash(secret), expected) or row is None or row[4] is not None:
         return None
-    return ApiKey(key_id=row[0], tenant=row[1], label=row[2], created_at=row[3], revoked_at=row[4])
+    return _api_key(row)
 
 
 async def list_api_keys(conn: AsyncConnection[Any], tenant: str) -> list[ApiKey]:
-    cursor = conn.cursor(row_factory=class_row(ApiKey))
-    await cursor.execute(
-        "SELECT key_id, tenant, label, created_at, revoked_at FROM memstream.api_keys"
-        " WHERE tenant = %s ORDER BY created_at",
+    cursor = await conn.execute(
+        f"SELECT {_KEY_COLUMNS} FROM memstream.api_keys WHERE tenant = %s ORDER BY created_at",
         [tenant],
     )
-    return await cursor.fetchall()
+    return [_api_key(row) for row in await cursor.fetchall()]
 
 
 async def revoke_api_key(conn: AsyncConnection[Any], key_id: str) -> bool:

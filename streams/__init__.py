@@ -1,7 +1,12 @@
 """The log: topics, the producer, and the projection runtime (consumer groups,
 checkpoints in PostgreSQL, batching, retries, DLQ, versioned rebuilds)."""
 
-from streams.exceptions import BrokerUnavailable, ConfigurationError, DatabaseUnavailable
+from streams.exceptions import (
+    BrokerUnavailable,
+    ConfigurationError,
+    DatabaseUnavailable,
+    RecordTooLarge,
+)
 from streams.producer import EventLog, LogPosition
 from streams.projection import LogRecord, Projection
 from streams.runtime import ProjectionRunner
@@ -17,6 +22,7 @@ __all__ = [
     "LogRecord",
     "Projection",
     "ProjectionRunner",
+    "RecordTooLarge",
     "Settings",
     "Topics",
     "ensure_topics",

@@ -360,7 +360,7 @@ VERSION_MISSING = "version_missing"  # the version it failed in is gone (or neve
 
 #: Builds a projection as one of its versions runs it, from the version's recorded config
 #: (``projections.build``; the services pass it in, since streams imports no projection).
-ProjectionFactory = Callable[[str, Mapping[str, Any]], Projection]
+ProjectionFactory = Callable[[str, Mapping[str, Any]], Projection[Any]]
 
 _CLAIM_SQL = (
     "INSERT INTO memstream.dead_letter_resolutions"
@@ -471,7 +471,7 @@ class Replayer:
         self._build = build
         self._to_live = to_live
         self._resolved_by = resolved_by
-        self._projections: dict[tuple[str, int], Projection] = {}
+        self._projections: dict[tuple[str, int], Projection[Any]] = {}
         # Processors append their derived events from `apply`, stamped with the lineage of
         # the version that derived them (as its runner does): one producer per stamp.
         self._logs: dict[tuple[tuple[str, bytes], ...], EventLog] = {}
@@ -510,7 +510,8 @@ class Replayer:
             return Outcome(letter, VERSION_MISSING, error=f"no projection {letter.projection!r}")
         # 2. Decode and prepare again.
         try:
-            event = letter.event()
+            # As the runtime decodes it: the audit projection's records are not events.
+            event = projection.decode(letter.value)
             record = LogRecord(
                 letter.topic, letter.partition, letter.offset, letter.timestamp_ms, event
             )
@@ -569,7 +570,7 @@ class Replayer:
             return await versions.live_version(self._conn, letter.projection)
         return None
 
-    async def _projection(self, name: str, version: int) -> Projection:
+    async def _projection(self, name: str, version: int) -> Projection[Any]:
         """The projection as `version` runs it (built once per version; KeyError if unknown)."""
         built = self._projections.get((name, version))
         if built is None:

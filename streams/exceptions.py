@@ -24,6 +24,24 @@ class BrokerUnavailable(StreamsError):
         self.detail = detail
 
 
+class RecordTooLarge(StreamsError):
+    """An event is larger than a record of its topic may be (``max.message.bytes``).
+
+    Checked before anything of the append is sent, so none of its events was appended;
+    unlike :class:`BrokerUnavailable` it is the caller's data, not an outage: sending
+    the same events again cannot succeed (answer 413, not 503).
+    """
+
+    def __init__(self, topic: str, size: int, limit: int | None) -> None:
+        """``limit`` is None when the broker refused the record (a topic created elsewhere
+        with a smaller ``max.message.bytes``)."""
+        over = f"its {limit}-byte limit" if limit is not None else "the broker's limit"
+        super().__init__(f"a record of {size} bytes for {topic} is over {over}")
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+
+
 class DatabaseUnavailable(StreamsError):
     """PostgreSQL could not be reached; no transaction was committed."""
 
@@ -41,3 +59,8 @@ def redact_url(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+class AuditUnavailable(StreamsError):
+    """An audit entry could not be recorded: the audit buffer stayed full (the broker is
+    down or slow) or the trail is closed. The read it records must not be answered."""

@@ -20,6 +20,12 @@ APPENDED_EVENTS = Counter(
 APPEND_FAILURES = Counter(
     "memstream_append_failures_total", "Appends that failed (nothing acknowledged).", ["topic"]
 )
+APPEND_ERASED = Counter(
+    "memstream_append_erased_events_total",
+    "Events not appended: about a call that began at or before their subject's latest "
+    "erasure (an old call of a forgotten user).",
+    ["topic", "type"],
+)
 
 PROJECTED_EVENTS = Counter(
     "memstream_projection_events_total",
@@ -63,4 +69,21 @@ REBUILD_PROGRESS = Gauge(
     "Share of the log a version being built or caught up by `memstream projections "
     "rebuild|swap` or `memstream reprocess` has projected (1 once caught up).",
     ["projection", "version"],
+)
+
+AUDIT_BUFFERED = Gauge(
+    "memstream_audit_buffered_entries",
+    "Audit entries recorded and not yet appended to the audit topic (streams/audit.py).",
+)
+AUDIT_WAITS = Counter(
+    "memstream_audit_waits_total",
+    "Requests that found the audit buffer full and waited for room (backpressure).",
+)
+AUDIT_REFUSED = Counter(
+    "memstream_audit_refused_total",
+    "Requests refused (503 audit_unavailable) because the audit buffer stayed full.",
+)
+AUDIT_LOST = Counter(
+    "memstream_audit_lost_entries_total",
+    "Audit entries still unappended when their process stopped (the broker was down).",
 )

@@ -1,11 +1,24 @@
-"""Appending events to the log: idempotent producer, ``acks=all``, key = ``subject``.
+"""Appending events to the log: idempotent producer, ``acks=all``, key = the subject's
+pseudonym (``schemas.event_key``: a keyed hash, so one subject's events share a partition
+and no record key names a person).
 
 ``append`` returns only once the broker has acknowledged the record on all in-sync
 replicas; the returned :class:`LogPosition` is where it landed (services hand it to
 clients for read-your-writes). Any failure raises :class:`BrokerUnavailable` and means
 "not known to be appended": callers answer 503 and the platform retries. Retries can
 append an event twice; that is safe because event ids are deterministic where it
-matters and projections are idempotent per event id.
+matters and projections are idempotent per event id. An event too large for a record of
+its topic raises :class:`RecordTooLarge` instead: no retry can append it. Appending a
+``user.forgotten`` first destroys the subject's key (``streams.subject_keys``).
+
+Every append refuses an event about a call that began at or before its subject's latest
+erasure (``Event.began``; never a ``user.forgotten``): appended, it would be sealed with
+the subject's next key and bring a forgotten user's old call back into the log, readable
+(a platform redelivering an old webhook, ``memstream log import`` of an old call, a
+processor deriving from one). It is not appended, its position is None, and
+``memstream_append_erased_events_total`` counts it. The erasures are those this process's
+key store knows (``streams.subject_keys.latest_erasures``); without encryption there is
+no record of them here, and the read models' erasure watermarks drop such events instead.
 """
 
 from __future__ import annotations
@@ -18,20 +31,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from schemas import Event, encode_event
-from streams.exceptions import BrokerUnavailable
-from streams.metrics import APPEND_FAILURES, APPEND_SECONDS, APPENDED_EVENTS
+from schemas import Event, UserForgotten, encode_event, event_key
+from streams.exceptions import BrokerUnavailable, RecordTooLarge
+from streams.metrics import APPEND_ERASED, APPEND_FAILURES, APPEND_SECONDS, APPENDED_EVENTS
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.subject_keys import carry_out_erasure, latest_erasures, prepare_keys
+from streams.topics import TOPIC_CONFIG, Topics
 
 logger = logging.getLogger(__name__)
 
 # Below this many records an append uses the per-record path; above, record batches.
 _BATCH_THRESHOLD = 64
 _MAX_BATCH_BYTES = 1024 * 1024
+#: The largest record the topics take (their max.message.bytes), batch overhead included.
+MAX_RECORD_BYTES = int(TOPIC_CONFIG["max.message.bytes"])
 
 
 @dataclass(frozen=True, order=True)
@@ -69,7 +86,7 @@ class EventLog:
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=MAX_RECORD_BYTES,
             # Room for many events per record batch in bulk appends (see _send_batches).
             max_batch_size=_MAX_BATCH_BYTES,
             request_timeout_ms=int(append_timeout * 1000),
@@ -96,9 +113,10 @@ class EventLog:
         self._started = True
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            await self._producer.stop()
+        # Also when never started: the producer was made in __init__ and holds a client
+        # until it is closed (aiokafka warns about it otherwise). Stopping is idempotent.
+        self._started = False
+        await self._producer.stop()
 
     async def __aenter__(self) -> EventLog:
         await self.start()
@@ -107,19 +125,67 @@ class EventLog:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def append(self, event: Event) -> LogPosition:
-        """Append one event to its topic; return its position once acknowledged."""
+    async def append(self, event: Event) -> LogPosition | None:
+        """Append one event to its topic; return its position once acknowledged (None: not
+        appended, its subject was erased after its call began; see `append_many`)."""
         return (await self.append_many([event]))[0]
 
-    async def append_many(self, events: Sequence[Event]) -> list[LogPosition]:
+    async def append_many(self, events: Sequence[Event]) -> list[LogPosition | None]:
         """Append events (in order per subject); return positions once all are acknowledged.
 
-        If this raises, some of the events may have been appended and others not; a
-        retry of the whole call is safe (see the module docstring).
+        An event about a call that began at or before its subject's latest erasure, known
+        now or from a ``user.forgotten`` earlier in `events`, is not appended: None in its
+        place (see the module docstring). If this raises, some of the events may have
+        been appended and others not; a retry of the whole call is safe.
         """
-        return await self._send(
-            [_record(self._topics.name(event.topic), event, self._headers) for event in events]
+        kept = await self._not_erased(events)
+        # New subjects' keys are created (or loaded) in a worker thread, all in one go.
+        await prepare_keys(events[i].subject for i in kept)
+        records = []
+        for index in kept:
+            event = events[index]
+            if isinstance(event, UserForgotten):
+                # Erasure: its subject's key is destroyed before it and what follows it
+                # are sealed (what precedes it was sealed with that key). Idempotent, so a
+                # retried call does not erase twice.
+                await carry_out_erasure(event)
+            records.append(_record(self._topics.name(event.topic), event, self._headers))
+        appended = await self._send(records)
+        positions: list[LogPosition | None] = [None] * len(events)
+        for index, position in zip(kept, appended, strict=True):
+            positions[index] = position
+        return positions
+
+    async def _not_erased(self, events: Sequence[Event]) -> list[int]:
+        """The indexes of `events` to append: all but those about a call that began at or
+        before their subject's latest erasure (a ``user.forgotten`` among them counts for
+        what follows it)."""
+        erased = await latest_erasures(
+            e.subject for e in events if not isinstance(e, UserForgotten)
         )
+        kept: list[int] = []
+        refused: list[Event] = []
+        for index, event in enumerate(events):
+            at = erased.get(event.subject)
+            if isinstance(event, UserForgotten):
+                erased[event.subject] = (
+                    event.occurred_at if at is None else max(at, event.occurred_at)
+                )
+            elif at is not None and event.began <= at:
+                refused.append(event)
+                continue
+            kept.append(index)
+        if refused:
+            for event in refused:
+                APPEND_ERASED.labels(self._topics.name(event.topic), event.type).inc()
+            # Debug: the callers that answer someone for them log them (the ingest service,
+            # with the subject's hash); the metric counts them all.
+            logger.debug(
+                "%d event(s) not appended: their call began at or before the erasure",
+                len(refused),
+                extra={"event_ids": [str(e.id) for e in refused]},
+            )
+        return kept
 
     async def append_raw(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
@@ -128,6 +194,15 @@ class EventLog:
         return (await self._send([_Record(topic, key, value, headers, "raw")]))[0]
 
     async def _send(self, records: Sequence[_Record]) -> list[LogPosition]:
+        # Before anything is sent, whether or not the broker is up: a record over the
+        # topic's limit fails the whole call with nothing of it appended (the broker
+        # would refuse that record alone, after the others were appended).
+        for record in records:
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+                record.key, record.value, record.headers
+            )
+            if size > MAX_RECORD_BYTES:
+                raise RecordTooLarge(record.topic, size, MAX_RECORD_BYTES)
         if not self._started:
             raise BrokerUnavailable(self._bootstrap, "the event log is not started")
         if not records:
@@ -140,6 +215,12 @@ class EventLog:
                     positions = await self._send_records(records)
                 else:
                     positions = await self._send_batches(records)
+        except MessageSizeTooLargeError as exc:
+            # A topic created elsewhere with a smaller limit: the broker refused a record
+            # (others of the call may be appended, as with BrokerUnavailable).
+            APPEND_FAILURES.labels(records[0].topic).inc(len(records))
+            largest = max(records, key=lambda r: len(r.value))
+            raise RecordTooLarge(largest.topic, len(largest.value), None) from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             APPEND_FAILURES.labels(records[0].topic).inc(len(records))
             raise BrokerUnavailable(self._bootstrap, f"{type(exc).__name__}: {exc}") from exc
@@ -239,7 +320,7 @@ class _Record:
 def _record(topic: str, event: Event, extra: list[tuple[str, bytes]]) -> _Record:
     return _Record(
         topic,
-        event.subject.encode(),
+        event_key(event),
         encode_event(event),
         [("type", event.type.encode()), ("v", str(event.v).encode()), *extra],
         event.type,

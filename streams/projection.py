@@ -11,29 +11,53 @@ version N keeps serving.
 from __future__ import annotations
 
 import abc
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Protocol, Self, cast
 
 from psycopg import AsyncConnection
 
-from schemas import Event
+# typing_extensions: a type variable with a default (PEP 696) is Python 3.13's typing.
+from typing_extensions import TypeVar
+
+from schemas import Event, decode_event
 from streams.producer import EventLog
 from streams.settings import Settings
 
 
+class Decoded(Protocol):
+    """What the runtime reads of a decoded record, for its log lines: an event's envelope
+    has it, and so has an audit entry (``streams.audit``), the one record a projection
+    reads that is not an event."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+
+
+#: What a projection's records decode to: events, unless it says otherwise.
+R = TypeVar("R", bound=Decoded, default=Event)
+
+
 @dataclass(frozen=True, slots=True)
-class LogRecord:
-    """A decoded event with its coordinates in the log."""
+class LogRecord(Generic[R]):
+    """A decoded event (or the record a projection reads instead) with its coordinates
+    in the log."""
 
     topic: str
     partition: int
     offset: int
     timestamp_ms: int
-    event: Event
+    event: R
 
 
-class Projection(abc.ABC):
+class Projection(abc.ABC, Generic[R]):
     """A read model in PostgreSQL, built only from the log."""
 
     #: Unique name; also the schema of its read views (``<name>.<table>``).
@@ -57,7 +81,7 @@ class Projection(abc.ABC):
     def schema_sql(self) -> str:
         """DDL for the tables, unqualified and idempotent (``CREATE ... IF NOT EXISTS``)."""
 
-    async def open(self, log: EventLog) -> None:  # noqa: B027 - optional hook
+    async def open(self, log: EventLog) -> None:
         """Called once the runtime has started, with its producer (acks=all).
 
         A processor that emits events (extraction, embeddings, summaries) keeps ``log``
@@ -65,7 +89,13 @@ class Projection(abc.ABC):
         ignores it. The runtime owns the producer and closes it.
         """
 
-    def prepare(self, records: Sequence[LogRecord]) -> Any:
+    def decode(self, value: bytes) -> R:
+        """A record of the projection's topics, decoded; raises ``EventDecodeError`` when it
+        does not decode (the runtime dead-letters it). Every projection reads events
+        (``decode_event``) but the audit's, whose records are not events."""
+        return cast(R, decode_event(value))
+
+    def prepare(self, records: Sequence[LogRecord[R]]) -> Any:
         """Work on a batch outside the transaction (folding, building rows, calling a
         model); feeds `apply`. No database I/O.
 
@@ -75,7 +105,7 @@ class Projection(abc.ABC):
         """
         return records
 
-    async def caught_up(self, conn: AsyncConnection[Any]) -> None:  # noqa: B027 - optional hook
+    async def caught_up(self, conn: AsyncConnection[Any]) -> None:
         """Called after a batch that left every assigned partition at the log end (as far
         as the last fetch knew), or else when the runner next finds nothing to fetch; in a
         transaction of its own, outside any batch. Also once after the runner starts.

@@ -15,6 +15,12 @@ Within a partition the log's order is always kept. A dump that fetches nothing f
 ``stall_s`` while records are due raises :class:`BrokerUnavailable`; a tail waits for the
 broker to come back. Decoding and filtering belong to the callers
 (``services/cli/eventlog.py``, ``services/imports.py``).
+
+``keys`` reads only the partitions that records with those keys are on
+(:func:`partition_of`: Kafka's default partitioner, which ``EventLog`` appends with): one
+subject's records (key: its pseudonym) without reading the rest of the log
+(``services/personal_data.py``). The other records of those partitions are still
+yielded; filtering them by key is the caller's.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.exceptions import BrokerUnavailable
 from streams.offsets import partitions_of, standalone_consumer
@@ -44,6 +51,15 @@ Start = Literal["earliest", "latest"] | datetime | Mapping[tuple[str, int], int]
 _POLL_MS = 500
 # A dump that fetches nothing for this long while records are due means the broker is gone.
 _STALL_S = 60.0
+_PARTITIONER = DefaultPartitioner()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of a topic of `partitions` partitions that a record keyed `key` is
+    appended to (murmur2, as Kafka's and aiokafka's default partitioners choose)."""
+    every = list(range(partitions))
+    partition: int = _PARTITIONER(key, every, every)
+    return partition
 
 
 class LogReader:
@@ -62,6 +78,7 @@ class LogReader:
         follow: bool = False,
         poll_ms: int = _POLL_MS,
         stall_s: float = _STALL_S,
+        keys: Collection[bytes] | None = None,
     ) -> None:
         # A Settings brings the broker's security settings (streams.offsets.client_options).
         self._client = bootstrap
@@ -73,6 +90,7 @@ class LogReader:
         self._follow = follow
         self._poll_ms = poll_ms
         self._stall_s = stall_s
+        self._keys = None if keys is None else list(keys)
         self._stack = AsyncExitStack()
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
@@ -93,6 +111,8 @@ class LogReader:
     async def __aenter__(self) -> LogReader:
         try:
             partitions = await partitions_of(self._client, self._topics)
+            if self._keys is not None:
+                partitions = self._of_keys(partitions, self._keys)
             self._consumer = await self._stack.enter_async_context(
                 standalone_consumer(self._client)
             )
@@ -109,6 +129,15 @@ class LogReader:
     async def __aexit__(self, *exc: object) -> None:
         self._consumer = None
         await self._stack.aclose()
+
+    @staticmethod
+    def _of_keys(partitions: list[TopicPartition], keys: list[bytes]) -> list[TopicPartition]:
+        """The partitions among `partitions` that records keyed with `keys` are on."""
+        counts: dict[str, int] = {}
+        for tp in partitions:
+            counts[tp.topic] = counts.get(tp.topic, 0) + 1
+        wanted = {(topic, partition_of(key, n)) for topic, n in counts.items() for key in keys}
+        return [tp for tp in partitions if (tp.topic, tp.partition) in wanted]
 
     async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)

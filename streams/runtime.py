@@ -25,6 +25,11 @@ with backoff and then dead-lettered, so one poison event never blocks its partit
 Database connection errors are not poison: the runner reconnects and retries forever
 (with backoff, logging), because dead-lettering healthy events during an outage would
 lose them from the read model. A DLQ write that fails rolls the batch back too.
+
+An event of an erased subject (``SubjectErased``: its key was destroyed) is neither
+applied nor dead-lettered: the checkpoint passes it, counted as ``erased``. Decoding needs
+the subject keys (``streams.subject_keys``); while their database is unreachable the
+fetch stage retries the batch's decoding.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from psycopg import AsyncConnection
 
-from schemas import Event, EventDecodeError, decode_event
-from streams import checkpoints, database, lineage, versions
+from schemas import EventDecodeError, SubjectErased
+from streams import checkpoints, database, lineage, subject_keys, versions
 from streams.dlq import DeadLetter
 from streams.exceptions import BrokerUnavailable, DatabaseUnavailable
 from streams.metrics import (
@@ -60,7 +65,7 @@ from streams.metrics import (
 )
 from streams.offsets import partitions_of, standalone_consumer
 from streams.producer import EventLog
-from streams.projection import LogRecord, Projection, group_id, version_schema
+from streams.projection import Decoded, LogRecord, Projection, group_id, version_schema
 from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
 
@@ -97,8 +102,8 @@ class _Batch:
     ones as LogRecords, and what the projection prepared from those."""
 
     messages: list[Any]
-    decoded: list[Event | EventDecodeError | None]
-    records: list[LogRecord]
+    decoded: list[Decoded | EventDecodeError | None]
+    records: list[LogRecord[Any]]
     prepared: Any
 
 
@@ -109,7 +114,7 @@ class _PrepareFailed:
     error: Exception
 
 
-def _prepare(projection: Projection, records: Sequence[LogRecord]) -> Any:
+def _prepare(projection: Projection[Any], records: Sequence[LogRecord[Any]]) -> Any:
     try:
         return projection.prepare(records)
     except Exception as exc:
@@ -141,7 +146,7 @@ class ProjectionRunner:
 
     def __init__(
         self,
-        projection: Projection,
+        projection: Projection[Any],
         settings: Settings,
         *,
         version: int = 1,
@@ -183,6 +188,9 @@ class ProjectionRunner:
     async def start(self) -> None:
         """Connect, create the version's tables, join the group. Raises *Unavailable errors."""
         self._conn = await self._connect()
+        # Every process that decodes events has the personal data codec (once, from its
+        # settings); a master key that does not open this database's keys fails here.
+        await asyncio.to_thread(subject_keys.install_personal_codec, self.settings, check=True)
         state = await versions.register(
             self._conn, self.projection, self.version, self.start_at, self.config
         )
@@ -318,18 +326,33 @@ class ProjectionRunner:
             messages = [m for partition in fetched.values() for m in partition]
             # In a worker thread: the event loop stays free to resume the transaction in
             # flight as soon as PostgreSQL answers (the GIL hands over within 5 ms).
-            await ready.put(await asyncio.to_thread(self._decode_and_prepare, messages))
+            attempt = 0
+            while True:
+                try:
+                    batch = await asyncio.to_thread(self._decode_and_prepare, messages)
+                    break
+                except DatabaseUnavailable as exc:
+                    # The subject keys could not be read: not the events' fault.
+                    attempt += 1
+                    PROJECTION_RETRIES.labels(*self._labels, "database").inc()
+                    logger.error("projection %s v%s: %s; retrying", *self._labels, exc)
+                    await self._backoff(attempt, cap=10.0)
+                    if self._stopping.is_set():
+                        return
+            await ready.put(batch)
 
     def _decode_and_prepare(self, messages: list[Any]) -> _Batch:
-        decoded: list[Event | EventDecodeError | None] = []
-        records: list[LogRecord] = []
+        decoded: list[Decoded | EventDecodeError | None] = []
+        records: list[LogRecord[Any]] = []
         follows = self._follows
+        # The batch's subject keys in one query, not one per subject not yet cached.
+        subject_keys.prefetch_keys(m.value for m in messages)
         for m in messages:
             if follows and not follows.accepts(m.topic, m.headers):
                 decoded.append(None)  # another lineage's: checkpointed past, not applied
                 continue
             try:
-                event = decode_event(m.value)
+                event = self.projection.decode(m.value)
                 records.append(LogRecord(m.topic, m.partition, m.offset, m.timestamp, event))
                 decoded.append(event)
             except EventDecodeError as exc:
@@ -376,7 +399,7 @@ class ProjectionRunner:
         conn = self._conn
         assert conn is not None
         partitions = {(m.topic, m.partition) for m in messages}
-        applied = skipped = other = 0
+        applied = skipped = other = erased = 0
         async with conn.transaction():
             # 1. Lock our checkpoints; what lies below them is already in the read model.
             #    (The connection's search_path is the version's schema: see _connect.)
@@ -390,6 +413,8 @@ class ProjectionRunner:
                     skipped += 1
                 elif event is None:
                     other += 1
+                elif isinstance(event, SubjectErased):
+                    erased += 1  # erased on purpose: passed, never dead-lettered
                 elif isinstance(event, EventDecodeError):
                     dead.append(self._dead_letter(m, "decode", event, attempts=1))
             records, prepared = batch.records, batch.prepared
@@ -436,6 +461,7 @@ class ProjectionRunner:
         PROJECTED_EVENTS.labels(*self._labels, "dead_lettered").inc(len(dead))
         PROJECTED_EVENTS.labels(*self._labels, "skipped").inc(skipped)
         PROJECTED_EVENTS.labels(*self._labels, "other_lineage").inc(other)
+        PROJECTED_EVENTS.labels(*self._labels, "erased").inc(erased)
         if dead:
             await self._record_error(
                 f"{len(dead)} event(s) dead-lettered; last: {dead[-1].topic}"
@@ -445,10 +471,10 @@ class ProjectionRunner:
             await self._commit_kafka_offsets()
 
     async def _apply_one_by_one(
-        self, conn: AsyncConnection[Any], records: Sequence[LogRecord]
-    ) -> tuple[int, list[tuple[LogRecord, Exception, int]]]:
+        self, conn: AsyncConnection[Any], records: Sequence[LogRecord[Any]]
+    ) -> tuple[int, list[tuple[LogRecord[Any], Exception, int]]]:
         applied = 0
-        failed: list[tuple[LogRecord, Exception, int]] = []
+        failed: list[tuple[LogRecord[Any], Exception, int]] = []
         for record in records:
             attempts = 0
             while True:
@@ -474,11 +500,13 @@ class ProjectionRunner:
                             event.id,
                             attempts,
                             exc,
+                            # No subject: it names a person, and its keyed hash is the
+                            # services' (services/logs.py). The event id finds it in the
+                            # DLQ (`memstream dlq show`).
                             extra={
                                 "projection": self.projection.name,
                                 "version": self.version,
                                 "tenant": event.tenant,
-                                "subject": event.subject,
                                 "event_id": str(event.id),
                                 "event_type": event.type,
                                 "conversation_id": event.correlation_id,
@@ -511,7 +539,7 @@ class ProjectionRunner:
         )
 
     @staticmethod
-    def _message_of(messages: Sequence[Any], record: LogRecord) -> Any:
+    def _message_of(messages: Sequence[Any], record: LogRecord[Any]) -> Any:
         for m in messages:
             if (
                 m.topic == record.topic

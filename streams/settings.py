@@ -55,11 +55,26 @@ class Settings:
     poison_retries: int = 3
     retry_backoff_ms: int = 200
     # Processes started by the `memstream` command serve Prometheus /metrics here
-    # (0 disables it).
+    # (0 disables it), unauthenticated: loopback unless a scraper elsewhere needs it.
     metrics_port: int = 9464
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     # "json" (one object a line, for log shippers) or "text" (for a terminal).
     log_format: str = "json"
+    # Keys the hash that log lines carry instead of a caller's subject (services/logs.py).
+    # Unset: a built-in key, so the hash is only a pseudonym. Same value in every process.
+    log_hash_key: str | None = field(default=None, repr=False)
+
+    # Personal data (streams/subject_keys.py): every subject's data key is wrapped by the
+    # master key, base64 of 32 bytes, given itself or as a file; neither: the file
+    # `home/master.key`, created on first use (a developer's machine). During a rotation
+    # the keys being retired (comma-separated) still unwrap. A process stops using a
+    # destroyed subject key within `key_cache_s`. Encryption off: benchmarks only.
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: Path | None = None
+    previous_master_keys: str | None = field(default=None, repr=False)
+    key_cache_s: float = 5.0
+    personal_data_encryption: bool = True
 
     # Services.
     ingest_port: int = 8080
@@ -72,6 +87,32 @@ class Settings:
     query_host: str = "127.0.0.1"
     query_rate_limit: float = 50.0
     query_rate_burst: int = 100
+    # Read-your-writes waits one API key may have in progress at once (429 beyond).
+    query_max_waits: int = 4
+    # The ingest service: each tenant's request rate over webhooks and /v1/events (a
+    # token bucket, like the query service's per key).
+    ingest_rate_limit: float = 100.0
+    ingest_rate_burst: int = 200
+    # A client address failing authentication `auth_failure_limit` times within
+    # `auth_failure_window_s` is refused with 429 for that long (services/ratelimit.py).
+    auth_failure_limit: int = 10
+    auth_failure_window_s: float = 60.0
+    # How long a request waits for a pooled database connection before it is answered
+    # 503 database_unavailable (services/database.py).
+    database_checkout_timeout_s: float = 2.0
+    # Tenants, API keys and webhook secrets are re-read at most every `cache_ttl_s` (a
+    # revoked one stops working within it); while the database is unavailable the last
+    # ones read are used for up to `cache_stale_s` more (0: not at all).
+    cache_ttl_s: float = 5.0
+    cache_stale_s: float = 300.0
+    # The audit trail (streams/audit.py): reads of personal data and erasures, recorded
+    # on the audit topic. Entries wait in a buffer of `audit_buffer`, appended in batches
+    # at least every `audit_flush_ms`; a request that finds it full waits up to
+    # `audit_wait_ms` for room, then is refused (503 audit_unavailable). Off: benchmarks.
+    audit_trail: bool = True
+    audit_buffer: int = 10_000
+    audit_flush_ms: int = 100
+    audit_wait_ms: int = 500
 
     # Providers (projections/providers): an OpenAI-compatible endpoint for the LLM
     # extractor and for embeddings. An empty model name keeps the offline path (the
@@ -130,6 +171,30 @@ class Settings:
             raise ConfigurationError(
                 "MEMSTREAM_QUERY_RATE_LIMIT must be > 0 and MEMSTREAM_QUERY_RATE_BURST >= 1"
             )
+        if self.query_max_waits < 1:
+            raise ConfigurationError("MEMSTREAM_QUERY_MAX_WAITS must be >= 1")
+        if not self.ingest_rate_limit > 0 or self.ingest_rate_burst < 1:
+            raise ConfigurationError(
+                "MEMSTREAM_INGEST_RATE_LIMIT must be > 0 and MEMSTREAM_INGEST_RATE_BURST >= 1"
+            )
+        if self.auth_failure_limit < 1 or not self.auth_failure_window_s > 0:
+            raise ConfigurationError(
+                "MEMSTREAM_AUTH_FAILURE_LIMIT must be >= 1 and MEMSTREAM_AUTH_FAILURE_WINDOW_S"
+                " > 0 (seconds)"
+            )
+        if not self.database_checkout_timeout_s > 0:
+            raise ConfigurationError("MEMSTREAM_DATABASE_CHECKOUT_TIMEOUT_S must be > 0 (seconds)")
+        if not self.cache_ttl_s >= 0 or not self.cache_stale_s >= 0:
+            raise ConfigurationError(
+                "MEMSTREAM_CACHE_TTL_S and MEMSTREAM_CACHE_STALE_S must be >= 0 (seconds)"
+            )
+        if self.audit_buffer < 1 or self.audit_flush_ms < 1 or self.audit_wait_ms < 0:
+            raise ConfigurationError(
+                "MEMSTREAM_AUDIT_BUFFER and MEMSTREAM_AUDIT_FLUSH_MS must be >= 1,"
+                " MEMSTREAM_AUDIT_WAIT_MS >= 0"
+            )
+        if not self.key_cache_s > 0:
+            raise ConfigurationError("MEMSTREAM_KEY_CACHE_S must be > 0 (seconds)")
         if not self.provider_timeout_s > 0:
             raise ConfigurationError("MEMSTREAM_PROVIDER_TIMEOUT_S must be > 0 (seconds)")
         if self.provider_retries < 0:
@@ -190,7 +255,18 @@ class Settings:
                     f"MEMSTREAM_{name} must be a number, got {raw!r}"
                 ) from None
 
+        def switch(name: str, default: bool) -> bool:
+            raw = text(name, None)
+            if raw is None:
+                return default
+            if raw.lower() in ("on", "true", "1", "yes"):
+                return True
+            if raw.lower() in ("off", "false", "0", "no"):
+                return False
+            raise ConfigurationError(f"MEMSTREAM_{name} must be 'on' or 'off', got {raw!r}")
+
         home = text("HOME", None)
+        key_file = text("MASTER_KEY_FILE", None)
         return cls(
             kafka_bootstrap=text("KAFKA_BOOTSTRAP", None),
             database_url=text("DATABASE_URL", None),
@@ -213,8 +289,17 @@ class Settings:
             poison_retries=integer("POISON_RETRIES", defaults.poison_retries),
             retry_backoff_ms=integer("RETRY_BACKOFF_MS", defaults.retry_backoff_ms),
             metrics_port=integer("METRICS_PORT", defaults.metrics_port),
+            metrics_host=text("METRICS_HOST", defaults.metrics_host) or defaults.metrics_host,
             log_level=(text("LOG_LEVEL", defaults.log_level) or defaults.log_level).upper(),
             log_format=(text("LOG_FORMAT", defaults.log_format) or defaults.log_format).lower(),
+            log_hash_key=text("LOG_HASH_KEY", None),
+            master_key=text("MASTER_KEY", None),
+            master_key_file=Path(key_file).resolve() if key_file else None,
+            previous_master_keys=text("PREVIOUS_MASTER_KEYS", None),
+            key_cache_s=number("KEY_CACHE_S", defaults.key_cache_s),
+            personal_data_encryption=switch(
+                "PERSONAL_DATA_ENCRYPTION", defaults.personal_data_encryption
+            ),
             ingest_port=integer("INGEST_PORT", defaults.ingest_port),
             ingest_host=text("INGEST_HOST", defaults.ingest_host) or defaults.ingest_host,
             max_body_bytes=integer("MAX_BODY_BYTES", defaults.max_body_bytes),
@@ -222,6 +307,20 @@ class Settings:
             query_host=text("QUERY_HOST", defaults.query_host) or defaults.query_host,
             query_rate_limit=number("QUERY_RATE_LIMIT", defaults.query_rate_limit),
             query_rate_burst=integer("QUERY_RATE_BURST", defaults.query_rate_burst),
+            query_max_waits=integer("QUERY_MAX_WAITS", defaults.query_max_waits),
+            ingest_rate_limit=number("INGEST_RATE_LIMIT", defaults.ingest_rate_limit),
+            ingest_rate_burst=integer("INGEST_RATE_BURST", defaults.ingest_rate_burst),
+            auth_failure_limit=integer("AUTH_FAILURE_LIMIT", defaults.auth_failure_limit),
+            auth_failure_window_s=number("AUTH_FAILURE_WINDOW_S", defaults.auth_failure_window_s),
+            database_checkout_timeout_s=number(
+                "DATABASE_CHECKOUT_TIMEOUT_S", defaults.database_checkout_timeout_s
+            ),
+            cache_ttl_s=number("CACHE_TTL_S", defaults.cache_ttl_s),
+            cache_stale_s=number("CACHE_STALE_S", defaults.cache_stale_s),
+            audit_trail=switch("AUDIT_TRAIL", defaults.audit_trail),
+            audit_buffer=integer("AUDIT_BUFFER", defaults.audit_buffer),
+            audit_flush_ms=integer("AUDIT_FLUSH_MS", defaults.audit_flush_ms),
+            audit_wait_ms=integer("AUDIT_WAIT_MS", defaults.audit_wait_ms),
             openai_base_url=text("OPENAI_BASE_URL", None),
             openai_api_key=text("OPENAI_API_KEY", None),
             llm_model=text("LLM_MODEL", "") or "",
@@ -258,8 +357,17 @@ class Settings:
             "POISON_RETRIES": self.poison_retries,
             "RETRY_BACKOFF_MS": self.retry_backoff_ms,
             "METRICS_PORT": self.metrics_port,
+            "METRICS_HOST": self.metrics_host,
             "LOG_LEVEL": self.log_level,
             "LOG_FORMAT": self.log_format,
+            # A child process hashes subjects in its log lines with the same key.
+            "LOG_HASH_KEY": self.log_hash_key,
+            # A child process reads and writes the same personal data.
+            "MASTER_KEY": self.master_key,
+            "MASTER_KEY_FILE": self.master_key_file,
+            "PREVIOUS_MASTER_KEYS": self.previous_master_keys,
+            "KEY_CACHE_S": self.key_cache_s,
+            "PERSONAL_DATA_ENCRYPTION": "on" if self.personal_data_encryption else "off",
             "INGEST_PORT": self.ingest_port,
             "INGEST_HOST": self.ingest_host,
             "MAX_BODY_BYTES": self.max_body_bytes,
@@ -267,6 +375,18 @@ class Settings:
             "QUERY_HOST": self.query_host,
             "QUERY_RATE_LIMIT": self.query_rate_limit,
             "QUERY_RATE_BURST": self.query_rate_burst,
+            "QUERY_MAX_WAITS": self.query_max_waits,
+            "INGEST_RATE_LIMIT": self.ingest_rate_limit,
+            "INGEST_RATE_BURST": self.ingest_rate_burst,
+            "AUTH_FAILURE_LIMIT": self.auth_failure_limit,
+            "AUTH_FAILURE_WINDOW_S": self.auth_failure_window_s,
+            "DATABASE_CHECKOUT_TIMEOUT_S": self.database_checkout_timeout_s,
+            "CACHE_TTL_S": self.cache_ttl_s,
+            "CACHE_STALE_S": self.cache_stale_s,
+            "AUDIT_TRAIL": "on" if self.audit_trail else "off",
+            "AUDIT_BUFFER": self.audit_buffer,
+            "AUDIT_FLUSH_MS": self.audit_flush_ms,
+            "AUDIT_WAIT_MS": self.audit_wait_ms,
             "OPENAI_BASE_URL": self.openai_base_url,
             # A child process needs the key to call the provider; the mapping is for its
             # environment only, never for a log line.

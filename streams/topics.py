@@ -4,7 +4,10 @@ Every topic has the same partition count and the same key (the event ``subject``
 one user's events across topics live on the same partition number (co-partitioning).
 Every topic keeps its events forever: the conversations topic is the source of
 truth, and the derived topics (memories, embeddings, summaries) hold the results of
-model calls that a rebuild must replay instead of calling the model again.
+model calls that a rebuild must replay instead of calling the model again. The audit
+topic (``streams.audit``: who read whose data, by subject hash) is kept forever too: an
+audit trail that expires cannot answer for the reads it no longer holds, and the audit
+read model is rebuilt from it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ MEMORIES = "memories"
 EMBEDDINGS = "embeddings"
 SUMMARIES = "summaries"
 DLQ = "dlq"
-LOGICAL_TOPICS = (CONVERSATIONS, MEMORIES, EMBEDDINGS, SUMMARIES, DLQ)
+AUDIT = "audit"
+LOGICAL_TOPICS = (CONVERSATIONS, MEMORIES, EMBEDDINGS, SUMMARIES, DLQ, AUDIT)
 
 _METADATA_WAIT_S = 30.0
 
@@ -66,6 +70,10 @@ class Topics:
     @property
     def dlq(self) -> str:
         return self.name(DLQ)
+
+    @property
+    def audit(self) -> str:
+        return self.name(AUDIT)
 
     def all(self) -> list[str]:
         return [self.name(logical) for logical in LOGICAL_TOPICS]

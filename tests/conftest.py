@@ -6,11 +6,14 @@ ones from infra/ (started if needed, stopped at the end only if this session sta
 them), or testcontainers when MEMSTREAM_TESTCONTAINERS=1 and a Docker engine answers.
 
 Test scope: every test gets its own topic prefix and its own database (a copy of a
-migrated template), so tests never see each other's data.
+migrated template), so tests never see each other's data. Personal data is encrypted as
+in production: the test's process has the encrypting codec on the test's database (a
+master key made for the session unless MEMSTREAM_MASTER_KEY is set).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +27,7 @@ from infra import local
 from infra.migrate import migrate
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from tests.helpers import delete_retired_topics, personal_data_codec, retire_topics
 
 TEMPLATE_DB = "memstream_test_template"
 
@@ -54,17 +58,25 @@ def _testcontainers() -> Iterator[Settings] | None:
     return run()
 
 
+def _with_master_key(settings: Settings) -> Settings:
+    if settings.master_key or settings.master_key_file:
+        return settings
+    return settings.replace(master_key=base64.b64encode(os.urandom(32)).decode())
+
+
 @pytest.fixture(scope="session")
 def infrastructure() -> Iterator[Settings]:
     """Settings pointing at a running broker and database (no prefix/database isolation)."""
     containers = _testcontainers()
     if containers is not None:
-        yield from containers
+        for settings in containers:
+            yield _with_master_key(settings)
         return
     started = local.up(Settings.from_env())
     try:
-        yield started.settings
+        yield _with_master_key(started.settings)
     finally:
+        delete_retired_topics(started.settings)
         started.down()
 
 
@@ -86,17 +98,20 @@ def settings(infrastructure: Settings, template_database: str) -> Iterator[Setti
     admin_url = _with_database(infrastructure.require_database(), "postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    test_settings = infrastructure.replace(
+        topic_prefix=name.replace("_", "-"),
+        database_url=_with_database(admin_url, name),
+        partitions=3,
+        batch_timeout_ms=50,
+        retry_backoff_ms=20,
+    )
     try:
-        yield infrastructure.replace(
-            topic_prefix=name.replace("_", "-"),
-            database_url=_with_database(admin_url, name),
-            partitions=3,
-            batch_timeout_ms=50,
-            retry_backoff_ms=20,
-        )
+        with personal_data_codec(test_settings):
+            yield test_settings
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        retire_topics(test_settings)
 
 
 @pytest.fixture

@@ -7,20 +7,46 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 from psycopg import AsyncConnection
 
-from schemas import ConversationEnded, ConversationFailed, ConversationStarted, Event, Source
+from schemas import (
+    ConversationEnded,
+    ConversationFailed,
+    ConversationStarted,
+    Event,
+    Source,
+    get_personal_codec,
+    set_personal_codec,
+)
 from streams.offsets import log_extent, standalone_consumer
 from streams.settings import Settings
+from streams.subject_keys import SubjectKeyCodec, install_personal_codec
 
 T = TypeVar("T")
 BASE_TIME = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+
+
+@contextmanager
+def personal_data_codec(settings: Settings) -> Iterator[None]:
+    """The encrypting codec on `settings`' database for the block, as every memstream
+    process has it; then the previous one again, and the key store's connection closed
+    (a database with a session open can be neither copied nor dropped)."""
+    previous = get_personal_codec()
+    install_personal_codec(settings)
+    try:
+        yield
+    finally:
+        installed = set_personal_codec(previous)
+        if isinstance(installed, SubjectKeyCodec) and installed is not previous:
+            installed.store.close()
 
 
 def call_events(tenant: str, n: int, *, turns: int = 4, users: int = 7) -> list[Event]:
@@ -158,3 +184,55 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: Topic prefixes of finished tests, deleted in batches (see :func:`retire_topics`).
+_RETIRED: list[str] = []
+_RETIRE_BATCH = 25
+
+
+def retire_topics(settings: Settings) -> None:
+    """Delete a finished test's topics (with others', ``_RETIRE_BATCH`` prefixes at a time).
+
+    Every test has topics of its own; a broker keeping all of a suite's would hold tens of
+    thousands of partitions and run out of file descriptors. Only this session's prefixes
+    are deleted, so test sessions running side by side on one broker do not interfere.
+    """
+    _RETIRED.append(settings.topic_prefix)
+    if len(_RETIRED) >= _RETIRE_BATCH:
+        delete_retired_topics(settings)
+
+
+def delete_retired_topics(settings: Settings) -> None:
+    """Delete the topics of every prefix retired so far (at the end of the session)."""
+    if not _RETIRED:
+        return
+    prefixes = tuple(f"{p}." for p in _RETIRED)
+    _RETIRED.clear()
+
+    async def delete() -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.require_kafka(), **settings.kafka_options()
+        )
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+
+    # Fixture teardown may run inside the test's event loop: a loop of its own, in a thread.
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(delete())
+        except Exception as exc:  # a full broker is the next batch's problem, not a failure
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()

@@ -3,11 +3,20 @@ and passages (each turn with its neighbours as context, full-text searchable: pa
 
 ``prepare`` (pure Python, run by the runtime in its fetch stage, overlapping the previous
 batch's transaction) folds a batch: events in log order per subject become one row per
-conversation and per user, and the turns of each finished conversation. Folding keeps
-the order of a ``user.forgotten`` relative to the user's other events: what came before
-it in the batch is dropped, its deletes run before the upserts, and what came after it
-is written afresh. It also renders the rows for transport: conversations and users as
-one JSON document each (orjson), turns and passages as ``COPY`` payloads.
+conversation and per user, and the turns of each finished conversation. The batch is cut
+at each ``user.forgotten`` into runs, folded apart, so an erasure is applied exactly where
+it stands in the log whatever the batch boundaries. It also renders the rows for
+transport: conversations and users as one JSON document each (orjson), turns and
+passages as ``COPY`` payloads.
+
+Erasure, as in every read model (projections/erasures.py): ``user.forgotten`` records its
+time in ``forgotten`` (by the user's pseudonym) and deletes the user's conversations that
+began at or before it; a conversation event arriving later about a call that began at or
+before it (a platform redelivering an old webhook, ``memstream log import``, ``memstream
+dlq replay``) is dropped, so it never brings the user back. A call that begins after the
+erasure is a new relationship: it is projected, and the user comes back with it alone.
+``apply`` reads the watermarks of the batch's users in one query and, only when one
+covers an event of the batch, folds the batch again without the events it covers.
 
 ``apply`` — inside the transaction, on the runtime's critical path — then only ships
 those bytes: one statement expands the JSON server-side (``json_populate_recordset``)
@@ -24,6 +33,7 @@ redelivers a webhook.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +44,14 @@ import orjson
 from psycopg import AsyncConnection
 
 from projections.conversations.passages import passages
+from projections.erasures import (
+    FORGOTTEN_SQL,
+    Erasure,
+    Erasures,
+    covering,
+    earliest,
+    record_erasures,
+)
 from schemas import (
     ConversationEnded,
     ConversationFailed,
@@ -46,6 +64,10 @@ from streams.projection import LogRecord, Projection
 from streams.topics import CONVERSATIONS
 
 SCHEMA_SQL = (Path(__file__).parent / "schema.sql").read_text()
+
+#: When a conversation row's call began, for erasure: its start, or (a failed call the
+#: platform reported without one) when the row was last written.
+_BEGAN = "COALESCE(c.started_at, c.updated_at)"
 
 _CONVERSATION_COLUMNS = (
     "tenant, conversation_id, subject, platform, agent_id, channel, status, platform_status,"
@@ -109,6 +131,32 @@ _DELETE_TRANSCRIPT_SQL = [
                                           AS k(tenant text, conversation_id text))
     """
     for table in ("turns", "passages")
+]
+
+# An erasure (recorded in `forgotten` first): the user's conversations that began at or
+# before it go with their transcripts, then the user's row unless it holds only what came
+# after (a user.forgotten seen again must not delete a later relationship).
+_FORGET_SQL = [
+    *(
+        f"""
+        DELETE FROM {table} t USING conversations c
+         WHERE t.tenant = c.tenant AND t.conversation_id = c.conversation_id
+           AND c.tenant = %(tenant)s AND c.subject = %(subject)s
+           AND {_BEGAN} <= %(at)s
+        """
+        for table in ("turns", "passages")
+    ),
+    f"""
+    DELETE FROM conversations c
+     WHERE c.tenant = %(tenant)s AND c.subject = %(subject)s AND {_BEGAN} <= %(at)s
+    """,
+    """
+    DELETE FROM users u
+     WHERE u.tenant = %(tenant)s AND u.subject = %(subject)s
+       AND (u.first_seen <= %(at)s
+            OR NOT EXISTS (SELECT 1 FROM conversations c
+                            WHERE c.tenant = u.tenant AND c.subject = u.subject))
+    """,
 ]
 _PASSAGES_INDEX_SQL = "CREATE INDEX IF NOT EXISTS passages_by_subject ON passages (tenant, subject)"
 _INDEX_BUILD_MEMORY = "256MB"
@@ -197,10 +245,9 @@ class _User:
 
 
 @dataclass(frozen=True)
-class PreparedBatch:
-    """A batch folded and rendered for transport, ready for `apply`."""
+class Rows:
+    """The conversation events of a run (between erasures) folded and rendered."""
 
-    forgotten: list[tuple[str, str]]
     conversations: str  # JSON array of conversation rows
     users: str  # JSON array of user rows
     ended: str  # JSON array of {tenant, conversation_id} whose transcript is replaced
@@ -208,16 +255,28 @@ class PreparedBatch:
     passages: bytes  # COPY text payload
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch folded and rendered for transport, ready for `apply`."""
+
+    steps: tuple[Rows | Erasure, ...]  # each erasure applied where it stands between runs
+    # Per user, the earliest call the batch's events are about (projections.erasures.
+    # earliest): what an erasure recorded earlier may cover.
+    began: str
+    # The batch itself: folded again, rarely, without what an earlier erasure covers.
+    records: Sequence[LogRecord]
+
+
 class ConversationsProjection(Projection):
     name: ClassVar[str] = "conversations"
     topics: ClassVar[tuple[str, ...]] = (CONVERSATIONS,)
-    tables: ClassVar[tuple[str, ...]] = ("users", "conversations", "turns", "passages")
+    tables: ClassVar[tuple[str, ...]] = ("users", "conversations", "turns", "passages", "forgotten")
 
     def __init__(self) -> None:
         self._search_indexed = False
 
     def schema_sql(self) -> str:
-        return SCHEMA_SQL
+        return SCHEMA_SQL + FORGOTTEN_SQL
 
     async def caught_up(self, conn: AsyncConnection[Any]) -> None:
         """Build the index that finds one user's passages once the version has caught up.
@@ -240,36 +299,52 @@ class ConversationsProjection(Projection):
         await conn.execute(_PASSAGES_INDEX_SQL)
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
+        return self._prepare(records, Erasures())
+
+    def _prepare(self, records: Sequence[LogRecord], erasures: Erasures) -> PreparedBatch:
+        """Fold `records` into runs cut at each erasure; an event about a call that began
+        at or before its user's erasure (recorded earlier, in `erasures`, or one before it
+        in the batch) is left out."""
+        steps: list[Rows | Erasure] = []
+        about: list[ConversationStarted | ConversationEnded | ConversationFailed] = []
         conversations: dict[tuple[str, str], _Conversation] = {}
         users: dict[tuple[str, str], _User] = {}
-        forgotten: set[tuple[str, str]] = set()
         for record in records:
             event = record.event
             if isinstance(event, UserForgotten):
-                key = (event.tenant, event.subject)
-                forgotten.add(key)
-                users.pop(key, None)
-                for conv_key in [k for k, c in conversations.items() if c.subject == event.subject]:
-                    del conversations[conv_key]
+                if conversations:
+                    steps.append(_rows(conversations, users))
+                    conversations, users = {}, {}
+                steps.append(erasures.erase(event))
             elif isinstance(event, ConversationStarted | ConversationEnded | ConversationFailed):
-                self._fold(event, conversations, users)
-        ended = [c for c in conversations.values() if c.turns is not None]
-        return PreparedBatch(
-            forgotten=sorted(forgotten),
-            conversations=_json([c.row() for c in conversations.values()]),
-            users=_json([u.row() for u in users.values()]),
-            ended=_json(
-                [{"tenant": c.tenant, "conversation_id": c.conversation_id} for c in ended]
-            ),
-            turns="".join([line for c in ended for line in c.turns or ()]).encode(),
-            passages="".join([line for c in ended for line in c.passages]).encode(),
-        )
+                about.append(event)
+                if not erasures.covers(event):
+                    self._fold(event, conversations, users)
+        if conversations:
+            steps.append(_rows(conversations, users))
+        return PreparedBatch(steps=tuple(steps), began=earliest(about), records=records)
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
-        if prepared.forgotten:
-            await self._forget(conn, prepared.forgotten)
-        if prepared.conversations == "[]":
-            return
+        # 1. Erasures recorded by earlier batches that cover an event of this one: fold
+        #    it again without those events (rare: one query finds none otherwise).
+        recorded = await covering(conn, prepared.began)
+        if recorded:
+            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        # 2. Runs and erasures in log order.
+        for step in prepared.steps:
+            if isinstance(step, Erasure):
+                async with conn.pipeline():
+                    await record_erasures(conn, [step])
+                    for statement in _FORGET_SQL:
+                        await conn.execute(
+                            statement,
+                            {"tenant": step.tenant, "subject": step.subject, "at": step.at},
+                        )
+            else:
+                await self._write(conn, step)
+
+    @staticmethod
+    async def _write(conn: AsyncConnection[Any], prepared: Rows) -> None:
         async with conn.pipeline():  # both statements in one round trip
             await conn.execute(_UPSERT_SQL, [prepared.conversations, prepared.users])
             if prepared.turns:
@@ -359,23 +434,18 @@ class ConversationsProjection(Projection):
             conv.failure_reason = event.data.reason
             conv.metadata = {**conv.metadata, **event.data.metadata}
 
-    # -- writing ----------------------------------------------------------------------
 
-    @staticmethod
-    async def _forget(conn: AsyncConnection[Any], subjects: list[tuple[str, str]]) -> None:
-        params = [[t for t, _ in subjects], [s for _, s in subjects]]
-        await conn.execute(
-            "DELETE FROM turns t USING conversations c"
-            " WHERE t.tenant = c.tenant AND t.conversation_id = c.conversation_id"
-            "   AND (c.tenant, c.subject) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
-            params,
-        )
-        for table in ("passages", "conversations", "users"):
-            await conn.execute(
-                f"DELETE FROM {table} WHERE (tenant, subject) IN"
-                " (SELECT * FROM unnest(%b::text[], %b::text[]))",
-                params,
-            )
+def _rows(
+    conversations: dict[tuple[str, str], _Conversation], users: dict[tuple[str, str], _User]
+) -> Rows:
+    ended = [c for c in conversations.values() if c.turns is not None]
+    return Rows(
+        conversations=_json([c.row() for c in conversations.values()]),
+        users=_json([u.row() for u in users.values()]),
+        ended=_json([{"tenant": c.tenant, "conversation_id": c.conversation_id} for c in ended]),
+        turns="".join([line for c in ended for line in c.turns or ()]).encode(),
+        passages="".join([line for c in ended for line in c.passages]).encode(),
+    )
 
 
 def _json(value: Any) -> str:

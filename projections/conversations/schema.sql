@@ -79,3 +79,6 @@ CREATE TABLE IF NOT EXISTS passages (
 -- through the index `passages_by_subject` (tenant, subject), built by the projection once
 -- it has caught up (projection.py, caught_up): maintained row by row it would slow a
 -- rebuild that writes millions of passages.
+
+-- Erased users: `forgotten`, the erasure watermark every read model keeps
+-- (projections/erasures.py, FORGOTTEN_SQL, created with these tables).

@@ -200,12 +200,13 @@ class EmbeddingProcessor(Projection):
 
 def _caused_by(event: Event) -> dict[str, Any]:
     """The envelope of an event this processor derives from ``event``: same tenant,
-    subject, time and conversation, caused by it."""
+    subject and conversation, caused by it, dated when what it is about began (a memory's
+    observation, the start of a call: ``Event.began``), which an erasure is compared with."""
     return {
         "tenant": event.tenant,
         "subject": event.subject,
         "source": Source(platform="memstream", event_id=str(event.id)),
-        "occurred_at": event.occurred_at,
+        "occurred_at": event.began,
         "correlation_id": event.correlation_id,
         "causation_id": event.id,
     }

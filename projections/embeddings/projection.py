@@ -32,12 +32,17 @@ Passages (``passages.embedded``) go to ``passage_vectors`` the same way, staged 
 binary COPY and inserted in one statement per run, without links; a conversation whose
 transcript was replaced gets the newer vectors.
 
-``user.forgotten`` deletes the user's vectors and links and, as in the memories
-projection, drops vectors about them from before the erasure that arrive later.
+``user.forgotten`` deletes the user's vectors (of what was said at or before it: a
+memory's observation, a passage's call start) and links, records the erasure (by the
+user's pseudonym: projections/erasures.py) and, as in the memories projection, drops
+vectors about them from before it that arrive later. ``apply`` reads the watermarks of the
+batch's users in one query and, only when one covers a vector of the batch, prepares the
+batch again without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -47,7 +52,15 @@ from typing import Any, ClassVar
 
 from psycopg import AsyncConnection, sql
 
-from schemas import EmbeddingComputed, PassagesEmbedded, UserForgotten
+from projections.erasures import (
+    FORGOTTEN_SQL,
+    Erasure,
+    Erasures,
+    covering,
+    earliest,
+    record_erasures,
+)
+from schemas import EmbeddingComputed, Event, PassagesEmbedded, UserForgotten
 from streams.copy import (
     BINARY_HEADER,
     BINARY_TRAILER,
@@ -108,8 +121,6 @@ WITH run AS (
     INSERT INTO embeddings (tenant, memory_id, model, subject, dimension, embedding, observed_at)
     SELECT r.tenant, r.memory_id, r.model, r.subject, r.dimension, r.embedding, r.observed_at
       FROM run r
-     WHERE NOT EXISTS (SELECT 1 FROM forgotten f WHERE f.tenant = r.tenant
-                         AND f.subject = r.subject AND f.forgotten_at >= r.observed_at)
     ON CONFLICT DO NOTHING
     RETURNING tenant, memory_id, model
 ), new AS MATERIALIZED (
@@ -175,8 +186,6 @@ INSERT INTO passage_vectors AS p
 SELECT r.tenant, r.conversation_id, r.seq, r.model, r.subject, r.dimension, r.embedding,
        r.observed_at
   FROM run r
- WHERE NOT EXISTS (SELECT 1 FROM forgotten f WHERE f.tenant = r.tenant
-                     AND f.subject = r.subject AND f.forgotten_at >= r.observed_at)
 ON CONFLICT (tenant, conversation_id, seq, model) DO UPDATE
     SET dimension = EXCLUDED.dimension, embedding = EXCLUDED.embedding,
         observed_at = EXCLUDED.observed_at
@@ -184,13 +193,9 @@ ON CONFLICT (tenant, conversation_id, seq, model) DO UPDATE
 """
 _PASSAGE_ROW_START = binary_row_start(8)
 
+# An erasure (recorded in `forgotten` first): the user's vectors of what was said at or
+# before it go, with their links.
 _FORGET_SQL = [
-    """
-    INSERT INTO forgotten AS f (tenant, subject, forgotten_at)
-    VALUES (%(tenant)s, %(subject)s, %(at)s)
-    ON CONFLICT (tenant, subject) DO UPDATE
-        SET forgotten_at = GREATEST(f.forgotten_at, EXCLUDED.forgotten_at)
-    """,
     """
     DELETE FROM embeddings
      WHERE tenant = %(tenant)s AND subject = %(subject)s AND observed_at <= %(at)s
@@ -224,12 +229,15 @@ class VectorRun:
 
 
 @dataclass(frozen=True, slots=True)
-class Erasure:
-    """A ``user.forgotten``, applied where it stands between runs."""
+class PreparedBatch:
+    """Runs of vectors, and each erasure where it stands between them."""
 
-    tenant: str
-    subject: str
-    at: Any
+    steps: tuple[VectorRun | Erasure, ...]
+    # Per user, the earliest time the batch's vectors are about (projections.erasures.
+    # earliest): what an erasure recorded earlier may cover.
+    began: str
+    # The batch itself: prepared again, rarely, without what an earlier erasure covers.
+    records: Sequence[LogRecord]
 
 
 @dataclass(slots=True)
@@ -254,7 +262,7 @@ class _RunBuilder:
             binary_bytes(event.subject.encode()),
             binary_int4(data.dimension),
         )
-        observed_at = binary_timestamptz(event.occurred_at)
+        observed_at = binary_timestamptz(event.began)  # when its call began
         for passage in data.passages:
             key = (event.tenant, data.conversation_id, passage.seq, data.model)
             self.passages.pop(key, None)  # keep log order: the replacement goes last
@@ -293,7 +301,7 @@ class _RunBuilder:
                     binary_bytes(event.subject.encode()),
                     binary_int4(data.dimension),
                     _binary_vector(data.vector),
-                    binary_timestamptz(event.occurred_at),
+                    binary_timestamptz(event.began),
                 )
             )
         )
@@ -338,29 +346,46 @@ class EmbeddingsProjection(Projection):
         self._indexed: set[tuple[str, int]] = set()
 
     def schema_sql(self) -> str:
-        return SCHEMA_SQL
+        return SCHEMA_SQL + FORGOTTEN_SQL
 
-    def prepare(self, records: Sequence[LogRecord]) -> list[VectorRun | Erasure]:
+    def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
+        return self._prepare(records, Erasures())
+
+    def _prepare(self, records: Sequence[LogRecord], erasures: Erasures) -> PreparedBatch:
+        """Cut `records` into runs at each erasure; a vector about what was said at or
+        before its user's erasure (recorded earlier, in `erasures`, or one before it in
+        the batch) is left out."""
         steps: list[VectorRun | Erasure] = []
+        about: list[Event] = []
         run = _RunBuilder()
         for record in records:
             event = record.event
-            if isinstance(event, EmbeddingComputed):
-                run.add(event)
-            elif isinstance(event, PassagesEmbedded):
-                run.add_passages(event)
+            if isinstance(event, EmbeddingComputed | PassagesEmbedded):
+                about.append(event)
+                if erasures.covers(event):
+                    continue
+                if isinstance(event, EmbeddingComputed):
+                    run.add(event)
+                else:
+                    run.add_passages(event)
             elif isinstance(event, UserForgotten):
                 if run:
                     steps.append(run.build())
                     run = _RunBuilder()
-                steps.append(Erasure(event.tenant, event.subject, event.occurred_at))
+                steps.append(erasures.erase(event))
         if run:
             steps.append(run.build())
-        return steps
+        return PreparedBatch(tuple(steps), earliest(about), records)
 
-    async def apply(self, conn: AsyncConnection[Any], prepared: list[VectorRun | Erasure]) -> None:
-        for step in prepared:
+    async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
+        # Erasures recorded by earlier batches that cover a vector of this one: prepare it
+        # again without those vectors (rare: one query finds none otherwise).
+        recorded = await covering(conn, prepared.began)
+        if recorded:
+            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        for step in prepared.steps:
             if isinstance(step, Erasure):
+                await record_erasures(conn, [step])
                 erased = {"tenant": step.tenant, "subject": step.subject, "at": step.at}
                 for statement in _FORGET_SQL:
                     await conn.execute(statement, erased)

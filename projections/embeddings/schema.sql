@@ -28,12 +28,8 @@ CREATE TABLE IF NOT EXISTS links (
     PRIMARY KEY (tenant, model, memory_id, linked_id)
 );
 
-CREATE TABLE IF NOT EXISTS forgotten (
-    tenant        text        NOT NULL,
-    subject       text        NOT NULL,
-    forgotten_at  timestamptz NOT NULL,
-    PRIMARY KEY (tenant, subject)
-);
+-- Erased users: `forgotten`, the erasure watermark every read model keeps
+-- (projections/erasures.py, FORGOTTEN_SQL, created with these tables).
 
 -- Passages (the conversations read model's passages table) as vectors: one per turn,
 -- conversation and model, embedded in its window of neighbours. Searched one user at a

@@ -14,7 +14,10 @@ its checkpoints:
   earlier extractions and from ``memory.asserted``; ``memory.retracted`` and
   ``user.forgotten`` take facts out of play;
 - ``processed``: the conversation events already extracted, so a conversation
-  appended twice (a redelivered webhook) is not extracted twice.
+  appended twice (a redelivered webhook) is not extracted twice;
+- ``forgotten``: each forgotten user's latest erasure, by pseudonym (projections/
+  erasures.py): a conversation or memory event about what began at or before it is
+  neither extracted nor kept, so no fact of the user comes back.
 
 The batch sequence, as in every projection, is one transaction:
 
@@ -48,6 +51,14 @@ from typing import Any, ClassVar
 import orjson
 from psycopg import AsyncConnection, sql
 
+from projections.erasures import (
+    FORGOTTEN_SQL,
+    Erasure,
+    Erasures,
+    covering,
+    earliest,
+    record_erasures,
+)
 from projections.extraction.candidates import (
     Candidate,
     Extraction,
@@ -112,7 +123,7 @@ class PreparedBatch:
 class ExtractionProcessor(Projection):
     name: ClassVar[str] = "extraction"
     topics: ClassVar[tuple[str, ...]] = (CONVERSATIONS,)
-    tables: ClassVar[tuple[str, ...]] = ("facts", "processed")
+    tables: ClassVar[tuple[str, ...]] = ("facts", "processed", "forgotten")
     produces: ClassVar[tuple[str, ...]] = (MEMORIES,)
 
     def __init__(self, extractor: Extractor | None = None) -> None:
@@ -131,7 +142,7 @@ class ExtractionProcessor(Projection):
         return cls(LLMExtractor.from_settings(settings))
 
     def schema_sql(self) -> str:
-        return SCHEMA_SQL
+        return SCHEMA_SQL + FORGOTTEN_SQL
 
     async def open(self, log: EventLog) -> None:
         self._log = log
@@ -166,12 +177,15 @@ class ExtractionProcessor(Projection):
         if self._log is None:
             raise RuntimeError("the extraction processor appends events: open() it first")
         done = await self._processed(conn, prepared)
+        erased, covered = await self._erasures(conn, prepared)
         journaled: list[_Extraction] = []
         if not self.extractor.deterministic:
             journaled = [
                 i
-                for i in prepared.items
-                if isinstance(i, _Extraction) and (i.event.tenant, i.event.id) not in done
+                for n, i in enumerate(prepared.items)
+                if isinstance(i, _Extraction)
+                and (i.event.tenant, i.event.id) not in done
+                and n not in covered
             ]
             await self._journal_answers(conn, journaled)
         facts = await self._load_facts(conn, prepared.subjects)
@@ -179,7 +193,9 @@ class ExtractionProcessor(Projection):
         changed: dict[tuple[str, uuid.UUID], tuple[str, _Fact]] = {}
         forgotten: list[tuple[str, str]] = []
         processed: list[tuple[str, uuid.UUID]] = []
-        for item in prepared.items:
+        for index, item in enumerate(prepared.items):
+            if index in covered:
+                continue  # about what began at or before its user's erasure
             if isinstance(item, _Extraction):
                 event = item.event
                 if (event.tenant, event.id) in done:
@@ -203,11 +219,31 @@ class ExtractionProcessor(Projection):
                 forgotten.append((item.tenant, item.subject))
         # Write the new state, then append: both are undone together if the append fails
         # (the transaction rolls back and the runtime retries the batch).
+        await record_erasures(conn, erased)
         await self._save(conn, changed, forgotten, processed)
         if journaled or forgotten:
             await self._forget_answers(conn, journaled, forgotten)
         if output:
             await self._log.append_many(output)
+
+    @staticmethod
+    async def _erasures(
+        conn: AsyncConnection[Any], prepared: PreparedBatch
+    ) -> tuple[list[Erasure], set[int]]:
+        """The batch's erasures, and the indexes of its items an erasure covers: one
+        recorded earlier, or one before the item in the batch."""
+        about = [i.event if isinstance(i, _Extraction) else i for i in prepared.items]
+        erasures = Erasures(
+            await covering(conn, earliest(e for e in about if not isinstance(e, UserForgotten)))
+        )
+        erased: list[Erasure] = []
+        covered: set[int] = set()
+        for index, event in enumerate(about):
+            if isinstance(event, UserForgotten):
+                erased.append(erasures.erase(event))
+            elif erasures.covers(event):
+                covered.add(index)
+        return erased, covered
 
     # -- decisions --------------------------------------------------------------------
 

@@ -35,3 +35,7 @@ CREATE TABLE IF NOT EXISTS answers (
     extraction  jsonb NOT NULL,
     PRIMARY KEY (tenant, event_id)
 );
+
+-- Erased users: `forgotten`, the erasure watermark every read model and processor keeps
+-- (projections/erasures.py, FORGOTTEN_SQL, created with these tables). The facts and
+-- answers of a user go with their erasure; `processed` names events, not users.

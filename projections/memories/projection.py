@@ -14,16 +14,20 @@ that gives the same rows whatever the order and however often an event is seen:
   change that arrives first leaves a row without content, filled in later;
 - the reinforcement count is the number of distinct ``memory.reinforced`` events
   (kept in ``reinforcements``), recomputed for the memories a batch touches;
-- ``user.forgotten`` deletes the user's rows and records the erasure time, and any
-  memory event about them from before that time is dropped when it arrives later.
+- ``user.forgotten`` deletes the user's rows and records the erasure time (by their
+  pseudonym: projections/erasures.py), and any memory event about what they said before
+  that time is dropped, whether it arrives before or after the erasure.
 
 ``prepare`` folds a batch into JSON documents (pure Python, in the runtime's fetch
-stage); ``apply`` ships them in five statements, the rows expanded server-side with
-``json_populate_recordset`` as in the conversations projection.
+stage); ``apply`` ships them in a few statements, the rows expanded server-side with
+``json_populate_recordset`` as in the conversations projection. It reads the watermarks
+of the batch's users in one query and, only when one covers an event of the batch,
+folds the batch again without the events it covers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +37,16 @@ from typing import Any, ClassVar
 import orjson
 from psycopg import AsyncConnection
 
+from projections.erasures import (
+    FORGOTTEN_SQL,
+    Erasure,
+    Erasures,
+    covering,
+    earliest,
+    record_erasures,
+)
 from schemas import (
+    Event,
     MemoryAsserted,
     MemoryExtracted,
     MemoryReinforced,
@@ -66,41 +79,38 @@ _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Su
 
 _STATE_RANK = {"active": 0, "superseded": 1, "retracted": 2}
 
+_MEMORY_EVENTS = (
+    MemoryExtracted,
+    MemoryAsserted,
+    MemoryReinforced,
+    MemorySuperseded,
+    MemoryRetracted,
+)
+
 _MEMORY_COLUMNS = (
     "tenant, memory_id, subject, content, sector, salience, decay_rate, kind, key, origin,"
     " extractor, extractor_version, conversation_id, provenance, observed_at, last_seen_at,"
     " observed_on, updated_at"
 )
-_NOT_FORGOTTEN = """NOT EXISTS (
-    SELECT 1 FROM forgotten f
-     WHERE f.tenant = s.tenant AND f.subject = s.subject AND f.forgotten_at >= s.{time})"""
 
+# The batch's erasures (JSON of tenant, subject, at; recorded in `forgotten` first): the
+# user's rows about what was said at or before each go.
+_ERASED = "json_to_recordset(%s::json) AS e(tenant text, subject text, at timestamptz)"
 _FORGET_SQL = [
-    """
-    INSERT INTO forgotten AS f (tenant, subject, forgotten_at)
-    SELECT tenant, subject, forgotten_at FROM json_populate_recordset(NULL::forgotten, %s::json)
-    ON CONFLICT (tenant, subject) DO UPDATE
-        SET forgotten_at = GREATEST(f.forgotten_at, EXCLUDED.forgotten_at)
+    f"""
+    DELETE FROM memories m USING {_ERASED}
+     WHERE m.tenant = e.tenant AND m.subject = e.subject
+       AND COALESCE(m.observed_at, m.updated_at) <= e.at
     """,
-    """
-    DELETE FROM memories m USING forgotten f
-     WHERE f.tenant = m.tenant AND f.subject = m.subject
-       AND COALESCE(m.observed_at, m.updated_at) <= f.forgotten_at
-       AND (f.tenant, f.subject) IN (SELECT tenant, subject
-                                       FROM json_populate_recordset(NULL::forgotten, %s::json))
-    """,
-    """
-    DELETE FROM reinforcements r USING forgotten f
-     WHERE f.tenant = r.tenant AND f.subject = r.subject AND r.observed_at <= f.forgotten_at
-       AND (f.tenant, f.subject) IN (SELECT tenant, subject
-                                       FROM json_populate_recordset(NULL::forgotten, %s::json))
+    f"""
+    DELETE FROM reinforcements r USING {_ERASED}
+     WHERE r.tenant = e.tenant AND r.subject = e.subject AND r.observed_at <= e.at
     """,
 ]
 
 _UPSERT_MEMORIES_SQL = f"""
 INSERT INTO memories AS m ({_MEMORY_COLUMNS})
 SELECT {_MEMORY_COLUMNS} FROM json_populate_recordset(NULL::memories, %s::json) AS s
- WHERE {_NOT_FORGOTTEN.format(time="observed_at")}
 ON CONFLICT (tenant, memory_id) DO UPDATE SET
     subject = EXCLUDED.subject,
     content = EXCLUDED.content,
@@ -122,19 +132,17 @@ ON CONFLICT (tenant, memory_id) DO UPDATE SET
     -- retraction or supersession keeps it.
 """
 
-_INSERT_REINFORCEMENTS_SQL = f"""
+_INSERT_REINFORCEMENTS_SQL = """
 INSERT INTO reinforcements (tenant, event_id, memory_id, subject, observed_at, provenance)
 SELECT tenant, event_id, memory_id, subject, observed_at, provenance
   FROM json_populate_recordset(NULL::reinforcements, %s::json) AS s
- WHERE {_NOT_FORGOTTEN.format(time="observed_at")}
 ON CONFLICT (tenant, event_id) DO NOTHING
 """
 
-_UPSERT_STATES_SQL = f"""
+_UPSERT_STATES_SQL = """
 INSERT INTO memories AS m (tenant, memory_id, subject, state, superseded_by, updated_at)
 SELECT tenant, memory_id, subject, state, superseded_by, updated_at
   FROM json_populate_recordset(NULL::memories, %s::json) AS s
- WHERE {_NOT_FORGOTTEN.format(time="updated_at")}
 ON CONFLICT (tenant, memory_id) DO UPDATE SET
     state = CASE WHEN 'retracted' IN (m.state, EXCLUDED.state) THEN 'retracted'
                  WHEN 'superseded' IN (m.state, EXCLUDED.state) THEN 'superseded'
@@ -162,11 +170,16 @@ UPDATE memories m
 class PreparedBatch:
     """A batch folded into JSON documents (None: nothing of that kind in the batch)."""
 
-    forgotten: str | None
+    erasures: tuple[Erasure, ...]
     memories: str | None
     reinforcements: str | None
     states: str | None
     touched: str | None
+    # Per user, the earliest time the batch's memory events are about (projections.
+    # erasures.earliest): what an erasure recorded earlier may cover.
+    began: str
+    # The batch itself: folded again, rarely, without what an earlier erasure covers.
+    records: Sequence[LogRecord]
 
 
 class MemoriesProjection(Projection):
@@ -175,15 +188,29 @@ class MemoriesProjection(Projection):
     tables: ClassVar[tuple[str, ...]] = ("memories", "reinforcements", "forgotten")
 
     def schema_sql(self) -> str:
-        return SCHEMA_SQL
+        return SCHEMA_SQL + FORGOTTEN_SQL
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
-        forgotten: dict[tuple[str, str], dict[str, Any]] = {}
+        return self._prepare(records, Erasures())
+
+    def _prepare(self, records: Sequence[LogRecord], erasures: Erasures) -> PreparedBatch:
+        """Fold `records`, leaving out every memory event an erasure covers: one recorded
+        earlier (in `erasures`) or one of the batch, wherever it stands (the two topics
+        have no order between them)."""
+        erased = tuple(
+            erasures.erase(r.event) for r in records if isinstance(r.event, UserForgotten)
+        )
+        about: list[Event] = []
         memories: dict[tuple[str, str], dict[str, Any]] = {}
         reinforcements: dict[tuple[str, str], dict[str, Any]] = {}
         states: dict[tuple[str, str], dict[str, Any]] = {}
         for record in records:
             event = record.event
+            if not isinstance(event, _MEMORY_EVENTS):
+                continue  # conversation events are another projection's business
+            about.append(event)
+            if erasures.covers(event):
+                continue
             if isinstance(event, MemoryExtracted):
                 data = event.data
                 memories[(event.tenant, str(data.memory_id))] = _memory_row(
@@ -249,40 +276,40 @@ class MemoriesProjection(Projection):
                         ),
                         "updated_at": event.occurred_at.isoformat(),
                     }
-            elif isinstance(event, UserForgotten):
-                key = (event.tenant, event.subject)
-                at = event.occurred_at.isoformat()
-                previous_f = forgotten.get(key)
-                if previous_f is None or previous_f["forgotten_at"] < at:
-                    forgotten[key] = {
-                        "tenant": event.tenant,
-                        "subject": event.subject,
-                        "forgotten_at": at,
-                    }
-            # Conversation events are another projection's business.
         touched = {(r["tenant"], r["memory_id"]) for r in reinforcements.values()} | set(memories)
         return PreparedBatch(
-            forgotten=_json(forgotten.values()),
+            erasures=erased,
             memories=_json(memories.values()),
             reinforcements=_json(reinforcements.values()),
             states=_json(states.values()),
             touched=_json({"tenant": t, "memory_id": m} for t, m in sorted(touched)),
+            began=earliest(about),
+            records=records,
         )
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
-        # 1. Erasures first: rows already here go, and the steps below drop anything
-        #    about the erased users from before the erasure.
-        if prepared.forgotten is not None:
+        # 1. Erasures recorded by earlier batches that cover an event of this one: fold
+        #    it again without those events (rare: one query finds none otherwise).
+        recorded = await covering(conn, prepared.began)
+        if recorded:
+            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        # 2. The batch's erasures: recorded, and the rows already here that they cover go
+        #    (the rows below, folded without what they cover, stay).
+        if prepared.erasures:
+            await record_erasures(conn, prepared.erasures)
+            erased = _json(
+                {"tenant": e.tenant, "subject": e.subject, "at": e.at} for e in prepared.erasures
+            )
             for statement in _FORGET_SQL:
-                await conn.execute(statement, [prepared.forgotten])
-        # 2. Memories, reinforcements and state changes, each an order-independent merge.
+                await conn.execute(statement, [erased])
+        # 3. Memories, reinforcements and state changes, each an order-independent merge.
         if prepared.memories is not None:
             await conn.execute(_UPSERT_MEMORIES_SQL, [prepared.memories])
         if prepared.reinforcements is not None:
             await conn.execute(_INSERT_REINFORCEMENTS_SQL, [prepared.reinforcements])
         if prepared.states is not None:
             await conn.execute(_UPSERT_STATES_SQL, [prepared.states])
-        # 3. Counts and last-seen times of what this batch touched.
+        # 4. Counts and last-seen times of what this batch touched.
         if prepared.touched is not None:
             await conn.execute(_RECOUNT_SQL, [prepared.touched])
 

@@ -63,11 +63,5 @@ CREATE TABLE IF NOT EXISTS reinforcements (
 );
 CREATE INDEX IF NOT EXISTS reinforcements_by_memory ON reinforcements (tenant, memory_id);
 
--- Erased users: memory events about them that happened before the erasure are dropped
--- even when they arrive after it (they come from another topic).
-CREATE TABLE IF NOT EXISTS forgotten (
-    tenant        text        NOT NULL,
-    subject       text        NOT NULL,
-    forgotten_at  timestamptz NOT NULL,
-    PRIMARY KEY (tenant, subject)
-);
+-- Erased users: `forgotten`, the erasure watermark every read model keeps
+-- (projections/erasures.py, FORGOTTEN_SQL, created with these tables).

@@ -69,6 +69,14 @@ from typing import Any, ClassVar
 
 from psycopg import AsyncConnection
 
+from projections.erasures import (
+    FORGOTTEN_SQL,
+    Erasure,
+    Erasures,
+    covering,
+    earliest,
+    record_erasures,
+)
 from projections.summaries.summariser import (
     ExtractiveSummariser,
     ProfileMemory,
@@ -146,7 +154,8 @@ class _User:
     pending: bool
     profiled_at: datetime | None
     sequence: int
-    forgotten_at: datetime | None
+    # The user's latest erasure, from the watermark (`forgotten`) and the batch.
+    forgotten_at: datetime | None = None
     memories: dict[uuid.UUID, _Memory] = field(default_factory=dict)
     changed: set[uuid.UUID] = field(default_factory=set)
     deleted: set[uuid.UUID] = field(default_factory=set)
@@ -157,8 +166,15 @@ class _User:
         return (self.tenant, self.subject)
 
     def erased(self, at: datetime) -> bool:
-        """Whether an event about the user at event time ``at`` is covered by an erasure."""
+        """Whether an event about what began at ``at`` (``Event.began``) is covered by an
+        erasure of the user."""
         return self.forgotten_at is not None and at <= self.forgotten_at
+
+    @property
+    def vanished(self) -> bool:
+        """Erased, and nothing of the user since: their row goes (it names them)."""
+        erased = self.forget is not None or self.forgotten_at is not None
+        return erased and not self.memories and not self.pending
 
 
 @dataclass(frozen=True)
@@ -176,7 +192,7 @@ class PreparedBatch:
 class SummaryProcessor(Projection):
     name: ClassVar[str] = "summarizer"
     topics: ClassVar[tuple[str, ...]] = (MEMORIES, CONVERSATIONS)
-    tables: ClassVar[tuple[str, ...]] = ("memories", "reinforcements", "profiles")
+    tables: ClassVar[tuple[str, ...]] = ("memories", "reinforcements", "profiles", "forgotten")
     produces: ClassVar[tuple[str, ...]] = (SUMMARIES,)
 
     def __init__(
@@ -200,7 +216,7 @@ class SummaryProcessor(Projection):
         return cls(LLMSummariser.from_settings(settings), debounce=debounce)
 
     def schema_sql(self) -> str:
-        return SCHEMA_SQL
+        return SCHEMA_SQL + FORGOTTEN_SQL + _UPGRADE_SQL
 
     async def open(self, log: EventLog) -> None:
         self._log = log
@@ -218,9 +234,18 @@ class SummaryProcessor(Projection):
         if self._log is None:
             raise RuntimeError("the summariser appends events: open() it first")
         clock = prepared.clock
-        # 1. The batch's users, locked, with their memories.
+        # 1. The batch's users, locked, with their memories and the erasures recorded
+        #    earlier that cover one of the batch's events.
         users = await _lock_users(conn, prepared.subjects)
         await _load_memories(conn, users)
+        erasures = Erasures(
+            await covering(
+                conn, earliest(i for i in prepared.items if not isinstance(i, UserForgotten))
+            )
+        )
+        for user in users.values():
+            user.forgotten_at = erasures.latest(user.tenant, user.subject)
+        erased: list[Erasure] = []
         known = await _known_reinforcements(conn, prepared.items)
         output: list[Event] = []
         reinforcements: list[tuple[str, uuid.UUID, str, datetime]] = []
@@ -230,17 +255,18 @@ class SummaryProcessor(Projection):
         for item in prepared.items:
             user = users[(item.tenant, item.subject)]
             if isinstance(item, ConversationEnded):
-                if not user.erased(item.occurred_at):
+                if not user.erased(item.began):
                     calls.append(self._conversation_summary(item))
             elif isinstance(item, UserForgotten):
+                erased.append(erasures.erase(item))
                 _forget(user, item)
             elif isinstance(item, MemoryReinforced):
-                if (item.tenant, item.id) in known or user.erased(item.data.observed_at):
+                if (item.tenant, item.id) in known or user.erased(item.began):
                     continue
                 known.add((item.tenant, item.id))
                 reinforcements.append((item.tenant, item.id, item.subject, item.data.observed_at))
                 _changed(user, item, _reinforce(user, item))
-            elif not user.erased(_event_time(item)):
+            elif not user.erased(item.began):
                 _changed(user, item, _merge(user, item))
         for events in await asyncio.gather(*calls):
             output.extend(events)
@@ -253,6 +279,7 @@ class SummaryProcessor(Projection):
         for events in await asyncio.gather(*built):
             output.extend(events)
         # 4. State, then the events: both are undone together if the append fails.
+        await record_erasures(conn, erased)
         await _save(conn, [*users.values(), *flushed.values()], reinforcements)
         if output:
             await self._log.append_many(output)
@@ -320,6 +347,8 @@ class SummaryProcessor(Projection):
         ]
 
     async def _conversation_summary(self, event: ConversationEnded) -> list[Event]:
+        """The conversation's summary, dated when its call began (``as_of`` too): an
+        erasure at or after that covers it, as it covers the memories found in the call."""
         data = event.data
         platform = data.analysis.summary if data.analysis is not None else None
         memory_ids: tuple[uuid.UUID, ...] = ()
@@ -341,7 +370,7 @@ class SummaryProcessor(Projection):
                 source=Source(
                     platform="memstream", event_id=str(event.id), agent_id=event.source.agent_id
                 ),
-                occurred_at=event.occurred_at,
+                occurred_at=event.began,
                 correlation_id=data.conversation_id,
                 causation_id=event.id,
                 data={
@@ -354,7 +383,7 @@ class SummaryProcessor(Projection):
                         "memory_count": len(memory_ids),
                         "memory_ids": memory_ids,
                         "last_event_id": event.id,
-                        "as_of": event.occurred_at,
+                        "as_of": event.began,
                     },
                 },
             )
@@ -362,13 +391,6 @@ class SummaryProcessor(Projection):
 
 
 # -- applying events to a user's memories ------------------------------------------------
-
-
-def _event_time(event: _MemoryEvent | MemoryRetracted) -> datetime:
-    """When what the event says happened: the erasure check compares it."""
-    if isinstance(event, MemoryExtracted):
-        return event.data.observed_at
-    return event.occurred_at
 
 
 def _row(user: _User, memory_id: uuid.UUID, at: datetime) -> _Memory:
@@ -380,7 +402,7 @@ def _row(user: _User, memory_id: uuid.UUID, at: datetime) -> _Memory:
 
 def _merge(user: _User, event: _MemoryEvent | MemoryRetracted) -> bool:
     """Merge a memory event into the user's memories; whether anything changed."""
-    at = _event_time(event)
+    at = event.began
     known = event.data.memory_id in user.memories
     memory = _row(user, event.data.memory_id, at)
     before = replace(memory)
@@ -419,7 +441,8 @@ def _changed(user: _User, event: _MemoryEvent | MemoryRetracted, changed: bool) 
 
 
 def _forget(user: _User, event: UserForgotten) -> None:
-    """Erasure: the user's memories from before it go; what came after it stays."""
+    """Erasure: the user's memories from before it go; what came after it stays (and the
+    row with it; without anything, the row goes: `_User.vanished`)."""
     at = event.occurred_at
     user.forgotten_at = max(user.forgotten_at or at, at)
     user.forget = max(user.forget or at, at)
@@ -460,11 +483,31 @@ def _profile_memory(memory: _Memory) -> ProfileMemory | None:
 
 # -- state ---------------------------------------------------------------------------------
 
-_USER_COLUMNS = "tenant, subject, last_event_id, pending, profiled_at, sequence, forgotten_at"
+_USER_COLUMNS = "tenant, subject, last_event_id, pending, profiled_at, sequence"
 _MEMORY_COLUMNS = (
     "memory_id, subject, updated_at, content, sector, kind, salience, state, reinforcements,"
     " observed_at, last_seen_at"
 )
+
+
+# A version created before the erasure watermark kept each user's erasure in
+# profiles.forgotten_at, and with it the row of a user forgotten with nothing since, which
+# names them: on its next start those rows go. (The column stays, unused, for processes of
+# the previous release still running; a version created now has none.)
+_UPGRADE_SQL = """
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+                WHERE table_schema = current_schema() AND table_name = 'profiles'
+                  AND column_name = 'forgotten_at') THEN
+        DELETE FROM profiles p
+         WHERE p.forgotten_at IS NOT NULL AND NOT p.pending
+           AND NOT EXISTS (SELECT 1 FROM memories m
+                            WHERE m.tenant = p.tenant AND m.subject = p.subject);
+    END IF;
+END
+$$;
+"""
 
 
 def _arrays(keys: Sequence[Key]) -> list[list[str]]:
@@ -584,19 +627,22 @@ async def _save(
                 " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 kept,
             )
-        await cursor.executemany(
-            "UPDATE profiles SET last_event_id = %s, pending = %s, profiled_at = %s,"
-            " sequence = %s, forgotten_at = %s WHERE tenant = %s AND subject = %s",
-            [
-                (
-                    u.last_event_id,
-                    u.pending,
-                    u.profiled_at,
-                    u.sequence,
-                    u.forgotten_at,
-                    u.tenant,
-                    u.subject,
-                )
-                for u in users
-            ],
-        )
+        kept_users = [u for u in users if not u.vanished]
+        if kept_users:
+            await cursor.executemany(
+                "UPDATE profiles SET last_event_id = %s, pending = %s, profiled_at = %s,"
+                " sequence = %s WHERE tenant = %s AND subject = %s",
+                [
+                    (u.last_event_id, u.pending, u.profiled_at, u.sequence, u.tenant, u.subject)
+                    for u in kept_users
+                ],
+            )
+        # The row of a user erased with nothing since named them; the erasure is in
+        # `forgotten` (by pseudonym), and a later call starts a row afresh.
+        vanished = [(u.tenant, u.subject) for u in users if u.vanished]
+        if vanished:
+            await cursor.execute(
+                "DELETE FROM profiles WHERE (tenant, subject) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                _arrays(vanished),
+            )

@@ -12,13 +12,17 @@ write is a merge that gives the same rows whatever the order:
 - a conversation's row holds the summary that ranks highest by ``(rank, as_of,
   event_id)``, where rank is ``platform`` 2, ``llm:<model>`` 1, any other generator 0:
   the platform's own summary wins over one memstream wrote;
-- ``user.forgotten`` deletes the user's summaries whose ``as_of`` is at or before the
-  erasure, records the erasure time, and any summary about them from before that time
-  is dropped when it arrives later.
+- ``user.forgotten`` deletes the user's summaries whose ``as_of`` (when what they
+  summarise began: a conversation's call, the newest memory) is at or before the erasure,
+  records the erasure time (by the user's pseudonym: projections/erasures.py), and any
+  summary about them from before that time is dropped, whether it arrives before or after
+  the erasure. ``apply`` reads the watermarks of the batch's users in one query and, only
+  when one covers a summary of the batch, folds the batch again without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,14 @@ from typing import Any, ClassVar
 import orjson
 from psycopg import AsyncConnection
 
+from projections.erasures import (
+    FORGOTTEN_SQL,
+    Erasure,
+    Erasures,
+    covering,
+    earliest,
+    record_erasures,
+)
 from schemas import SummaryGenerated, UserForgotten
 from streams.projection import LogRecord, Projection
 from streams.topics import CONVERSATIONS, SUMMARIES
@@ -41,37 +53,26 @@ _COMMON = (
 )
 _PROFILE_COLUMNS = f"tenant, subject, sequence, {_COMMON}"
 _CONVERSATION_COLUMNS = f"tenant, conversation_id, subject, rank, {_COMMON}"
-_NOT_FORGOTTEN = """NOT EXISTS (
-    SELECT 1 FROM forgotten f
-     WHERE f.tenant = s.tenant AND f.subject = s.subject AND f.forgotten_at >= s.as_of)"""
 
 
 def _set(columns: str) -> str:
     return ", ".join(f"{c} = EXCLUDED.{c}" for c in (c.strip() for c in columns.split(",")))
 
 
+# The batch's erasures (JSON of tenant, subject, at; recorded in `forgotten` first): the
+# user's summaries of what began at or before each go.
 _FORGET_SQL = [
+    f"""
+    DELETE FROM {table} t
+     USING json_to_recordset(%s::json) AS e(tenant text, subject text, at timestamptz)
+     WHERE t.tenant = e.tenant AND t.subject = e.subject AND t.as_of <= e.at
     """
-    INSERT INTO forgotten AS f (tenant, subject, forgotten_at)
-    SELECT tenant, subject, forgotten_at FROM json_populate_recordset(NULL::forgotten, %s::json)
-    ON CONFLICT (tenant, subject) DO UPDATE
-        SET forgotten_at = GREATEST(f.forgotten_at, EXCLUDED.forgotten_at)
-    """,
-    *(
-        f"""
-        DELETE FROM {table} t USING forgotten f
-         WHERE f.tenant = t.tenant AND f.subject = t.subject AND t.as_of <= f.forgotten_at
-           AND (f.tenant, f.subject) IN (SELECT tenant, subject
-                                           FROM json_populate_recordset(NULL::forgotten, %s::json))
-        """
-        for table in ("profiles", "conversation_summaries")
-    ),
+    for table in ("profiles", "conversation_summaries")
 ]
 
 _UPSERT_PROFILES_SQL = f"""
 INSERT INTO profiles AS p ({_PROFILE_COLUMNS})
 SELECT {_PROFILE_COLUMNS} FROM json_populate_recordset(NULL::profiles, %s::json) AS s
- WHERE {_NOT_FORGOTTEN}
 ON CONFLICT (tenant, subject) DO UPDATE SET {_set(_PROFILE_COLUMNS)}
  WHERE (EXCLUDED.as_of, EXCLUDED.sequence, EXCLUDED.event_id)
      > (p.as_of, p.sequence, p.event_id)
@@ -81,7 +82,6 @@ _UPSERT_CONVERSATIONS_SQL = f"""
 INSERT INTO conversation_summaries AS c ({_CONVERSATION_COLUMNS})
 SELECT {_CONVERSATION_COLUMNS}
   FROM json_populate_recordset(NULL::conversation_summaries, %s::json) AS s
- WHERE {_NOT_FORGOTTEN}
 ON CONFLICT (tenant, conversation_id) DO UPDATE SET {_set(_CONVERSATION_COLUMNS)}
  WHERE (EXCLUDED.rank, EXCLUDED.as_of, EXCLUDED.event_id) > (c.rank, c.as_of, c.event_id)
 """
@@ -99,9 +99,14 @@ def generator_rank(generator: str) -> int:
 class PreparedBatch:
     """A batch folded into JSON documents (None: nothing of that kind in the batch)."""
 
-    forgotten: str | None
+    erasures: tuple[Erasure, ...]
     profiles: str | None
     conversations: str | None
+    # Per user, the earliest time the batch's summaries are about (projections.erasures.
+    # earliest): what an erasure recorded earlier may cover.
+    began: str
+    # The batch itself: folded again, rarely, without what an earlier erasure covers.
+    records: Sequence[LogRecord]
 
 
 class SummariesProjection(Projection):
@@ -110,25 +115,30 @@ class SummariesProjection(Projection):
     tables: ClassVar[tuple[str, ...]] = ("profiles", "conversation_summaries", "forgotten")
 
     def schema_sql(self) -> str:
-        return SCHEMA_SQL
+        return SCHEMA_SQL + FORGOTTEN_SQL
 
     def prepare(self, records: Sequence[LogRecord]) -> PreparedBatch:
+        return self._prepare(records, Erasures())
+
+    def _prepare(self, records: Sequence[LogRecord], erasures: Erasures) -> PreparedBatch:
+        """Fold `records`, leaving out every summary an erasure covers: one recorded
+        earlier (in `erasures`) or one of the batch, wherever it stands (the two topics
+        have no order between them)."""
         # Folded per row key with the same ranking as the SQL merge: one statement
         # cannot touch a row twice. Times stay datetimes (compared as instants; orjson
         # writes them as RFC 3339).
-        forgotten: dict[tuple[str, str], dict[str, Any]] = {}
+        erased = tuple(
+            erasures.erase(r.event) for r in records if isinstance(r.event, UserForgotten)
+        )
+        about: list[SummaryGenerated] = []
         profiles: dict[tuple[str, str], dict[str, Any]] = {}
         conversations: dict[tuple[str, str], dict[str, Any]] = {}
         for record in records:
             event = record.event
-            if isinstance(event, UserForgotten):
-                row = {
-                    "tenant": event.tenant,
-                    "subject": event.subject,
-                    "forgotten_at": event.occurred_at,
-                }
-                _keep_highest(forgotten, (event.tenant, event.subject), row, _erasure_rank)
-            elif isinstance(event, SummaryGenerated):
+            if isinstance(event, SummaryGenerated):
+                about.append(event)
+                if erasures.covers(event):
+                    continue
                 data = event.data
                 row = {
                     "tenant": event.tenant,
@@ -153,18 +163,29 @@ class SummariesProjection(Projection):
                     key = (event.tenant, data.conversation_id)
                     _keep_highest(conversations, key, row, _conversation_rank)
         return PreparedBatch(
-            forgotten=_json(forgotten.values()),
+            erasures=erased,
             profiles=_json(profiles.values()),
             conversations=_json(conversations.values()),
+            began=earliest(about),
+            records=records,
         )
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
-        # 1. Erasures first: rows already here go, and the upserts below drop anything
-        #    about the erased users from before the erasure.
-        if prepared.forgotten is not None:
+        # 1. Erasures recorded by earlier batches that cover a summary of this one: fold
+        #    it again without those summaries (rare: one query finds none otherwise).
+        recorded = await covering(conn, prepared.began)
+        if recorded:
+            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        # 2. The batch's erasures: recorded, and the summaries already here that they
+        #    cover go (those below, folded without what they cover, stay).
+        if prepared.erasures:
+            await record_erasures(conn, prepared.erasures)
+            erased = _json(
+                {"tenant": e.tenant, "subject": e.subject, "at": e.at} for e in prepared.erasures
+            )
             for statement in _FORGET_SQL:
-                await conn.execute(statement, [prepared.forgotten])
-        # 2. Summaries, each an order-independent merge.
+                await conn.execute(statement, [erased])
+        # 3. Summaries, each an order-independent merge.
         if prepared.profiles is not None:
             await conn.execute(_UPSERT_PROFILES_SQL, [prepared.profiles])
         if prepared.conversations is not None:
@@ -177,10 +198,6 @@ def _profile_rank(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def _conversation_rank(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["rank"], row["as_of"], row["event_id"])
-
-
-def _erasure_rank(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["forgotten_at"],)
 
 
 def _keep_highest(

@@ -44,11 +44,5 @@ CREATE TABLE IF NOT EXISTS conversation_summaries (
 CREATE INDEX IF NOT EXISTS conversation_summaries_by_subject
     ON conversation_summaries (tenant, subject, as_of DESC);
 
--- Erased users: summaries about them from before the erasure are dropped even when
--- they arrive after it (they come from another topic).
-CREATE TABLE IF NOT EXISTS forgotten (
-    tenant        text        NOT NULL,
-    subject       text        NOT NULL,
-    forgotten_at  timestamptz NOT NULL,
-    PRIMARY KEY (tenant, subject)
-);
+-- Erased users: `forgotten`, the erasure watermark every read model keeps
+-- (projections/erasures.py, FORGOTTEN_SQL, created with these tables).

@@ -52,8 +52,9 @@ CREATE TABLE IF NOT EXISTS profiles (
     profiled_at     timestamptz,
     -- Profiles emitted so far for this user (the next one is sequence + 1).
     sequence        integer     NOT NULL DEFAULT 0,
-    -- Erasure: memory events about the user from before it are dropped on arrival.
-    forgotten_at    timestamptz,
     PRIMARY KEY (tenant, subject)
 );
+-- A user's erasure is in `forgotten` (projections/erasures.py, by pseudonym): memory
+-- events about what they said before it are dropped on arrival, and the row of a user
+-- erased with nothing since is deleted (it names them).
 CREATE INDEX IF NOT EXISTS profiles_pending ON profiles (profiled_at) WHERE pending;

@@ -12,6 +12,10 @@
     memstream reprocess ...            a processor run differently over history (operations.py)
     memstream dlq ...                  dead letters: list, show, replay, purge (dlq.py)
     memstream log ...                  the log: tail, dump, import (eventlog.py)
+    memstream log-hash SUBJECT         the hash that process log lines carry for a subject
+    memstream encryption ...           the keys that seal personal data (encryption.py)
+    memstream audit ...                who read or erased a user's data (audit.py)
+    memstream users forget|export      erase a user, or export what is held about them (users.py)
 
 Exit codes are in services/cli/common.py and docs/operations.md.
 """
@@ -37,7 +41,7 @@ from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
 from projections.lifecycle import LiveProjection
 from services import tenants as tenants_store
-from services.cli import dlq, eventlog, operations
+from services.cli import audit, dlq, encryption, eventlog, operations, users
 from services.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
@@ -51,7 +55,7 @@ from services.cli.common import (
     with_database,
 )
 from services.cli.serve import HttpService, serve
-from services.logs import configure_logging
+from services.logs import configure_logging, subject_hash
 from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
 
@@ -66,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"memstream: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_hash_key)
     try:
         result: int = args.handler(settings, args)
         return result
@@ -169,6 +173,20 @@ def _parser() -> argparse.ArgumentParser:
     key_create = keys.add_parser("create", help="issue an API key (the token is shown once)")
     key_create.add_argument("--tenant", required=True)
     key_create.add_argument("--label", help="what the key is for")
+    key_create.add_argument(
+        "--scope",
+        action="append",
+        choices=tenants_store.SCOPES,
+        dest="scopes",
+        help="what the key may do, repeatable (default: admin). A key pasted into a voice"
+        " platform for the tools should be --scope agent (docs/security.md)",
+    )
+    key_create.add_argument(
+        "--allow-user-argument",
+        action="store_true",
+        help="let the agent tools take the caller from a `user` argument when the platform"
+        " binds none to the call (the argument is written by the LLM: docs/security.md)",
+    )
     key_create.set_defaults(handler=_keys_create)
     key_list = keys.add_parser("list", help="a tenant's keys (never their secrets)")
     key_list.add_argument("--tenant", required=True)
@@ -195,7 +213,18 @@ def _parser() -> argparse.ArgumentParser:
     secret_revoke.add_argument("secret_id", type=int)
     secret_revoke.set_defaults(handler=_secrets_revoke)
 
-    for module in (operations, dlq, eventlog):
+    log_hash = commands.add_parser(
+        "log-hash",
+        help="the `subject_hash` that process log lines carry for a caller",
+        description="Log lines name a caller by a keyed hash of their subject, never the "
+        "subject itself. Print it (keyed with MEMSTREAM_LOG_HASH_KEY, as the services are) "
+        "to find a caller's lines: jq 'select(.subject_hash == \"HASH\")'.",
+    )
+    log_hash.add_argument("subject", help="tenant/user, e.g. acme/+14155550123 (E.164)")
+    log_hash.add_argument("--json", action="store_true", help="machine-readable output")
+    log_hash.set_defaults(handler=_log_hash)
+
+    for module in (operations, dlq, eventlog, encryption, audit, users):
         module.register(commands)
 
     for sub in (create, tenant_list, key_create, key_list, key_revoke, secret_add, secret_list,
@@ -219,6 +248,13 @@ def _query_app(settings: Settings) -> Any:
     from services.query.app import create_app
 
     return create_app(settings)
+
+
+def _log_hash(settings: Settings, args: argparse.Namespace) -> int:
+    # main() configured logging, and with it the key, from these settings.
+    hashed = subject_hash(args.subject)
+    emit(args, {"subject": args.subject, "subject_hash": hashed}, hashed)
+    return EXIT_OK
 
 
 def _infra_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -292,7 +328,8 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _query(settings: Settings, args: argparse.Namespace) -> int:
-    # The database for reads; the broker for POST/DELETE memory (they append events).
+    # The database for reads; the broker for POST/DELETE memory (they append events) and
+    # for the audit trail of every read (its topic is created here when missing).
     settings = require_endpoints(settings)
     if not settings.query_port:
         raise ConfigurationError("MEMSTREAM_QUERY_PORT is 0: the query service has no port")
@@ -300,7 +337,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     service = HttpService(
         "query", _query_app, args.host or settings.query_host, settings.query_port
     )
-    return uvloop.run(serve(settings, [], [service], topics=False))
+    return uvloop.run(serve(settings, [], [service]))
 
 
 # -- tenants and credentials ----------------------------------------------------------
@@ -327,9 +364,15 @@ def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
-        issued = await tenants_store.issue_api_key(conn, args.tenant, args.label)
-        text = (f"key {issued.key_id} for {issued.tenant}; the token is shown only now:\n"
-                f"{issued.token}")  # fmt: skip
+        issued = await tenants_store.issue_api_key(
+            conn,
+            args.tenant,
+            args.label,
+            args.scopes or ("admin",),
+            allow_user_argument=args.allow_user_argument,
+        )
+        text = (f"key {issued.key_id} for {issued.tenant} ({', '.join(issued.scopes)});"
+                f" the token is shown only now:\n{issued.token}")  # fmt: skip
         emit(args, dataclasses.asdict(issued), text)
         return EXIT_OK
 
@@ -341,7 +384,8 @@ def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
         found = await tenants_store.list_api_keys(conn, args.tenant)
         text = (
             "\n".join(
-                f"{k.key_id}  {'revoked' if k.revoked_at else 'active ':<8} {k.label or ''}"
+                f"{k.key_id}  {'revoked' if k.revoked_at else 'active ':<8}"
+                f" {','.join(k.scopes):<24} {k.label or ''}"
                 for k in found
             )
             or "no keys"

@@ -39,6 +39,7 @@ from rich.progress import (
 from infra import local
 from infra.migrate import migrate
 from streams import Settings, database
+from streams.subject_keys import install_personal_codec
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 EXIT_INCOMPLETE = 5
@@ -92,11 +93,13 @@ def emit(args: argparse.Namespace, value: Any, text: str) -> None:
 
 
 def require_database(settings: Settings) -> Settings:
-    """The configured database, or the local one if it is running."""
+    """The configured database, or the local one if it is running; the personal data
+    codec is installed on it (its keys live there: nothing decodes without them)."""
     status = local.status(settings)
     if settings.database_url is None and status["postgres"].get("running"):
         settings = settings.replace(database_url=status["postgres"]["endpoint"])
     settings.require_database()
+    install_personal_codec(settings)
     return settings
 
 

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from infra import local
 from infra.migrate import migrate
-from schemas import EventDecodeError, decode_event, encode_event, utc_now
+from schemas import EventDecodeError, decode_event, encode_event, subject_sealing_codec, utc_now
 from services import imports, tenants
 from services.cli.common import (
     EXIT_INCOMPLETE,
@@ -43,6 +43,7 @@ from services.cli.common import (
     emit,
     err_console,
     progress,
+    require_database,
     require_endpoints,
 )
 from streams import EventLog, Settings
@@ -200,6 +201,12 @@ class EventFilter:
     def __init__(self, args: argparse.Namespace) -> None:
         self.tenants = set(args.tenant or ())
         self.subjects = set(args.subject or ())
+        # Their record keys: each subject's pseudonym (and the subject itself, the key of
+        # records from before encryption).
+        sealing = subject_sealing_codec()
+        self.subject_keys = self.subjects | (
+            {sealing.pseudonym(s) for s in self.subjects} if sealing is not None else set()
+        )
         self.types = tuple(args.types or ())
         self.since_ms = _millis(args.since) if args.since else None
         self.until_ms = _millis(args.until) if args.until else None
@@ -213,7 +220,14 @@ class EventFilter:
         """Whether a record with this subject and type can match (None: not known)."""
         if self.subjects and subject is not None and subject not in self.subjects:
             return False
-        if self.tenants and subject is not None and subject.split("/", 1)[0] not in self.tenants:
+        return self.by_key(subject, event_type)
+
+    def by_key(self, key: str | None, event_type: str | None) -> bool:
+        """Whether a record with this key (``tenant/...``: the subject's pseudonym, or the
+        subject itself in records from before encryption) and type can match."""
+        if self.subjects and key is not None and key not in self.subject_keys:
+            return False
+        if self.tenants and key is not None and key.split("/", 1)[0] not in self.tenants:
             return False
         return not (self.types and event_type is not None and not event_type.startswith(self.types))
 
@@ -228,13 +242,14 @@ def _millis(moment: datetime) -> int:
 
 
 def _require_kafka(settings: Settings) -> Settings:
-    """The configured broker, or the local one if it is running (tail and dump need no DB)."""
+    """The configured broker, or the local one if it is running; and the database, whose
+    subject keys open the events' personal data (require_database installs the codec)."""
     if settings.kafka_bootstrap is None:
         status = local.status(settings)["kafka"]
         if status.get("running"):
             settings = settings.replace(kafka_bootstrap=status["endpoint"])
     settings.require_kafka()
-    return settings
+    return require_database(settings)
 
 
 def _tail(settings: Settings, args: argparse.Namespace) -> int:
@@ -325,7 +340,7 @@ def _render(
     key = record.key.decode("utf-8", "replace") if record.key else None
     header = dict(record.headers or ()).get("type")
     header_type = header.decode("utf-8", "replace") if header else None
-    if not event_filter.by_identity(key, header_type):
+    if not event_filter.by_key(key, header_type):
         return None
     coordinates = {
         "topic": topics.logical(record.topic),
@@ -410,6 +425,7 @@ async def _import_file(
     errors = err_console()
     async with await connect(settings) as conn:
         region: str | None = None
+        legacy_ids_before: datetime | None = None
         if args.tenant is not None:
             found = await tenants.get_tenant(conn, args.tenant)
             if found is None:
@@ -419,6 +435,7 @@ async def _import_file(
                     EXIT_NOT_FOUND,
                 )
             region = found.default_region
+            legacy_ids_before = found.legacy_ids_before
         await imports.lock(
             conn, lambda: errors.print("waiting for another `memstream log import` to finish")
         )
@@ -445,6 +462,7 @@ async def _import_file(
                     tenant=args.tenant,
                     default_region=region,
                     received_at=utc_now(),
+                    legacy_ids_before=legacy_ids_before,
                     on_rejected=lambda r: bar.console.print(
                         Text(f"line {r.line}: {r.code}: {r.reason}", style="red")
                     ),
@@ -483,6 +501,8 @@ def _summary_table(summary: imports.ImportSummary) -> Table:
     table.add_row("already imported", str(summary.already))
     if summary.empty:
         table.add_row("no events (e.g. audio webhooks)", str(summary.empty))
+    if summary.erased:
+        table.add_row("of forgotten users, from before their erasure", str(summary.erased))
     table.add_row("rejected", str(summary.rejected))
     table.add_row(
         "events appended" if not summary.dry_run else "events to append", str(summary.events)

@@ -492,7 +492,7 @@ async def _finish(
     """Catch the planned versions up (progress on stderr), then switch them live together
     (with `swap`) and drop what they retired (with --drop-old). Prints the outcome."""
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=settings.metrics_host)
     began = time.monotonic()
     with progress(disable=args.json, rate=True) as bar:
         bars: dict[tuple[str, int], TaskID] = {

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 from services.cli.common import EXIT_FAILURE, EXIT_OK
 from streams import Settings
 from streams.runtime import ProjectionRunner, tune_gc_for_projecting
+from streams.subject_keys import install_personal_codec
 from streams.topics import ensure_topics
 
 logger = logging.getLogger("memstream")
@@ -47,9 +48,17 @@ async def serve(
     """Run the runners and HTTP servers until SIGINT/SIGTERM; stop them gracefully."""
     if topics:
         await ensure_topics(settings)
+    # Every event this process appends or reads goes through the personal data codec; a
+    # master key that does not open the database's keys stops the process here.
+    await asyncio.to_thread(install_personal_codec, settings, check=True)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-        logger.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    if not settings.log_hash_key:
+        logger.warning(
+            "MEMSTREAM_LOG_HASH_KEY is not set: subjects in log lines are hashed with a"
+            " built-in key, a pseudonym anyone can reverse by trying numbers"
+        )
     for runner in runners:
         await runner.start()
     if runners:

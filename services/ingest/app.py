@@ -12,11 +12,19 @@ Routes (``{tenant}`` is the memstream tenant the platform is configured for):
 
 Every request follows one path, and the order is the point:
 
-1. read the raw body, refusing more than ``MEMSTREAM_MAX_BODY_BYTES`` (413);
-2. find the tenant (404) and check the credentials over the *raw* bytes (401);
+1. refuse a client that failed authentication too often lately (429), read the raw
+   body, refusing more than ``MEMSTREAM_MAX_BODY_BYTES`` (413);
+2. find the tenant (404), check the credentials over the *raw* bytes (401), then take
+   one of the tenant's requests from its rate limit (429);
 3. parse the JSON (400) and normalise it into memstream events (422 with a field path);
 4. append the events and wait for the broker's acknowledgement (503 if it does not come);
 5. answer 200: the event ids and log positions, or the reply the platform expects.
+
+Call-start webhooks (ElevenLabs initiation, Vapi assistant-request) differ at 4-5: the
+phone is ringing, so the briefing is answered even if the append fails or is slow (the
+failure is logged and counted; the answer holds no position). A database outage answers
+503 ``database_unavailable`` with ``Retry-After``, unless the tenant and its secrets are
+still cached (services/expiring.py).
 
 A refusal at any step appends nothing, answers a JSON error body
 ``{"error": {"code", "message", "path"?}}`` and counts in
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -38,17 +47,24 @@ import orjson
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool
+from pydantic_core import PydanticSerializationError
 
 from schemas import Event, EventDecodeError, InvalidEvent, decode_event, utc_now
 from services import tenants
+from services.auth import ApiKeys
 from services.briefing import Briefing, load_briefing
+from services.database import add_unavailable_handler, connection_pool
+from services.errors import ApiError, refuse_framework_errors
 from services.expiring import Expiring
 from services.health import add_health_routes
+from services.ingest import openapi
 from services.ingest.errors import IngestError
 from services.ingest.metrics import (
     BRIEFING_FAILURES,
     DEDUPE_HITS,
+    ERASED_DROPPED,
+    INITIATION_APPEND_FAILURES,
+    RATE_LIMITED,
     REJECTED,
     REQUEST_SECONDS,
     REQUESTS,
@@ -64,16 +80,33 @@ from services.ingest.signatures import (
 )
 from services.logs import call_fields
 from services.observe import Observe
-from streams import BrokerUnavailable, EventLog, LogPosition, Settings
+from services.ratelimit import FailedAuthentications, RateLimiter
+from streams import BrokerUnavailable, EventLog, LogPosition, RecordTooLarge, Settings
+from streams.audit import ERASURE, AuditTrail
+from streams.exceptions import AuditUnavailable
 
 logger = logging.getLogger(__name__)
 
-# Tenants, secrets and whether a read model exists are re-read at most this often:
-# a new or revoked secret takes effect within it.
-_CACHE_TTL_S = 5.0
 _RECENT_IDS = 100_000
+#: What ``/v1/events`` appends, and the scopes (besides admin) that may: the facts a
+#: client can know. What the processors derive (memory.extracted, embedding.computed,
+#: summary.generated, ...) is not here: no key may append it, or a client could write
+#: memories, vectors or summaries no conversation produced (docs/security.md).
+APPENDABLE: dict[str, tuple[str, ...]] = {
+    "conversation.started": ("ingest",),
+    "conversation.ended": ("ingest",),
+    "conversation.failed": ("ingest",),
+    "memory.asserted": ("write",),
+    "memory.retracted": ("write",),
+    "user.forgotten": ("admin",),
+}
+
 # ElevenLabs and Vapi wait for the briefing while the caller hears the phone ring.
 _BRIEFING_TIMEOUT_S = 1.0
+# ... and for the acknowledgement of the call's first event at most this long after the
+# webhook was verified (Vapi gives up on an assistant-request after 7.5 s; the append
+# itself may take up to its 10 s timeout when the broker is gone).
+_RINGING_ACK_WAIT_S = 2.0
 
 
 class IngestService:
@@ -81,24 +114,34 @@ class IngestService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool = AsyncConnectionPool(
-            settings.require_database(),
-            min_size=1,
-            max_size=10,
-            open=False,
-            kwargs={"autocommit": True},
-        )
+        self.pool = connection_pool(settings, min_size=1)
         self.log = EventLog(settings)
-        self._secrets: Expiring[tuple[str, str], list[str]] = Expiring(_CACHE_TTL_S)
-        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(_CACHE_TTL_S)
-        self._read_models: Expiring[str, bool] = Expiring(_CACHE_TTL_S)
-        self._recent: OrderedDict[Any, None] = OrderedDict()
+        # Erasures through /v1/events are recorded in the audit trail (streams/audit.py).
+        self.audit = AuditTrail.from_settings(settings, self.log)
+        # Tenants and secrets are re-read at most every `cache_ttl_s` (a new or revoked
+        # secret takes effect within it) and outlive a database outage by up to
+        # `cache_stale_s`: a webhook is still verified and appended while it lasts.
+        ttl, stale = settings.cache_ttl_s, settings.cache_stale_s
+        self._secrets: Expiring[tuple[str, str], list[str]] = Expiring(ttl, stale_s=stale)
+        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(ttl, stale_s=stale)
+        self._read_models: Expiring[str, bool] = Expiring(ttl)
+        self.limiter = RateLimiter(settings.ingest_rate_limit, settings.ingest_rate_burst)
+        self.auth_failures = FailedAuthentications(
+            settings.auth_failure_limit, settings.auth_failure_window_s
+        )
+        self.keys = ApiKeys(self.pool, settings, self.auth_failures)
+        # (tenant, event id) of the events this process had acknowledged: an id alone would
+        # drop a tenant's event whose id another tenant's event has (ids from before the
+        # tenant was part of them, ids a client chose).
+        self._recent: OrderedDict[tuple[str, uuid.UUID], None] = OrderedDict()
 
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=10)
         await self.log.start()
+        await self.audit.start()
 
     async def stop(self) -> None:
+        await self.audit.close()  # what the requests recorded, appended before the log stops
         await self.log.stop()
         await self.pool.close()
 
@@ -156,6 +199,18 @@ class IngestService:
             SIGNATURE_FAILURES.labels(platform, exc.code).inc()
             raise IngestError(401, exc.code, exc.message) from None
 
+    def admit(self, tenant: str) -> None:
+        """Spend one of the tenant's requests (429 with ``Retry-After`` over its rate)."""
+        wait = self.limiter.acquire(tenant)
+        if wait > 0:
+            RATE_LIMITED.inc()
+            raise IngestError(
+                429,
+                "rate_limited",
+                f"over {self.limiter.rate:g} requests/s for this tenant; retry later",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
+
     async def _read_model_exists(self, conn: psycopg.AsyncConnection[Any], view: str) -> bool:
         """Whether a read model's view (e.g. ``memories.memories``) exists yet (checked
         every few seconds): the briefing leaves out what is not built."""
@@ -206,16 +261,18 @@ class IngestService:
 
         return await self._secrets.get((tenant, platform), load)
 
-    async def api_key_tenant(self, request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise IngestError(401, "missing_credentials", "send Authorization: Bearer <api key>")
-        async with self.pool.connection() as conn:
-            key = await tenants.authenticate_api_key(conn, token.strip())
-        if key is None:
-            raise IngestError(401, "bad_credentials", "the API key is unknown or revoked")
-        return key.tenant
+    async def api_key(self, request: Request) -> tenants.ApiKey:
+        """The request's API key (401 without a valid one, 403 when it may not append)."""
+        key = await self.keys.of(request)
+        self.admit(key.tenant)
+        if not key.allows(*{scope for scopes in APPENDABLE.values() for scope in scopes}):
+            raise IngestError(
+                403,
+                "insufficient_scope",
+                f"this key may {', '.join(key.scopes)}; appending events needs ingest, write"
+                " or admin (memstream keys create --scope ...)",
+            )
+        return key
 
     async def append(
         self, events: Sequence[Event], platform: str
@@ -223,29 +280,48 @@ class IngestService:
         """Append events not appended by this process before; return positions and hits.
 
         A redelivered webhook yields the same event ids: when this process has already
-        had them acknowledged, they are durably in the log and are not appended again
-        (another process would append them; projections dedupe by id).
+        had them acknowledged for the same tenant, they are durably in the log and are
+        not appended again (another process would append them; projections dedupe by
+        tenant and id).
+
+        Nor is an event about a call that began at or before its user's erasure (an old
+        webhook redelivered after the user was forgotten): the log refuses it
+        (``EventLog.append_many``). It is acknowledged like a duplicate (no position),
+        logged and counted (docs/ingest.md, "Forgotten users").
         """
-        fresh = [e for e in events if e.id not in self._recent]
+        fresh = [e for e in events if (e.tenant, e.id) not in self._recent]
         hits = len(events) - len(fresh)
         if hits:
             DEDUPE_HITS.labels(platform).inc(hits)
         try:
             positions = await self.log.append_many(fresh) if fresh else []
-        except orjson.JSONEncodeError as exc:
+        except (orjson.JSONEncodeError, PydanticSerializationError) as exc:
             # Valid by the schema but not representable on the wire (an integer beyond
-            # 64 bits deep in platform metadata); records are encoded before anything
-            # is sent, so nothing was appended.
+            # 64 bits, or a value nested too deep, in platform metadata); records are
+            # encoded before anything is sent, so nothing was appended.
             raise IngestError(
                 422, "unencodable_value", f"the payload holds a value that cannot be stored: {exc}"
+            ) from None
+        except RecordTooLarge as exc:
+            # Not retryable: the same event is as large next time.
+            raise IngestError(
+                413, "event_too_large", f"an event is too large for the log: {exc}"
             ) from None
         except BrokerUnavailable as exc:
             logger.error("append failed: %s", exc, extra=call_fields(fresh))
             raise IngestError(
                 503, "log_unavailable", "the event log is unavailable; retry later"
             ) from exc
-        for event in fresh:
-            self._recent[event.id] = None
+        late = [e for e, position in zip(fresh, positions, strict=True) if position is None]
+        if late:
+            ERASED_DROPPED.labels(platform).inc(len(late))
+            logger.info(
+                "events of a forgotten user not appended: their call began before the erasure",
+                extra={**call_fields(late), "events": len(late)},
+            )
+        for event, position in zip(fresh, positions, strict=True):
+            if position is not None:
+                self._recent[(event.tenant, event.id)] = None
         while len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
         by_id = dict(zip((e.id for e in fresh), positions, strict=True))
@@ -262,6 +338,7 @@ class Parse(Protocol):
         *,
         received_at: datetime,
         default_region: str | None = None,
+        legacy_ids_before: datetime | None = None,
     ) -> NormalisedWebhook: ...
 
 
@@ -292,6 +369,9 @@ def accepted(
 def create_app(settings: Settings) -> FastAPI:
     """The ingest ASGI app (started by `memstream run`, or any ASGI server)."""
     service = IngestService(settings)
+    # Appends of call-start events still waiting for the broker after their call was
+    # answered (see `while_ringing`).
+    ringing: set[asyncio.Task[Any]] = set()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -299,6 +379,8 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            if ringing:  # each ends within the append timeout
+                await asyncio.wait(ringing)
             await service.stop()
 
     app = FastAPI(
@@ -311,10 +393,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(Observe, requests=REQUESTS, seconds=REQUEST_SECONDS)
 
-    @app.exception_handler(IngestError)
-    async def refused(request: Request, exc: IngestError) -> JSONResponse:
+    @app.exception_handler(ApiError)
+    async def refused(request: Request, exc: ApiError) -> JSONResponse:
         route = getattr(request.scope.get("route"), "path", "unmatched")
         REJECTED.labels(route, exc.code).inc()
+        if exc.status == 401:  # wherever it was raised (services/ratelimit.py)
+            service.auth_failures.failed(request)
         # The tenant of the URL, when it can be one: a refused request names no subject
         # or event yet (nothing was appended), and an arbitrary path is not logged.
         tenant = request.path_params.get("tenant")
@@ -330,12 +414,17 @@ def create_app(settings: Settings) -> FastAPI:
                 "code": exc.code,
             },
         )
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    add_unavailable_handler(app, REJECTED)
+    refuse_framework_errors(app, ApiError)
+    openapi.install(app)
 
     @app.post("/v1/events")
     async def post_events(request: Request) -> JSONResponse:
         """Append memstream events (one object, a list, or {"events": [...]})."""
-        tenant = await service.api_key_tenant(request)
+        key = await service.api_key(request)
+        tenant = key.tenant
         document = parse_json(await service.read_body(request))
         items = (
             document.get("events")
@@ -368,8 +457,34 @@ def create_app(settings: Settings) -> FastAPI:
                     "an API key writes only its own tenant's events",
                     path=f"events[{index}].tenant",
                 )
+            scopes = APPENDABLE.get(event.type)
+            if scopes is None:
+                raise IngestError(
+                    403,
+                    "derived_event_type",
+                    f"{event.type} is appended by memstream's processors, never through the API",
+                    path=f"events[{index}].type",
+                )
+            if not key.allows(*scopes):
+                raise IngestError(
+                    403,
+                    "insufficient_scope",
+                    f"appending {event.type} needs a key with {' or '.join(scopes)}",
+                    path=f"events[{index}].type",
+                )
             events.append(event)
         positions, hits = await service.append(events, "api")
+        for erasure in (e for e in events if e.type == "user.forgotten"):
+            try:
+                await service.audit.record(
+                    ERASURE, tenant, erasure.subject, key_id=key.key_id, route="POST /v1/events"
+                )
+            except AuditUnavailable as exc:
+                # Appended but not recorded (not an IngestError: something was appended);
+                # the client retries, and an erasure is idempotent.
+                raise ApiError(
+                    503, "audit_unavailable", "the erasure was not recorded; retry later"
+                ) from exc
         logger.info(
             "events accepted",
             extra={**call_fields(events), "events": len(events), "duplicates": hits},
@@ -396,6 +511,58 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return {"kind": webhook.kind, **accepted(webhook.events, positions, hits)}
 
+    def append_ended(
+        webhook: NormalisedWebhook, tenant: str, platform: str, task: asyncio.Task[Any]
+    ) -> None:
+        """The end of a call-start append (`while_ringing`): a failure is logged and counted."""
+        ringing.discard(task)
+        if task.cancelled():
+            error: BaseException | None = None
+            code = "cancelled"
+        else:
+            error = task.exception()
+            if error is None:
+                return  # `deliver` logged "webhook accepted"
+            code = error.code if isinstance(error, ApiError) else type(error).__name__
+        INITIATION_APPEND_FAILURES.labels(platform, code).inc()
+        logger.error(
+            "call-start events not acknowledged by the log (%s), so not known to be appended;"
+            " the call was answered with its briefing",
+            code,
+            exc_info=None if isinstance(error, ApiError) else error,
+            extra={
+                **call_fields(
+                    webhook.events,
+                    tenant=tenant,
+                    subject=webhook.subject,
+                    conversation_id=webhook.conversation_id,
+                ),
+                "kind": webhook.kind,
+                "events": len(webhook.events),
+                "appended": False,
+                "code": code,
+            },
+        )
+
+    async def while_ringing(webhook: NormalisedWebhook, tenant: str, platform: str) -> Briefing:
+        """The briefing of a ringing call, its events appended meanwhile.
+
+        The caller hears the ring tone until this answers, and the platform does not
+        retry a call-start webhook: the briefing (empty if the read models cannot give
+        it) is answered even when the append fails or is slow. The answer carries no log
+        position, so it claims nothing about the append. The append is waited for up to
+        `_RINGING_ACK_WAIT_S`, then left to finish in the background; a failure is logged
+        ("not acknowledged ... not known to be appended", ``"appended": false``) and
+        counted in memstream_ingest_initiation_append_failures_total.
+        """
+        deadline = asyncio.get_running_loop().time() + _RINGING_ACK_WAIT_S
+        append = asyncio.create_task(deliver(webhook, tenant, platform))
+        ringing.add(append)
+        append.add_done_callback(lambda task: append_ended(webhook, tenant, platform, task))
+        briefing = await service.briefing(tenant, webhook.subject, webhook.conversation_id)
+        await asyncio.wait([append], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+        return briefing
+
     async def receive(
         request: Request,
         tenant: str,
@@ -403,16 +570,22 @@ def create_app(settings: Settings) -> FastAPI:
         verify: Verify,
         parse: Parse,
     ) -> NormalisedWebhook:
-        """Steps 1-3 of every webhook: body, tenant, credentials, JSON, normalised events."""
+        """Steps 1-3 of every webhook: body, tenant, credentials, rate, JSON, events."""
+        service.auth_failures.check(request)
         body = await service.read_body(request)
         found = await service.tenant(tenant)
         await service.authenticate(
             tenant, secret_platform, lambda keys: verify(request.headers, body, keys)
         )
+        service.admit(tenant)
         document = parse_json(body)
         try:
             return parse(
-                tenant, document, received_at=utc_now(), default_region=found.default_region
+                tenant,
+                document,
+                received_at=utc_now(),
+                default_region=found.default_region,
+                legacy_ids_before=found.legacy_ids_before,
             )
         except PayloadError as exc:
             raise IngestError(422, exc.code, exc.message, path=exc.path) from None
@@ -446,11 +619,7 @@ def create_app(settings: Settings) -> FastAPI:
             lambda headers, _body, keys: verify_bearer(headers, keys),
             elevenlabs.parse_initiation,
         )
-        # The phone is ringing: read the briefing while the broker acknowledges.
-        briefing, _ = await asyncio.gather(
-            service.briefing(tenant, webhook.subject, webhook.conversation_id),
-            deliver(webhook, tenant, "elevenlabs"),
-        )
+        briefing = await while_ringing(webhook, tenant, "elevenlabs")
         reply: dict[str, Any] = {
             "type": "conversation_initiation_client_data",
             "dynamic_variables": briefing.variables(),
@@ -487,10 +656,7 @@ def create_app(settings: Settings) -> FastAPI:
                 " to the server URL",
                 path="assistant_id",
             )
-        briefing, _ = await asyncio.gather(
-            service.briefing(tenant, webhook.subject, webhook.conversation_id),
-            deliver(webhook, tenant, "vapi"),
-        )
+        briefing = await while_ringing(webhook, tenant, "vapi")
         return JSONResponse(
             {
                 "assistantId": assistant_id,

@@ -28,8 +28,25 @@ DEDUPE_HITS = Counter(
     "Webhooks whose event ids this process appended before (platform redeliveries).",
     ["platform"],
 )
+ERASED_DROPPED = Counter(
+    "memstream_ingest_erased_events_total",
+    "Events not appended: about a call that began at or before their user's erasure"
+    " (an old webhook redelivered after the user was forgotten).",
+    ["platform"],
+)
 BRIEFING_FAILURES = Counter(
     "memstream_ingest_briefing_failures_total",
     "Call-start briefings answered empty because the read models failed or were too slow.",
     ["reason"],
+)
+# No tenant label: /metrics is unauthenticated, and tenant names are customers' names.
+RATE_LIMITED = Counter(
+    "memstream_ingest_rate_limited_total",
+    "Requests refused with 429 because their tenant was over MEMSTREAM_INGEST_RATE_LIMIT.",
+)
+INITIATION_APPEND_FAILURES = Counter(
+    "memstream_ingest_initiation_append_failures_total",
+    "Call-start webhooks answered with the briefing although the log did not acknowledge"
+    " their events (not known to be appended), by platform and error code.",
+    ["platform", "code"],
 )

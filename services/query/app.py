@@ -16,7 +16,12 @@ key's tenant is the only tenant a request can see):
   line of text;
 - the resources (services/query/resources.py): users, their memories and
   conversations, ``POST`` / ``DELETE`` a memory;
+- ``GET /v1/audit`` — the audit trail of a user or an API key (admin keys);
 - ``GET /health/live``, ``GET /health/ready``, ``GET /metrics``.
+
+Every read of a user's personal data is recorded in the audit trail (streams/audit.py)
+before it is answered: ``service.audited`` in each route that reads one (one entry per
+agent tool call, per user listed); ``tests/integration/query/test_audit.py`` has the table.
 
 Any route that reads takes ``X-Memstream-After`` (read-your-writes,
 services/query/consistency.py).
@@ -29,37 +34,45 @@ counts in ``memstream_query_rejected_total``; a key over its rate gets 429 with
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
-from psycopg_pool import AsyncConnectionPool
 from pydantic import TypeAdapter, ValidationError
 
 from projections import PROJECTIONS
+from projections.audit import audit_trail, entry_json
+from projections.conversations.queries import get_conversation
 from projections.embeddings.processor import Embedder
 from projections.memories import top_memories
 from projections.providers.exceptions import ProviderUnavailable
 from projections.providers.resilience import fell_back
 from schemas import Event, utc_now
 from services import tenants
+from services.auth import ApiKeys
 from services.briefing import Briefing, load_briefing
-from services.errors import ApiError
+from services.database import add_unavailable_handler, connection_pool
+from services.errors import ApiError, refuse_framework_errors
 from services.expiring import Expiring
 from services.health import add_health_routes
 from services.ingest.identity import normalise_phone
 from services.logs import call_fields
 from services.observe import Observe
 from services.query import tools
-from services.query.consistency import parse_positions, parse_wait_ms, wait_until_past
+from services.query.consistency import (
+    WaitSlots,
+    parse_positions,
+    parse_wait_ms,
+    wait_until_past,
+)
 from services.query.context import (
     Context,
     assemble,
@@ -75,7 +88,6 @@ from services.query.metrics import (
     REQUESTS,
     SEARCH_SECONDS,
 )
-from services.query.ratelimit import RateLimiter
 from services.query.requests import (
     ContextRequest,
     SearchRequest,
@@ -89,14 +101,18 @@ from services.query.requests import (
 )
 from services.query.resources import add_resource_routes
 from services.query.search import Hit, SearchQuery, SearchWeights, search_memories
+from services.ratelimit import FailedAuthentications, RateLimiter
 from streams import BrokerUnavailable, EventLog, Settings, versions
+from streams.audit import READ, AuditTrail, EntryType
+from streams.audit import subject_hash as audit_subject_hash
+from streams.exceptions import AuditUnavailable
+from streams.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
 
 #: Transcript search lists turns one by one: no neighbour merged into another.
 TRANSCRIPT_WEIGHTS = SearchWeights(merge_neighbours=False)
 
-_CACHE_TTL_S = 5.0
 _USER: TypeAdapter[str] = TypeAdapter(User)
 
 
@@ -126,24 +142,25 @@ class QueryService:
         # Given embedders are used as they are; otherwise the model follows the live
         # embedder version (`memstream reprocess embeddings --model ... --swap`).
         self._follow_embedder = embedder is None
-        self._embedder_model: Expiring[str, str | None] = Expiring(_CACHE_TTL_S)
+        self._embedder_model: Expiring[str, str | None] = Expiring(settings.cache_ttl_s)
         self._model: str | None = settings.embedding_model
-        self.pool = AsyncConnectionPool(
-            settings.require_database(),
-            min_size=2,
-            max_size=10,
-            open=False,
-            kwargs={"autocommit": True},
-        )
+        self.pool = connection_pool(settings, min_size=2)
         if embedder is None:
             embedder, fallback = _embedders(settings.embedding_model, settings)
         self.embedder = embedder
         self.fallback = fallback
         self.limiter = RateLimiter(settings.query_rate_limit, settings.query_rate_burst)
-        self._keys: Expiring[bytes, tenants.ApiKey | None] = Expiring(_CACHE_TTL_S)
-        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(_CACHE_TTL_S)
-        self._read_models: Expiring[str, bool] = Expiring(_CACHE_TTL_S)
+        self.auth_failures = FailedAuthentications(
+            settings.auth_failure_limit, settings.auth_failure_window_s
+        )
+        self.waits = WaitSlots(settings.query_max_waits)
+        self.keys = ApiKeys(self.pool, settings, self.auth_failures)
+        # Keys and tenants outlive a database outage by up to `cache_stale_s`.
+        ttl, stale = settings.cache_ttl_s, settings.cache_stale_s
+        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(ttl, stale_s=stale)
+        self._read_models: Expiring[str, bool] = Expiring(ttl)
         self._log: EventLog | None = None
+        self._audit: AuditTrail | None = None
         # The projections a route may wait for, and the topics each consumes.
         self.readers = {name: cls.topics for name, cls in PROJECTIONS.items()}
 
@@ -153,47 +170,72 @@ class QueryService:
             raise RuntimeError("the query service is not started")
         return self._log
 
+    @property
+    def audit(self) -> AuditTrail:
+        if self._audit is None:
+            raise RuntimeError("the query service is not started")
+        return self._audit
+
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=10)
         self._log = EventLog(self.settings)
         await self._log.start()
+        if self.settings.audit_trail:
+            # The trail's topic must exist before its first entry is sent, whichever ASGI
+            # server started this app (`memstream query` creates the topics itself).
+            await ensure_topics(self.settings)
+        self._audit = AuditTrail.from_settings(self.settings, self._log)
+        await self._audit.start()
         # The first inference pays for onnxruntime's lazy initialisation: not a caller.
         await asyncio.to_thread((self.fallback or self.embedder).embed, ["warm up"])
         await asyncio.to_thread(load_tokenizers)
 
     async def stop(self) -> None:
+        # Requests in flight have finished (the server waits for them before the
+        # lifespan's shutdown): every entry they recorded is appended before the producer
+        # stops.
+        if self._audit is not None:
+            await self._audit.close()
         if self._log is not None:
             await self._log.stop()
         await self.pool.close()
 
     # -- steps ------------------------------------------------------------------------
 
-    async def authorise(self, request: Request) -> tenants.ApiKey:
-        """The request's API key (401 without a valid one, 429 over its rate)."""
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "missing_credentials", "send Authorization: Bearer <api key>")
+    async def authorise(self, request: Request, *scopes: str) -> tenants.ApiKey:
+        """The request's API key (401 without a valid one, 429 over its rate, 403 when it
+        has none of ``scopes``: docs/security.md)."""
+        key = await self.keys.of(request)
+        self.charge(key)
+        if not key.allows(*scopes):
+            raise ApiError(
+                403,
+                "insufficient_scope",
+                f"this key may {', '.join(key.scopes)}; this route needs one of:"
+                f" {', '.join(scopes)} (memstream keys create --scope ...)",
+            )
+        return key
 
-        async def load() -> tenants.ApiKey | None:
-            async with self.pool.connection() as conn:
-                return await tenants.authenticate_api_key(conn, token)
-
-        # Cached by the token's hash: a revoked key stops working within the TTL.
-        key = await self._keys.get(hashlib.sha256(token.encode()).digest(), load)
-        if key is None:
-            raise ApiError(401, "bad_credentials", "the API key is unknown or revoked")
+    def charge(self, key: tenants.ApiKey) -> None:
+        """Spend one of the key's requests (429 with ``Retry-After`` when it has none)."""
         wait = self.limiter.acquire(key.key_id)
         if wait > 0:
-            RATE_LIMITED.labels(key.tenant).inc()
+            RATE_LIMITED.inc()
             raise ApiError(
                 429,
                 "rate_limited",
                 f"over {self.limiter.rate:g} requests/s for this key; retry later",
                 headers={"Retry-After": RateLimiter.retry_after(wait)},
             )
-        return key
+
+    async def conversation_subject(self, tenant: str, conversation_id: str) -> str | None:
+        """The subject memstream recorded for a platform conversation (from the platform's
+        own webhooks), or None when the conversations read model does not know it yet."""
+        if not await self.read_model_exists("conversations.conversations"):
+            return None
+        async with self.pool.connection() as conn:
+            found = await get_conversation(conn, tenant, conversation_id, with_turns=False)
+        return found["subject"] if found else None
 
     async def append(self, event: Event) -> str:
         """Append one event (acks=all); its log position token. 503 if the log is down."""
@@ -204,6 +246,12 @@ class QueryService:
             raise ApiError(
                 503, "log_unavailable", "the event log is unavailable; retry later"
             ) from exc
+        if position is None:
+            # Dated at or before the user's latest erasure (one stamped ahead of this
+            # process's clock): the log refuses what would bring the forgotten user back.
+            raise ApiError(
+                409, "user_forgotten", "the user's erasure is dated at or after this write"
+            )
         token = position.token()
         # A write through the query API (a memory asserted or retracted by hand) is rare
         # and worth a line: who changed what about which caller.
@@ -214,19 +262,63 @@ class QueryService:
         )
         return token
 
-    async def consistent(self, request: Request, *projections: str) -> None:
+    async def audited(
+        self,
+        request: Request,
+        key: tenants.ApiKey,
+        *subjects: str,
+        results: int | None,
+        status: int = 200,
+        conversation_id: str | None = None,
+        entry_type: EntryType = READ,
+    ) -> None:
+        """Record in the audit trail that ``key`` read (or erased) the personal data of
+        each of ``subjects`` through this request's route (one entry each: a listing names
+        several users), before the response discloses any of it. Returns at once while
+        the trail's buffer has room; ``503 audit_unavailable`` when it stays full
+        (nothing is answered unaudited)."""
+        # The route's template, never the path: a path names the user.
+        template = getattr(request.scope.get("route"), "path", "unmatched")
+        route = f"{request.method} {template}"
+        try:
+            for subject in subjects:
+                await self.audit.record(
+                    entry_type,
+                    key.tenant,
+                    subject,
+                    key_id=key.key_id,
+                    route=route,
+                    status=status,
+                    results=results,
+                    conversation_id=conversation_id,
+                )
+        except AuditUnavailable as exc:
+            # Counted in memstream_query_rejected_total and memstream_audit_refused_total.
+            raise ApiError(
+                503,
+                "audit_unavailable",
+                "the audit trail cannot record this read; retry later",
+                headers={"Retry-After": "5"},
+            ) from exc
+
+    async def consistent(self, request: Request, key_id: str, *projections: str) -> None:
         """Read-your-writes: wait until these projections are past the request's
-        ``X-Memstream-After`` / ``?after=`` positions (services/query/consistency.py)."""
+        ``X-Memstream-After`` / ``?after=`` positions (services/query/consistency.py), in
+        one of the key's wait slots."""
         raw = request.headers.get("x-memstream-after") or request.query_params.get("after")
         positions = parse_positions(raw, self.settings.topic_prefix)
         if not positions:
             return
         wait_ms = parse_wait_ms(request.headers.get("x-memstream-wait-ms"))
         readers = {name: self.readers[name] for name in projections if name in self.readers}
-        async with self.pool.connection() as conn:
-            await wait_until_past(
-                conn, readers, positions, topic_prefix=self.settings.topic_prefix, wait_ms=wait_ms
-            )
+        await wait_until_past(
+            self.pool,
+            readers,
+            positions,
+            topic_prefix=self.settings.topic_prefix,
+            wait_ms=wait_ms,
+            slot=self.waits.hold(key_id),
+        )
 
     async def tenant(self, tenant: str) -> tenants.Tenant:
         async def load() -> tenants.Tenant | None:
@@ -458,13 +550,19 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     @app.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> JSONResponse:
         REJECTED.labels(getattr(request.scope.get("route"), "path", "unmatched"), exc.code).inc()
+        if exc.status == 401:  # wherever it was raised (services/ratelimit.py)
+            service.auth_failures.failed(request)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    refuse_framework_errors(app, ApiError)
+
+    add_unavailable_handler(app, REJECTED)
 
     @app.post("/v1/memories/search", openapi_extra=documented_body(SearchRequest))
     async def search(request: Request) -> JSONResponse:
-        key = await service.authorise(request)
+        key = await service.authorise(request, "read")
         parsed = validated(SearchRequest, await read_json(request))
-        await service.consistent(request, "conversations", "memories", "embeddings")
+        await service.consistent(request, key.key_id, "conversations", "memories", "embeddings")
         query = SearchQuery(
             tenant=key.tenant,
             subject=subject_of(key.tenant, parsed.user),
@@ -475,6 +573,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
             sources=tuple(dict.fromkeys(parsed.sources)),
         )
         hits, model = await service.search(query)
+        await service.audited(request, key, query.subject, results=len(hits))
         return JSONResponse(
             {
                 "user": parsed.user,
@@ -486,9 +585,9 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
 
     @app.post("/v1/transcripts/search", openapi_extra=documented_body(TranscriptSearchRequest))
     async def transcripts(request: Request) -> JSONResponse:
-        key = await service.authorise(request)
+        key = await service.authorise(request, "read")
         parsed = validated(TranscriptSearchRequest, await read_json(request))
-        await service.consistent(request, "conversations", "embeddings")
+        await service.consistent(request, key.key_id, "conversations", "embeddings")
         subject = subject_of(key.tenant, parsed.user)
         # The memory search's passages, one turn a result.
         hits, _ = await service.search(
@@ -496,6 +595,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
                         sources=("passages",)),
             weights=TRANSCRIPT_WEIGHTS,
         )  # fmt: skip
+        await service.audited(request, key, subject, results=len(hits))
         return JSONResponse(
             {
                 "user": parsed.user,
@@ -515,31 +615,64 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
             }
         )
 
-    async def tool_answer(tenant: str, subject: str, text: str) -> str:
-        """The search (memories and passages) as one line."""
-        hits, _ = await service.search(SearchQuery(tenant, subject, text, limit=tools.TOOL_RESULTS))
+    async def tool_answer(
+        request: Request, key: tenants.ApiKey, subject: str, text: str, call: str | None
+    ) -> str:
+        """The search (memories and passages) as one line; audited per tool call."""
+        query = SearchQuery(key.tenant, subject, text, limit=tools.TOOL_RESULTS)
+        hits, _ = await service.search(query)
+        await service.audited(request, key, subject, results=len(hits), conversation_id=call)
         return tools.answer_text(text, hits)
 
     @app.get("/v1/users/{user}/briefing")
-    async def briefing(user: str, request: Request) -> JSONResponse:
-        key = await service.authorise(request)
+    async def briefing(
+        user: str, request: Request, conversation_id: str | None = None
+    ) -> JSONResponse:
+        """The briefing. An ``agent`` key reads only the caller of a call it is in: with
+        ``?conversation_id=`` (the platform's), whose caller must be ``user``."""
+        key = await service.authorise(request, "read", "agent")
         try:
             user = _USER.validate_python(user)
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", first_error(exc)[1], path="user") from None
-        await service.consistent(request, "conversations", "memories", "summaries")
-        found = await service.briefing(key.tenant, subject_of(key.tenant, user))
+        subject = subject_of(key.tenant, user)
+        if not key.allows("read"):
+            if not conversation_id:
+                raise ApiError(
+                    403,
+                    "insufficient_scope",
+                    "an agent key reads the briefing of the call it names: add"
+                    " ?conversation_id=<the platform's conversation id>",
+                    path="conversation_id",
+                )
+            bound = await service.conversation_subject(key.tenant, conversation_id)
+            if bound != subject:
+                raise ApiError(
+                    403,
+                    "not_this_call",
+                    "an agent key reads only the caller of the call it names",
+                    path="conversation_id",
+                )
+        await service.consistent(request, key.key_id, "conversations", "memories", "summaries")
+        found = await service.briefing(key.tenant, subject)
+        known = sum(1 for value in found.variables().values() if value)
+        await service.audited(request, key, subject, results=known, conversation_id=conversation_id)
         return JSONResponse({"user": user, **found.variables(), "greeting": found.greeting()})
 
     @app.post("/v1/context", response_model=None, openapi_extra=documented_body(ContextRequest))
     async def context(request: Request) -> JSONResponse | StreamingResponse:
-        key = await service.authorise(request)
+        key = await service.authorise(request, "read")
         parsed = validated(ContextRequest, await read_json(request))
         subject = subject_of(key.tenant, parsed.user)
-        await service.consistent(request, "conversations", "memories", "embeddings", "summaries")
+        await service.consistent(
+            request, key.key_id, "conversations", "memories", "embeddings", "summaries"
+        )
         if not parsed.stream:
             _, _, assembled = await service.context(key.tenant, subject, parsed)
+            await service.audited(request, key, subject, results=len(assembled.included))
             return JSONResponse(context_json(parsed.user, assembled))
+        # Recorded before the first event: a refusal must come before the 200 is sent.
+        await service.audited(request, key, subject, results=None)
 
         async def events() -> AsyncIterator[bytes]:
             # Most useful first: the briefing is one lookup, the search needs the model.
@@ -551,42 +684,87 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    async def caller_subject(tenant: str, caller_id: str | None, user: str | None) -> str:
+    async def bound_subject(
+        key: tenants.ApiKey,
+        *,
+        conversation_id: str | None = None,
+        caller_id: str | None = None,
+        user: str | None = None,
+    ) -> str:
+        """The caller a tool call is about: what the platform bound to the call — the
+        caller memstream recorded for its conversation, else its caller's number. A
+        ``user`` argument is written by the LLM, which the person on the phone can talk
+        into anything: it counts only when nothing is bound and the key allows it
+        (docs/security.md)."""
+        if conversation_id:
+            subject = await service.conversation_subject(key.tenant, conversation_id)
+            if subject is not None:
+                return subject
+        if caller_id:
+            known = await service.tenant(key.tenant)
+            phone = normalise_phone(caller_id, known.default_region)
+            if phone is not None:
+                return subject_of(key.tenant, phone)
+        if user and key.allow_user_argument:
+            return subject_of(key.tenant, user)
         if user:
-            return subject_of(tenant, user)
-        known = await service.tenant(tenant)
-        phone = normalise_phone(caller_id, known.default_region)
-        if phone is None:
+            raise ApiError(
+                403,
+                "user_argument_not_allowed",
+                "this key takes the caller from the call (caller_id, conversation_id), not"
+                " from a user argument",
+                path="user",
+            )
+        if caller_id:
             raise ApiError(
                 422, "unknown_caller", "caller_id is not a phone number we can place", "caller_id"
             )
-        return subject_of(tenant, phone)
+        raise ApiError(
+            422,
+            "unknown_caller",
+            "no caller is bound to this call: bind caller_id to {{system__caller_id}} or"
+            " conversation_id to {{system__conversation_id}}",
+            path="caller_id",
+        )
 
     @app.post("/v1/tools/elevenlabs/memory-search")
     async def elevenlabs_tool(request: Request) -> JSONResponse:
-        key = await service.authorise(request)
-        text, caller_id, user = tools.elevenlabs_arguments(await read_json(request))
-        subject = await caller_subject(key.tenant, caller_id, user)
-        return JSONResponse({"result": await tool_answer(key.tenant, subject, text)})
+        key = await service.authorise(request, "agent", "read")
+        arguments = tools.elevenlabs_arguments(await read_json(request))
+        subject = await bound_subject(
+            key,
+            conversation_id=arguments.conversation_id,
+            caller_id=arguments.caller_id,
+            user=arguments.user,
+        )
+        answer = await tool_answer(
+            request, key, subject, arguments.query, arguments.conversation_id
+        )
+        return JSONResponse({"result": answer})
 
     @app.post("/v1/tools/vapi")
     async def vapi_tools(request: Request) -> JSONResponse:
-        key = await service.authorise(request)
+        key = await service.authorise(request, "agent", "read")
         body = await read_json(request)
-        calls, number = tools.vapi_tool_calls(body)
+        message = tools.vapi_tool_calls(body)
         results: list[dict[str, str]] = []
-        for call in calls:
-            text = call.arguments.get("query")
-            if not isinstance(text, str) or not text.strip():
-                results.append({"toolCallId": call.id, "error": "query is missing"})
-                continue
+        for index, call in enumerate(message.calls):
             subject = None
             try:
+                if index:  # the request paid for its first call
+                    service.charge(key)
+                text = call.arguments.get("query")
+                if not isinstance(text, str) or not text.strip():
+                    raise ApiError(422, "invalid_payload", "query is missing", path="query")
+                tools.check_query(text, "query")
                 user = call.arguments.get("user")
-                subject = await caller_subject(
-                    key.tenant, number, user if isinstance(user, str) else None
+                subject = await bound_subject(
+                    key,
+                    conversation_id=message.call_id,
+                    caller_id=message.number,
+                    user=user if isinstance(user, str) else None,
                 )
-                answer = await tool_answer(key.tenant, subject, text.strip())
+                answer = await tool_answer(request, key, subject, text.strip(), message.call_id)
             except ApiError as exc:
                 # One failed call must not fail the others: Vapi reads each result. The
                 # request still answers 200, so the refusal shows only here and in the log.
@@ -595,9 +773,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
                     exc.code,
                     extra={
                         **call_fields(
-                            tenant=key.tenant,
-                            subject=subject,
-                            conversation_id=tools.vapi_call_id(body),
+                            tenant=key.tenant, subject=subject, conversation_id=message.call_id
                         ),
                         "tool_call_id": call.id,
                         "code": exc.code,
@@ -607,6 +783,58 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
                 continue
             results.append({"toolCallId": call.id, "result": answer})
         return JSONResponse({"results": results})
+
+    @app.get("/v1/audit")
+    async def audit(request: Request) -> JSONResponse:
+        """The audit trail (streams/audit.py) of ``?user=`` and/or of ``?key_id=`` (an API
+        key's id), newest first, ``?since=`` an ISO time, ``?limit=`` (<= 1000). Admin keys
+        only; it holds no personal data beyond the subject's hash."""
+        key = await service.authorise(request, "admin")
+        params = request.query_params
+        user, key_id = params.get("user"), params.get("key_id")
+        if user is None and key_id is None:
+            raise ApiError(422, "invalid_request", "give user or key_id", path="user")
+        try:
+            subject_hash = (
+                audit_subject_hash(subject_of(key.tenant, _USER.validate_python(user)))
+                if user is not None
+                else None
+            )
+            since = datetime.fromisoformat(params["since"]) if "since" in params else None
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_request", first_error(exc)[1], path="user") from None
+        except ValueError:
+            raise ApiError(422, "invalid_request", "since is an ISO 8601 time", "since") from None
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        raw_limit = params.get("limit", "100")
+        if not (
+            raw_limit.isascii()
+            and raw_limit.isdigit()
+            and len(raw_limit) <= 4
+            and 1 <= int(raw_limit) <= 1000
+        ):
+            raise ApiError(422, "invalid_request", "limit must be 1..1000", path="limit")
+        if not await service.read_model_exists("audit.entries"):
+            raise ApiError(503, "read_model_unavailable", "the audit read model is not built yet")
+        await service.consistent(request, key.key_id, "audit")
+        async with service.pool.connection() as conn:
+            rows = await audit_trail(
+                conn,
+                key.tenant,
+                subject_hash=subject_hash,
+                key_id=key_id,
+                since=since,
+                limit=int(raw_limit),
+            )
+        return JSONResponse(
+            {
+                "user": user,
+                "subject_hash": subject_hash,
+                "key_id": key_id,
+                "entries": [entry_json(row) for row in rows],
+            }
+        )
 
     add_resource_routes(app, service)
 

@@ -18,9 +18,9 @@ REJECTED = Counter(
     "Requests refused with a 4xx/5xx. By route and error code.",
     ["route", "code"],
 )
-RATE_LIMITED = Counter(
-    "memstream_query_rate_limited_total", "Requests refused with 429, by tenant.", ["tenant"]
-)
+# No tenant label, nor any other: /metrics is unauthenticated, and tenant names are
+# customers' names.
+RATE_LIMITED = Counter("memstream_query_rate_limited_total", "Requests refused with 429.")
 SEARCH_SECONDS = Histogram(
     "memstream_query_search_seconds",
     "Memory search by stage: embed (the query text), rank (the database round trips).",

@@ -8,18 +8,15 @@ The service also serves it live at ``/openapi.json`` (and ``/docs``).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-import orjson
-
 from projections.embeddings.processor import Embedder
+from services import openapi
 
-__all__ = ["CHECKED_IN", "document"]
+__all__ = ["CHECKED_IN", "document", "render"]
 
-CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "query.json"
+CHECKED_IN = openapi.DOCS / "query.json"
 
 
 class _NoModel:
@@ -42,23 +39,11 @@ def document() -> dict[str, Any]:
 
 
 def render() -> bytes:
-    return orjson.dumps(document(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    return openapi.render(document())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
-    args = parser.parse_args(argv)
-    rendered = render()
-    if args.check:
-        if not CHECKED_IN.exists() or CHECKED_IN.read_bytes() != rendered:
-            print(f"{CHECKED_IN} is out of date: run python -m services.query.openapi")
-            return 1
-        return 0
-    CHECKED_IN.parent.mkdir(parents=True, exist_ok=True)
-    CHECKED_IN.write_bytes(rendered)
-    print(f"wrote {CHECKED_IN}")
-    return 0
+    return openapi.main(argv, CHECKED_IN, document, "services.query.openapi")
 
 
 if __name__ == "__main__":

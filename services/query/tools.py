@@ -3,6 +3,7 @@ agent's LLM reads back (one line per answer, no JSON dumps)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +13,25 @@ import orjson
 from services.errors import ApiError
 from services.query.search import Hit
 
-__all__ = ["ToolCall", "answer_text", "elevenlabs_arguments", "vapi_tool_calls"]
+__all__ = [
+    "ElevenLabsArguments",
+    "ToolCall",
+    "VapiToolCalls",
+    "answer_text",
+    "check_query",
+    "elevenlabs_arguments",
+    "vapi_tool_calls",
+]
 
 #: Memories in a tool answer: an agent reads them aloud or reasons over them mid-call.
 TOOL_RESULTS = 5
+#: Tool calls in one Vapi message: each is a search charged to the key's rate.
+MAX_TOOL_CALLS = 16
+#: As the REST search's query.
+MAX_QUERY_CHARS = 2000
 _MAX_ANSWER_CHARS = 800
+_MAX_ID_CHARS = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def answer_text(query: str, hits: Sequence[Hit]) -> str:
@@ -51,30 +66,70 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def elevenlabs_arguments(body: Any) -> tuple[str, str | None, str | None]:
-    """(query, caller_id, user) from an ElevenLabs server tool's body.
+@dataclass(frozen=True)
+class ElevenLabsArguments:
+    query: str
+    caller_id: str | None
+    conversation_id: str | None
+    user: str | None
 
-    The tool is configured with a body of ``query`` (filled in by the LLM) and
-    ``caller_id`` bound to ``{{system__caller_id}}``, or ``user`` for an agent that knows
-    the customer's own user id.
+
+def elevenlabs_arguments(body: Any) -> ElevenLabsArguments:
+    """What an ElevenLabs server tool's body says.
+
+    The tool is configured with a body of ``query`` (filled in by the LLM), and
+    ``caller_id`` bound to ``{{system__caller_id}}`` and/or ``conversation_id`` bound to
+    ``{{system__conversation_id}}``: what the platform binds to the call names the caller.
+    ``user`` counts only for a key that allows it (services/query/app.py, ``bound_subject``).
     """
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_payload", "the body must be a JSON object", path="$")
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ApiError(422, "invalid_payload", "query must be a non-empty string", path="query")
-    caller_id, user = body.get("caller_id"), body.get("user")
-    for name, value in (("caller_id", caller_id), ("user", user)):
+    check_query(query, "query")
+    names = ("caller_id", "conversation_id", "user")
+    values: dict[str, str | None] = {}
+    for name in names:
+        value = body.get(name)
         if value is not None and not isinstance(value, str):
             raise ApiError(422, "invalid_payload", f"{name} must be a string", path=name)
-    if not caller_id and not user:
+        if value is not None and (len(value) > _MAX_ID_CHARS or _CONTROL.search(value)):
+            raise ApiError(
+                422,
+                "invalid_payload",
+                f"{name} is over {_MAX_ID_CHARS} characters or holds a control character",
+                path=name,
+            )
+        values[name] = value.strip() if value and value.strip() else None
+    if not any(values.values()):
         raise ApiError(
             422,
             "unknown_caller",
-            "name the caller: bind caller_id to {{system__caller_id}} (or send user)",
+            "name the caller: bind caller_id to {{system__caller_id}} (or conversation_id to"
+            " {{system__conversation_id}})",
             path="caller_id",
         )
-    return query.strip(), caller_id or None, user or None
+    return ElevenLabsArguments(query=query.strip(), **values)
+
+
+def _plain_id(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_ID_CHARS
+        and _CONTROL.search(value) is None
+    )
+
+
+def check_query(query: str, path: str) -> None:
+    """422 for a query the search cannot take (as the REST search's limits)."""
+    if "\x00" in query or len(query) > MAX_QUERY_CHARS:
+        raise ApiError(
+            422,
+            "invalid_payload",
+            f"the query is over {MAX_QUERY_CHARS} characters or holds a NUL character",
+            path=path,
+        )
 
 
 @dataclass(frozen=True)
@@ -84,12 +139,23 @@ class ToolCall:
     arguments: dict[str, Any]
 
 
-def vapi_tool_calls(body: Any) -> tuple[list[ToolCall], str | None]:
-    """The tool calls of a Vapi ``tool-calls`` message, in call order, and the caller's number.
+@dataclass(frozen=True)
+class VapiToolCalls:
+    """A Vapi ``tool-calls`` message: its calls in order and what Vapi bound to the call."""
+
+    calls: list[ToolCall]
+    number: str | None
+    call_id: str | None
+
+
+def vapi_tool_calls(body: Any) -> VapiToolCalls:
+    """The tool calls of a Vapi ``tool-calls`` message, in call order; the caller's number
+    (``customer.number``) and the call's id (``call.id``).
 
     Vapi sends ``toolCallList`` [{id, name, arguments}] and/or ``toolWithToolCallList``
     [{toolCall: {id, function: {name, arguments | parameters}}}]; arguments may be an
-    object or a JSON string. A call id listed in both is answered once.
+    object or a JSON string. A call id listed in both is answered once. Each call costs a
+    search: a message holds at most :data:`MAX_TOOL_CALLS`.
     """
     message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(message, dict) or message.get("type") != "tool-calls":
@@ -99,6 +165,13 @@ def vapi_tool_calls(body: Any) -> tuple[list[ToolCall], str | None]:
     for name in ("toolCallList", "toolWithToolCallList"):
         if not isinstance(message.get(name) or [], list):
             raise ApiError(422, "invalid_payload", f"{name} must be a list", path=f"message.{name}")
+        if len(message.get(name) or []) > MAX_TOOL_CALLS:
+            raise ApiError(
+                422,
+                "too_many_tool_calls",
+                f"a message holds at most {MAX_TOOL_CALLS} tool calls",
+                path=f"message.{name}",
+            )
     if not isinstance(message.get("call") or {}, dict):
         raise ApiError(422, "invalid_payload", "call must be an object", path="message.call")
     calls: dict[str, ToolCall] = {}
@@ -112,21 +185,23 @@ def vapi_tool_calls(body: Any) -> tuple[list[ToolCall], str | None]:
         calls.setdefault(call.id, call)
     if not calls:
         raise ApiError(422, "invalid_payload", "the message has no tool calls", path="message")
+    if len(calls) > MAX_TOOL_CALLS:
+        raise ApiError(
+            422,
+            "too_many_tool_calls",
+            f"a message holds at most {MAX_TOOL_CALLS} tool calls",
+            path="message",
+        )
     number = None
     for holder in (message.get("customer"), (message.get("call") or {}).get("customer")):
         if isinstance(holder, dict) and isinstance(holder.get("number"), str):
             number = holder["number"]
             break
-    return list(calls.values()), number
-
-
-def vapi_call_id(body: Any) -> str | None:
-    """The id of the Vapi call a ``tool-calls`` message is part of (``message.call.id``),
-    for logs; None when the message does not say."""
-    message = body.get("message") if isinstance(body, dict) else None
-    call = message.get("call") if isinstance(message, dict) else None
-    call_id = call.get("id") if isinstance(call, dict) else None
-    return call_id if isinstance(call_id, str) and call_id else None
+    bound = message.get("call")
+    call_id = bound.get("id") if isinstance(bound, dict) else None
+    if not _plain_id(call_id):
+        call_id = None
+    return VapiToolCalls(calls=list(calls.values()), number=number, call_id=call_id)
 
 
 def _tool_call(raw: Any, path: str) -> ToolCall:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +42,7 @@ async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
             "MEMSTREAM_INGEST_PORT": str(ingest_port),
             "MEMSTREAM_QUERY_PORT": str(query_port),
             "MEMSTREAM_LOG_FORMAT": "json",
+            "MEMSTREAM_LOG_HASH_KEY": "run-test-key",
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -88,6 +93,8 @@ async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
             'memstream_projection_events_total{outcome="applied",projection="conversations"'
             in metrics
         )
+        # Unauthenticated: bound to MEMSTREAM_METRICS_HOST (loopback), not every interface.
+        assert _listening_on(metrics_port) == ["127.0.0.1"]
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
@@ -98,6 +105,10 @@ async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
     accepted = [entry for entry in lines if entry["message"] == "webhook accepted"]
     assert [entry["conversation_id"] for entry in accepted] == [call_id]
     assert accepted[0]["kind"] == "vapi.end-of-call-report"
+    # The caller as a hash keyed with MEMSTREAM_LOG_HASH_KEY, never their number.
+    keyed = hmac.new(b"run-test-key", ended["subject"].encode(), hashlib.sha256)
+    assert accepted[0]["subject_hash"] == keyed.hexdigest()[:16]
+    assert ended["subject"].partition("/")[2].lstrip("+") not in stderr.decode()
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
@@ -105,6 +116,17 @@ async def _ready(client: httpx.AsyncClient) -> bool:
         return (await client.get("/health/ready")).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _listening_on(port: int) -> list[str]:
+    """The IPv4 addresses a socket listens on at ``port`` (from /proc/net/tcp)."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.append(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
 
 
 def _get(url: str) -> str:

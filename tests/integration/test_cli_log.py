@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from projections.conversations import ConversationsProjection
+from schemas import decode_event, derived_event_id, tenant_event_id
 from services import tenants
 from services.imports import parse_line
 from streams import EventLog, Settings
@@ -80,7 +81,7 @@ async def test_importing_the_same_file_twice_imports_it_once(
     assert first.returncode == 0, first.stderr
     assert summary(first) | {"rejections": []} == {
         "dry_run": False, "lines": 25, "imported": 25, "already_imported": 0, "empty": 0,
-        "rejected": 0, "events_appended": 25, "rejections": [],
+        "erased": 0, "rejected": 0, "events_appended": 25, "rejections": [],
     }  # fmt: skip
     second = memstream(topics, "log", "import", str(history), "--tenant", TENANT, "--json")
     assert second.returncode == 0, second.stderr
@@ -209,6 +210,77 @@ async def test_an_import_that_crashed_after_the_ack_appends_nothing_again(
     assert len(await conversation_records(topics)) == 5
 
 
+async def test_one_history_imported_for_two_tenants_is_appended_for_each(
+    topics: Settings, db: Any, tmp_path: Path
+) -> None:
+    # Staging and production, both from before webhook event ids included the tenant:
+    # the two copies of a call have the same (earlier) id, told apart by the tenant.
+    history = write_lines(tmp_path / "history.jsonl", conversation_lines(3))
+    for tenant in (TENANT, "bayview-staging"):
+        await tenants.create_tenant(db, tenant, default_region="US")
+        await db.execute(  # what migration 0007 does to the tenants that exist
+            "UPDATE memstream.tenants SET legacy_ids_before = now() + interval '1 hour'"
+            " WHERE tenant = %s",
+            [tenant],
+        )
+        result = memstream(topics, "log", "import", str(history), "--tenant", tenant, "--json")
+        assert result.returncode == 0, result.stderr
+        assert summary(result)["imported"] == 3 and summary(result)["already_imported"] == 0
+    again = memstream(topics, "log", "import", str(history), "--tenant", TENANT, "--json")
+    assert summary(again)["imported"] == 0 and summary(again)["already_imported"] == 3
+
+    records = [orjson.loads(r.value) for r in await conversation_records(topics)]
+    assert len(records) == 6
+    assert {r["id"] for r in records} == {
+        str(derived_event_id("elevenlabs", "post_call_transcription", f"conv-{i:05d}"))
+        for i in range(3)
+    }
+    assert await scalar(db, "SELECT count(*) FROM memstream.imported_events") == 6
+
+
+async def test_importing_calls_a_tenant_had_before_the_upgrade_appends_nothing_again(
+    topics: Settings, db: Any, tmp_path: Path
+) -> None:
+    await tenants.create_tenant(db, TENANT, default_region="US")
+    await db.execute(
+        "UPDATE memstream.tenants SET legacy_ids_before = now() + interval '1 hour'"
+        " WHERE tenant = %s",
+        [TENANT],
+    )
+    # Appended before the upgrade, with the earlier ids (no tenant in them).
+    lines = conversation_lines(3)
+    earlier = [
+        event.model_copy(
+            update={
+                "id": derived_event_id("elevenlabs", "post_call_transcription", f"conv-{i:05d}")
+            }
+        )
+        for i, line in enumerate(lines)
+        for event in parse_line(
+            line, platform="auto", tenant=TENANT, default_region="US", received_at=datetime.now(UTC)
+        )
+    ]
+    async with EventLog(topics) as log:
+        await log.append_many(earlier)
+
+    history = write_lines(tmp_path / "h.jsonl", lines)
+    result = memstream(topics, "log", "import", str(history), "--tenant", TENANT, "--json")
+    assert result.returncode == 0, result.stderr
+    assert summary(result)["already_imported"] == 3 and summary(result)["imported"] == 0
+
+    # A tenant created since gets its own ids for the same calls.
+    await tenants.create_tenant(db, "bayview-new", default_region="US")
+    result = memstream(topics, "log", "import", str(history), "--tenant", "bayview-new", "--json")
+    assert summary(result)["imported"] == 3
+    records = [orjson.loads(r.value) for r in await conversation_records(topics)]
+    assert sorted(r["id"] for r in records if r["tenant"] == "bayview-new") == sorted(
+        str(
+            tenant_event_id("bayview-new", "elevenlabs", "post_call_transcription", f"conv-{i:05d}")
+        )
+        for i in range(3)
+    )
+
+
 async def test_a_dump_imported_back_appends_nothing(topics: Settings, db: Any) -> None:
     # These events came in through the producer (as webhooks would), not an import: the
     # ledger learns them from the log itself.
@@ -235,8 +307,9 @@ async def test_dumped_events_go_back_into_an_empty_log_unchanged(topics: Setting
     assert copy.returncode == 0, copy.stderr
     assert summary(copy)["events_appended"] == 6
     copied = await conversation_records(elsewhere)
-    assert sorted(r.value for r in copied) == sorted(
-        r.value for r in await conversation_records(topics)
+    # The same events; not the same bytes: sealing draws a fresh nonce each time.
+    assert sorted(decode_event(r.value).model_dump_json() for r in copied) == sorted(
+        decode_event(r.value).model_dump_json() for r in await conversation_records(topics)
     )
 
 

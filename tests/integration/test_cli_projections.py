@@ -222,7 +222,9 @@ def test_reprocess_covers_every_reader_of_a_processor_in_dependency_order() -> N
         "memories", "embedder", "summarizer", "embeddings", "summaries"
     ]  # fmt: skip
     assert downstream("embedder") == ["embeddings"]
-    assert set(downstream("extraction")) | {"extraction", "conversations"} == set(PROJECTIONS)
+    assert set(downstream("extraction")) | {"extraction", "conversations", "audit"} == set(
+        PROJECTIONS
+    )
 
 
 async def test_memstream_run_follows_a_switch_to_the_rebuilt_version(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import orjson
@@ -161,6 +162,54 @@ async def test_a_forgotten_user_is_purged_and_later_calls_start_afresh(
     assert await get_conversation(db, "acme", "conv-4") is not None
     other = await get_user(db, "acme", "acme/+15550000001")
     assert other is not None and other["conversation_count"] == 2  # untouched
+
+
+def forgetting(subject: str, at: datetime) -> UserForgotten:
+    return UserForgotten.create(
+        tenant="acme",
+        subject=subject,
+        source=Source(platform="api"),
+        occurred_at=at,
+        data={"reason": "erasure request"},
+    )
+
+
+async def test_an_erasure_seen_again_leaves_the_calls_that_came_after_it(
+    topics: Settings, db: Any
+) -> None:
+    before = call_events("acme", 1)  # conv-0: caller 0, at BASE_TIME
+    subject = before[0].subject
+    after = call_events("acme", 8)[14:16]  # conv-7: caller 0 again, 7 hours later
+    erasure = forgetting(subject, BASE_TIME + timedelta(hours=1))
+    async with EventLog(topics) as log:
+        # The same user.forgotten twice: redelivered, imported again, replayed.
+        await log.append_many([*before, erasure, *after, erasure])
+    await project(topics, ConversationsProjection())
+    user = await get_user(db, "acme", subject)
+    assert user is not None and user["conversation_count"] == 1
+    assert [c["conversation_id"] for c in await list_conversations(db, "acme", subject)] == [
+        "conv-7"
+    ]
+    # The erasure is recorded by the caller's pseudonym, never their number.
+    [(recorded,)] = await (
+        await db.execute("SELECT subject FROM conversations_v1.forgotten")
+    ).fetchall()
+    assert recorded.startswith("acme/") and subject.split("/")[1] not in recorded
+
+
+async def test_a_call_under_way_at_the_erasure_does_not_bring_the_user_back(
+    topics: Settings, db: Any
+) -> None:
+    started, ended = call_events("acme", 1)  # conv-0 begins at BASE_TIME, ends 3 minutes on
+    subject = started.subject
+    async with EventLog(topics) as log:
+        await log.append_many([started, forgetting(subject, BASE_TIME + timedelta(minutes=1))])
+        # Its end is dated after the erasure, so it still decodes; the call began before.
+        await log.append(ended)
+    await project(topics, ConversationsProjection())
+    assert await get_user(db, "acme", subject) is None
+    assert await get_conversation(db, "acme", "conv-0") is None
+    assert await scalar(db, "SELECT count(*) FROM conversations.turns") == 0
 
 
 async def test_tool_calls_and_analysis_are_stored_as_json(topics: Settings, db: Any) -> None:

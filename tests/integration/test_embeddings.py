@@ -127,7 +127,9 @@ class TestEmbeddingsContract(ProjectionContract):
             )
             for i in range(10)
         ]
-        return [*others, *passages, forget]
+        # In time order, as they would be appended: the erasure destroys the key of what
+        # precedes it in the log, and what is dated after it comes after it.
+        return sorted([*others, *passages, forget], key=lambda e: e.occurred_at)
 
 
 async def test_memories_are_embedded_by_the_local_model_and_linked(

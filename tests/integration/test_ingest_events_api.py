@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from schemas import decode_event, encode_event
+from schemas import (
+    MemoryAsserted,
+    MemoryRetracted,
+    Source,
+    UserForgotten,
+    decode_event,
+)
+from services import tenants
 from streams import Settings
 from streams.topics import Topics
 from tests.helpers import call_events, read_topic
 from tests.integration.ingest_fixtures import api_key, ingest
+from tests.integration.test_memories_projection import extracted
 
 __all__ = ["api_key", "ingest"]  # fixtures used by name below
 
 
 def wire(event: Any) -> dict[str, Any]:
-    return dict(orjson.loads(encode_event(event)))
+    """The event as a client sends it: the wire form, its personal data plain (memstream
+    seals it when it appends)."""
+    return dict(event.model_dump(mode="json"))
 
 
 async def appended(settings: Settings) -> list[Any]:
@@ -128,3 +138,88 @@ async def test_a_body_over_the_limit_is_refused(topics: Settings, db: Any, api_k
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
     assert await appended(topics) == []
+
+
+def _fact_of_every_kind(tenant: str) -> dict[str, Any]:
+    """One event of each type a client might send, by type."""
+    started, ended = call_events(tenant, 1)
+    subject = started.subject
+    asserted = MemoryAsserted.create(
+        tenant=tenant,
+        subject=subject,
+        source=Source(platform="api", event_id="assert-1"),
+        occurred_at=ended.occurred_at,
+        data={"memory_id": uuid.uuid4(), "content": "Likes tea", "sector": "semantic"},
+    )
+    return {
+        "conversation.started": started,
+        "conversation.ended": ended,
+        "memory.asserted": asserted,
+        "memory.retracted": MemoryRetracted.create(
+            tenant=tenant,
+            subject=subject,
+            source=Source(platform="api", event_id="retract-1"),
+            occurred_at=ended.occurred_at,
+            data={"memory_id": asserted.data.memory_id},
+        ),
+        # Another caller: an erasure of this one would make its later events refused
+        # (subject_erased) before their type is looked at.
+        "user.forgotten": UserForgotten.create(
+            tenant=tenant,
+            subject=f"{tenant}/+15559990000",
+            source=Source(platform="api", event_id="forget-1"),
+            occurred_at=ended.occurred_at,
+            data={},
+        ),
+        "memory.extracted": extracted("Likes tea", subject=subject),
+    }
+
+
+#: Who may append what through /v1/events (admin: everything a client may send).
+MAY_APPEND = {
+    "agent": set(),
+    "read": set(),
+    "ingest": {"conversation.started", "conversation.ended"},
+    "write": {"memory.asserted", "memory.retracted"},
+    "admin": {
+        "conversation.started",
+        "conversation.ended",
+        "memory.asserted",
+        "memory.retracted",
+        "user.forgotten",
+    },
+}
+
+
+@pytest.mark.parametrize("scope", sorted(MAY_APPEND))
+async def test_each_scope_appends_only_its_event_types(
+    topics: Settings, ingest: httpx.AsyncClient, db: Any, scope: str
+) -> None:
+    await tenants.create_tenant(db, "acme", "Acme Dental")
+    key = await tenants.issue_api_key(db, "acme", scope, [scope])
+    headers = {"Authorization": f"Bearer {key.token}"}
+    accepted = []
+    for event_type, event in _fact_of_every_kind("acme").items():
+        response = await ingest.post("/v1/events", json=wire(event), headers=headers)
+        if event_type in MAY_APPEND[scope]:
+            assert response.status_code == 200, (event_type, response.text)
+            accepted.append(event.id)
+        else:
+            assert response.status_code == 403, (event_type, response.text)
+            code = response.json()["error"]["code"]
+            # What the processors derive is refused whatever the key.
+            assert code == (
+                "derived_event_type"
+                if event_type == "memory.extracted" and scope in ("ingest", "write", "admin")
+                else "insufficient_scope"
+            )
+    # Nothing refused was appended, on any topic (of events: the audit topic records the
+    # erasure, streams/audit.py).
+    names = Topics(topics.topic_prefix)
+    found = [
+        decode_event(r.value).id
+        for topic in names.all()
+        if topic != names.audit
+        for r in await read_topic(topics, topic)
+    ]
+    assert sorted(found) == sorted(accepted)

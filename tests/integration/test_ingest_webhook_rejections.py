@@ -19,26 +19,34 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from aiokafka.structs import ConsumerRecord
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from schemas import ConversationStarted, decode_event
 from services import tenants
+from services.briefing import BRIEFING_KEYS
 from services.ingest.app import create_app
 from services.ingest.signatures import sign_elevenlabs, sign_retell, sign_vapi_hmac
 from streams import BrokerUnavailable, EventLog, Settings
-from streams.offsets import partitions_of, standalone_consumer
-from streams.topics import LOGICAL_TOPICS, Topics
-from tests.helpers import closed_port, read_topic
+from tests.helpers import closed_port
+from tests.integration.http_properties import (
+    NASTY,
+    Ledger,
+    appended,
+    assert_refused,
+    fixture_loop,
+    json_values,
+    paths_of,
+    property_settings,
+    run_property,
+    value_at,
+)
 from tests.integration.ingest_fixtures import (
     ROUTES,
     SECRETS,
@@ -49,7 +57,7 @@ from tests.integration.ingest_fixtures import (
     tenant,
 )
 
-__all__ = ["ingest", "tenant"]  # fixtures used by name below
+__all__ = ["fixture_loop", "ingest", "tenant"]  # fixtures used by name below
 
 #: A realistic body per route that the service accepts with one event.
 VALID = {
@@ -105,48 +113,22 @@ def signature_failures(platform: str, code: str) -> float:
     return metric(SIGNATURE_FAILURES, platform=platform, code=code)
 
 
-async def appended(settings: Settings) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record in any of the test's topics (conversations, memories, ..., dlq).
-
-    The partitions are assigned before their offsets are asked for (without that,
-    aiokafka waits ~0.5 s for metadata on every call), and only topics that hold
-    something are read.
-    """
-    bootstrap = settings.require_kafka()
-    partitions = await partitions_of(bootstrap, Topics(settings.topic_prefix).all())
-    assert len(partitions) == len(LOGICAL_TOPICS) * settings.partitions, partitions
-    async with standalone_consumer(bootstrap) as consumer:
-        consumer.assign(partitions)
-        starts = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-    busy = sorted({tp.topic for tp in partitions if ends[tp] > starts[tp]})
-    return [record for topic in busy for record in await read_topic(settings, topic)]
-
-
-def assert_refused(
-    response: httpx.Response, status: int, code: str, path: str | None = None
-) -> dict[str, Any]:
-    """The response is a refusal with this status and code, in the documented JSON shape."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json", response.headers
-    error = response.json()["error"]
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"], error
-    if path is not None:
-        assert error.get("path") == path, error
-    return dict(error)
-
-
-@pytest.fixture
-async def fixture_loop() -> asyncio.AbstractEventLoop:
-    """The loop the async fixtures (app, producer, client) live on, for sync tests to drive."""
-    return asyncio.get_running_loop()
-
-
 @pytest.fixture
 async def small_ingest(topics: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The ingest app with a 1024-byte body limit."""
     app = create_app(topics.replace(max_body_bytes=1024))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            yield client
+
+
+@pytest.fixture
+async def unlocked_ingest(topics: Settings, db: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The ingest app with the failed-authentication lockout out of reach: a property
+    test forges hundreds of requests from one client (the lockout has its own tests,
+    tests/integration/test_ingest_limits.py)."""
+    app = create_app(topics.replace(auth_failure_limit=1_000_000))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
@@ -997,7 +979,7 @@ async def test_the_ingest_app_does_not_start_without_its_broker(topics: Settings
             pass
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("platform", [p for p in PLATFORMS if p != "elevenlabs-init"])
 async def test_a_webhook_is_503_and_appends_nothing_when_the_log_is_unavailable(
     topics: Settings, db: Any, tenant: str, platform: str
 ) -> None:
@@ -1035,8 +1017,43 @@ async def test_a_webhook_is_503_and_appends_nothing_when_the_log_is_unavailable(
                 url(platform), content=body, headers=signed(platform, body)
             )
             assert response.status_code == 200, response.text
-            if platform != "elevenlabs-init":
-                assert response.json()["duplicates"] == 0
+            assert response.json()["duplicates"] == 0
+    assert len(await appended(topics)) == 1
+
+
+async def test_a_call_start_webhook_is_answered_while_the_log_is_unavailable(
+    topics: Settings, db: Any, tenant: str
+) -> None:
+    """The phone is ringing: the briefing is answered though nothing could be appended
+    (the log is made unavailable as in the test above). The answer holds no position;
+    the failure is counted, and a redelivery is appended (it was not remembered)."""
+    app = create_app(topics)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            service = app.state.service
+            await service.log.stop()
+            failures = "memstream_ingest_initiation_append_failures_total"
+            labels = {"platform": "elevenlabs", "code": "log_unavailable"}
+            before = metric(failures, **labels)
+            body = valid_body("elevenlabs-init")
+
+            response = await client.post(
+                url("elevenlabs-init"), content=body, headers=signed("elevenlabs-init", body)
+            )
+
+            assert response.status_code == 200, response.text
+            assert response.json()["type"] == "conversation_initiation_client_data"
+            assert set(response.json()["dynamic_variables"]) == set(BRIEFING_KEYS)
+            assert metric(failures, **labels) == before + 1
+            assert await appended(topics) == []
+
+            service.log = EventLog(topics)
+            await service.log.start()
+            response = await client.post(
+                url("elevenlabs-init"), content=body, headers=signed("elevenlabs-init", body)
+            )
+            assert response.status_code == 200, response.text
     assert len(await appended(topics)) == 1
 
 
@@ -1059,26 +1076,10 @@ async def test_a_webhook_with_nothing_to_append_is_acknowledged_while_the_log_is
 
 # --- properties ------------------------------------------------------------------
 #
-# The routes are driven from sync tests: hypothesis runs the examples, each example
-# drives the loop the async fixtures (app, producer, client) were created on, and the
-# log is read once, after the last example, to compare with what the answers reported.
-# @given decorates an inner function, so hypothesis never sees the function-scoped
-# fixtures (one app and one topic set for all the examples of a test, on purpose); the
-# function_scoped_fixture health check is suppressed explicitly all the same.
-#
-# An exception escaping the app (what a server answers as a 500) propagates out of
-# httpx's ASGITransport and fails the example with the service's own traceback.
+# How the routes are driven: tests/integration/http_properties.py.
 
 EXAMPLES = 250
-PROPERTY_SETTINGS = hypothesis_settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+PROPERTY_SETTINGS = property_settings(EXAMPLES)
 
 #: The realistic bodies each route's mutations start from, and where their call id is.
 BASES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
@@ -1097,79 +1098,11 @@ BASES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
 }
 PLAIN_ID = re.compile(r"[A-Za-z0-9_-]+")
 
-#: Values that break naive code: empty and blank strings, control characters, numbers
-#: at the edges of every range, and every JSON type.
-NASTY = [
-    "",
-    " ",
-    "\x00",
-    "\n",
-    "x" * 500,
-    "2025-13-45T99:99:99",
-    "+1",
-    "NaN",
-    0,
-    -1,
-    1,
-    0.5,
-    -0.0,
-    1e15,
-    -1e15,
-    1e300,
-    -1e300,
-    1.7976931348623157e308,
-    2**63 - 1,
-    -(2**63),
-    2**64 - 1,
-    True,
-    False,
-    None,
-    [],
-    {},
-    [None],
-    {"": None},
-]
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 # Copied: a drawn list or object is inserted into a document that later mutations change.
 replacements = (st.sampled_from(NASTY) | json_values).map(copy.deepcopy)
 numbers = st.sampled_from([v for v in NASTY if isinstance(v, int | float)]) | st.floats(
     allow_nan=False, allow_infinity=False
 )
-
-
-def paths_of(document: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    found: list[tuple[str | int, ...]] = []
-    children = (
-        document.items()
-        if isinstance(document, dict)
-        else enumerate(document)
-        if isinstance(document, list)
-        else []
-    )
-    for key, value in children:
-        found.append((*prefix, key))
-        found += paths_of(value, (*prefix, key))
-    return found
-
-
-def value_at(document: Any, path: tuple[str | int, ...]) -> Any:
-    for key in path:
-        document = document[key]
-    return document
 
 
 @dataclass(frozen=True)
@@ -1248,60 +1181,6 @@ extra_headers = st.dictionaries(
 )
 
 
-@dataclass
-class Ledger:
-    """What the answers say was appended, to compare with the log at the end."""
-
-    platform: str
-    positions: dict[str, str] = field(default_factory=dict)  # topic:partition:offset -> id
-    started_calls: set[str] = field(default_factory=set)  # initiation route: call_sids
-    statuses: Counter[int] = field(default_factory=Counter)
-
-    def record(self, body: bytes, response: httpx.Response) -> None:
-        self.statuses[response.status_code] += 1
-        assert response.status_code < 500, response.text
-        if response.status_code != 200:
-            assert 400 <= response.status_code < 500, response.text
-            assert_refused(response, response.status_code, response.json()["error"]["code"])
-            return
-        answer = response.json()
-        if self.platform == "elevenlabs-init":
-            assert answer["type"] == "conversation_initiation_client_data", answer
-            self.started_calls.add(orjson.loads(body)["call_sid"])
-            return
-        fresh = [e for e in answer["events"] if e["position"] is not None]
-        assert len(answer["events"]) - answer["duplicates"] == len(fresh), answer
-        for event in fresh:
-            assert event["position"] not in self.positions, answer
-            self.positions[event["position"]] = event["id"]
-
-    async def check_log(self, settings: Settings) -> None:
-        records = await appended(settings)
-        if self.platform == "elevenlabs-init":
-            events = [decode_event(r.value) for r in records]
-            assert all(isinstance(e, ConversationStarted) for e in events), events
-            assert sorted(e.data.conversation_id for e in events) == sorted(self.started_calls)
-            return
-        in_log = {
-            f"{r.topic}:{r.partition}:{r.offset}": str(decode_event(r.value).id) for r in records
-        }
-        assert in_log == self.positions
-
-
-def run_property(
-    example: Callable[..., None], platform: str, **strategies: st.SearchStrategy[Any]
-) -> None:
-    """Run ``example`` under hypothesis, with a database key of its own per platform.
-
-    The inner functions have the same source for every platform, hence the same key in
-    hypothesis' example database: without the platform in it, a failure saved for one
-    route would be replayed against the others. (Hypothesis' pytest plugin sets the
-    same attribute to tell the cases of a parametrized test apart.)
-    """
-    example._hypothesis_internal_add_digest = platform.encode()  # type: ignore[attr-defined]
-    PROPERTY_SETTINGS(given(**strategies)(example))()
-
-
 def post(
     loop: asyncio.AbstractEventLoop,
     client: httpx.AsyncClient,
@@ -1333,7 +1212,7 @@ def test_signed_generated_bodies_never_fail_the_server_and_only_200s_append(
         response = post(fixture_loop, ingest, platform, sent, {**extra, **signed(platform, sent)})
         ledger.record(sent, response)
 
-    run_property(example, platform, body=bodies(platform), extra=extra_headers)
+    run_property(example, platform, PROPERTY_SETTINGS, body=bodies(platform), extra=extra_headers)
 
     fixture_loop.run_until_complete(ledger.check_log(topics))
     refusals = sum(n for status, n in ledger.statuses.items() if status != 200)
@@ -1400,7 +1279,7 @@ def bad_credentials(draw: st.DrawFn, platform: str, body: bytes) -> dict[str, An
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_unsigned_or_wrongly_signed_generated_requests_are_always_401(
     topics: Settings,
-    ingest: httpx.AsyncClient,
+    unlocked_ingest: httpx.AsyncClient,
     tenant: str,
     fixture_loop: asyncio.AbstractEventLoop,
     platform: str,
@@ -1417,12 +1296,19 @@ def test_unsigned_or_wrongly_signed_generated_requests_are_always_401(
     def example(body: bytes | Mutated, extra: dict[str, bytes], data: st.DataObject) -> None:
         body = body.encode() if isinstance(body, Mutated) else body
         credentials = data.draw(bad_credentials(platform, body), label="credentials")
-        response = post(fixture_loop, ingest, platform, body, {**extra, **credentials})
+        response = post(fixture_loop, unlocked_ingest, platform, body, {**extra, **credentials})
         statuses[response.status_code] += 1
         error = assert_refused(response, 401, response.json()["error"]["code"])
         assert error["code"] in SIGNATURE_CODES, error
 
-    run_property(example, platform, body=bodies(platform), extra=extra_headers, data=st.data())
+    run_property(
+        example,
+        platform,
+        PROPERTY_SETTINGS,
+        body=bodies(platform),
+        extra=extra_headers,
+        data=st.data(),
+    )
 
     assert set(statuses) == {401}
     assert fixture_loop.run_until_complete(appended(topics)) == []

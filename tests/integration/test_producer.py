@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from schemas import decode_event
-from streams import EventLog, Settings
+import pytest
+
+from schemas import ConversationEnded, Event, decode_event
+from streams import EventLog, RecordTooLarge, Settings
+from streams.producer import MAX_RECORD_BYTES
 from streams.topics import Topics
 from tests.helpers import call_events, read_topic
 
@@ -57,3 +60,32 @@ async def test_a_transcript_larger_than_a_record_batch_is_appended(topics: Setti
     }
     assert len(stored[(big.partition, big.offset)]) > 1024 * 1024
     assert decode_event(stored[(big.partition, big.offset)]).id == long_call[1].id
+
+
+def over_a_record(event: Event) -> Event:
+    """``event`` (a conversation.ended) with a first turn longer than a record may be."""
+    data = event.data.model_dump()
+    data["turns"][0]["text"] = "x" * (MAX_RECORD_BYTES + 1)
+    return ConversationEnded.create(
+        tenant=event.tenant,
+        subject=event.subject,
+        source=event.source,
+        occurred_at=event.occurred_at,
+        data=data,
+    )
+
+
+@pytest.mark.parametrize("others", [3, 100], ids=["per-record", "batches"])
+async def test_an_event_over_the_record_limit_fails_the_append_before_anything_is_sent(
+    topics: Settings, others: int
+) -> None:
+    """Not BrokerUnavailable (which callers answer with a retryable 503): no retry could
+    append it. None of the call's events is appended, even those sent before it."""
+    events = call_events("acme", others)
+    too_large = over_a_record(events[1])
+    async with EventLog(topics) as log:
+        with pytest.raises(RecordTooLarge) as refused:
+            await log.append_many([*events, too_large, *events])
+    assert refused.value.size > refused.value.limit == MAX_RECORD_BYTES
+    assert refused.value.topic == Topics(topics.topic_prefix).conversations
+    assert await read_topic(topics, Topics(topics.topic_prefix).conversations) == []

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from psycopg import AsyncConnection
 
+from schemas import ConversationFailed, decode_event
 from streams import EventLog, ProjectionRunner, Settings
 from streams.dlq import decode as decode_dead_letter
 from streams.projection import group_id
@@ -172,7 +173,10 @@ async def test_poison_events_go_to_the_dlq_and_the_partition_moves_on(
     assert apply_failure["error"]["type"] == "PoisonEvent"
     assert apply_failure["attempts"] == settings.poison_retries + 1
     assert apply_failure["projection"] == "ledger" and apply_failure["topic"] == tp.conversations
-    assert orjson.loads(apply_failure["payload"])["data"]["reason"] == "poison"
+    # The letter carries the record as it was in the log: its personal text sealed.
+    assert orjson.loads(apply_failure["payload"])["data"]["reason"] != "poison"
+    failed = decode_event(apply_failure["payload"])
+    assert isinstance(failed, ConversationFailed) and failed.data.reason == "poison"
     decode_failure = by_offset[(garbage.partition, garbage.offset)]
     assert decode_failure["stage"] == "decode"
     assert decode_failure["error"]["type"] == "MalformedEvent"

@@ -496,6 +496,35 @@ async def test_a_forgotten_users_summaries_are_deleted_even_those_arriving_later
     assert await conversation_summary(db, TENANT, "conv-1") is None
 
 
+async def test_a_version_from_before_the_watermark_drops_the_rows_of_users_forgotten_on_start(
+    db: Any,
+) -> None:
+    schema = version_schema(SummaryProcessor.name, 1)
+    await db.execute(f"CREATE SCHEMA {schema}")
+    async with db.transaction():
+        await db.execute(f"SET LOCAL search_path TO {schema}")
+        await db.execute(SummaryProcessor().schema_sql())
+        # As an earlier release kept it: each erasure in the user's row, which named them.
+        await db.execute("ALTER TABLE profiles ADD COLUMN forgotten_at timestamptz")
+        back, never = f"{TENANT}/+15550000003", f"{TENANT}/+15550000004"
+        await db.execute(
+            "INSERT INTO profiles (tenant, subject, forgotten_at) VALUES"
+            " (%(t)s, %(gone)s, %(at)s), (%(t)s, %(back)s, %(at)s), (%(t)s, %(never)s, NULL)",
+            {"t": TENANT, "gone": SUBJECT, "back": back, "never": never, "at": at(5)},
+        )
+        # The user who called again after their erasure has memories since.
+        await db.execute(
+            "INSERT INTO memories (tenant, memory_id, subject, state, updated_at)"
+            " VALUES (%s, %s, %s, 'active', %s)",
+            [TENANT, uuid.uuid4(), back, at(9)],
+        )
+
+    for _ in range(2):  # the next start, and any after it
+        await versions.register(db, SummaryProcessor(), 1)
+        cursor = await db.execute(f"SELECT subject FROM {schema}.profiles ORDER BY subject")
+        assert [row[0] for row in await cursor.fetchall()] == [back, never]
+
+
 # -- the call-start briefing ----------------------------------------------------------------
 
 CALLER = f"{INGEST_TENANT}/+14155550123"  # the caller in every payload of ingest_payloads

@@ -102,3 +102,37 @@ def test_the_cli_creates_a_tenant_issues_a_key_and_revokes_it(settings: Settings
     assert _cli(settings, "keys", "revoke", issued["key_id"]).returncode == 4  # not found
     again = _cli(settings, "tenants", "create", "acme")
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_the_cli_issues_scoped_keys_and_refuses_unknown_scopes(settings: Settings) -> None:
+    assert _cli(settings, "tenants", "create", "acme").returncode == 0
+    created = _cli(
+        settings, "keys", "create", "--tenant", "acme", "--scope", "agent", "--scope", "read",
+        "--json",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["scopes"] == ["agent", "read"]
+    plain = json.loads(_cli(settings, "keys", "create", "--tenant", "acme", "--json").stdout)
+    assert plain["scopes"] == ["admin"] and plain["allow_user_argument"] is False
+    listed = json.loads(_cli(settings, "keys", "list", "--tenant", "acme", "--json").stdout)
+    assert [k["scopes"] for k in listed] == [["agent", "read"], ["admin"]]
+    refused = _cli(settings, "keys", "create", "--tenant", "acme", "--scope", "root")
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr
+
+
+async def test_a_key_made_before_scopes_existed_is_admin(db: Any) -> None:
+    await tenants.create_tenant(db, "acme")
+    issued = await tenants.issue_api_key(db, "acme")
+    # As a row written by the version before scopes: the migration's defaults fill it in.
+    await db.execute(
+        "INSERT INTO memstream.api_keys (key_id, tenant, secret_hash)"
+        " SELECT 'legacy0000ab', tenant, secret_hash FROM memstream.api_keys WHERE key_id = %s",
+        [issued.key_id],
+    )
+    secret = issued.token.removeprefix(f"msk_{issued.key_id}_")
+    legacy = await tenants.authenticate_api_key(db, f"msk_legacy0000ab_{secret}")
+    assert legacy is not None and legacy.scopes == ("admin",)
+    assert legacy.allows("read", "write", "ingest") and not legacy.allow_user_argument
+    with pytest.raises(tenants.TenantError) as refused:
+        await tenants.issue_api_key(db, "acme", scopes=["root"])
+    assert refused.value.code == "invalid_scope"

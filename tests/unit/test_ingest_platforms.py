@@ -26,6 +26,7 @@ from schemas import (
     decode_event,
     derived_event_id,
     encode_event,
+    tenant_event_id,
 )
 from services.ingest.platforms import NormalisedWebhook, PayloadError, elevenlabs, retell, vapi
 
@@ -112,8 +113,8 @@ def test_elevenlabs_transcription_becomes_conversation_ended() -> None:
     assert result.kind == "elevenlabs.post_call_transcription"
     assert result.conversation_id == ELEVEN_CONVERSATION
     assert result.subject == event.subject == "acme/+14155550123"
-    assert event.id == derived_event_id(
-        "elevenlabs", "post_call_transcription", ELEVEN_CONVERSATION
+    assert event.id == tenant_event_id(
+        TENANT, "elevenlabs", "post_call_transcription", ELEVEN_CONVERSATION
     )
     assert event.tenant == TENANT
     assert event.source == Source(
@@ -352,7 +353,9 @@ def test_elevenlabs_call_initiation_failure_becomes_conversation_failed() -> Non
     conversation_id = "conv_01jz9q4r6s8t0v2w4x6y8z0a2b"
     assert result.kind == "elevenlabs.call_initiation_failure"
     assert result.conversation_id == conversation_id
-    assert event.id == derived_event_id("elevenlabs", "call_initiation_failure", conversation_id)
+    assert event.id == tenant_event_id(
+        TENANT, "elevenlabs", "call_initiation_failure", conversation_id
+    )
     # Initiation failures are outbound calls: about the person who was called.
     assert event.subject == result.subject == "acme/+14155550142"
     assert event.occurred_at == unix(1760437805)
@@ -397,7 +400,7 @@ def test_elevenlabs_initiation_becomes_conversation_started() -> None:
     call_sid = "CA9f8e7d6c5b4a39281706f5e4d3c2b1a0"
     assert result.kind == "elevenlabs.conversation_initiation"
     assert result.conversation_id == event.correlation_id == call_sid
-    assert event.id == derived_event_id("elevenlabs", "conversation_initiation", call_sid)
+    assert event.id == tenant_event_id(TENANT, "elevenlabs", "conversation_initiation", call_sid)
     assert event.subject == result.subject == "acme/+14155550123"
     assert event.occurred_at == event.recorded_at == RECEIVED
     assert event.source == Source(platform="elevenlabs", event_id=call_sid, agent_id=ELEVEN_AGENT)
@@ -523,7 +526,7 @@ def test_vapi_end_of_call_report_becomes_conversation_ended() -> None:
     event = ended(result)
     assert result.kind == "vapi.end-of-call-report"
     assert result.conversation_id == event.correlation_id == VAPI_CALL
-    assert event.id == derived_event_id("vapi", "end-of-call-report", VAPI_CALL)
+    assert event.id == tenant_event_id(TENANT, "vapi", "end-of-call-report", VAPI_CALL)
     assert event.subject == result.subject == "acme/+14155550123"
     assert event.source == Source(platform="vapi", event_id=VAPI_CALL, agent_id=VAPI_ASSISTANT)
     assert event.occurred_at == datetime(2025, 10, 14, 17, 10, 19, 20000, tzinfo=UTC)
@@ -722,7 +725,7 @@ def test_vapi_status_update_in_progress_becomes_conversation_started() -> None:
     result = vapi_message(load("vapi_status_update"))
     event = started(result)
     assert result.kind == "vapi.status-update"
-    assert event.id == derived_event_id("vapi", "status-update", VAPI_CALL)
+    assert event.id == tenant_event_id(TENANT, "vapi", "status-update", VAPI_CALL)
     assert event.subject == result.subject == "acme/+14155550123"
     assert event.occurred_at == VAPI_STARTED + timedelta(milliseconds=18)
     assert event.recorded_at == RECEIVED
@@ -753,7 +756,7 @@ def test_vapi_assistant_request_becomes_conversation_started() -> None:
     result = vapi_message(body)
     event = started(result)
     assert result.kind == "vapi.assistant-request"
-    assert event.id == derived_event_id("vapi", "assistant-request", VAPI_CALL)
+    assert event.id == tenant_event_id(TENANT, "vapi", "assistant-request", VAPI_CALL)
     assert event.subject == "acme/+14155550123"
     assert event.occurred_at == VAPI_STARTED - timedelta(milliseconds=2411)
     # No assistant is chosen yet: that is what the request asks for.
@@ -856,7 +859,7 @@ def test_retell_call_analyzed_becomes_conversation_ended() -> None:
     event = ended(result)
     assert result.kind == "retell.call_analyzed"
     assert result.conversation_id == event.correlation_id == RETELL_CALL
-    assert event.id == derived_event_id("retell", "call_analyzed", RETELL_CALL)
+    assert event.id == tenant_event_id(TENANT, "retell", "call_analyzed", RETELL_CALL)
     assert event.subject == result.subject == "acme/+14155550123"
     assert event.source == Source(
         platform="retell", event_id=RETELL_CALL, agent_id="oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD"
@@ -900,7 +903,7 @@ def test_retell_call_ended_is_a_separate_event_without_analysis() -> None:
     del body["call"]["call_analysis"]
     event = ended(retell_webhook(body))
     analyzed = ended(retell_webhook(load("retell_call_analyzed")))
-    assert event.id == derived_event_id("retell", "call_ended", RETELL_CALL)
+    assert event.id == tenant_event_id(TENANT, "retell", "call_ended", RETELL_CALL)
     assert event.id != analyzed.id
     assert event.correlation_id == analyzed.correlation_id
     assert event.data.analysis is None
@@ -1020,6 +1023,62 @@ def test_a_redelivered_webhook_gives_the_same_events(fixture: str, parse: Parser
         first.conversation_id,
         first.subject,
     )
+
+
+def parse_for(
+    fixture: str, tenant: str, legacy_ids_before: datetime | None = None
+) -> NormalisedWebhook:
+    """``fixture`` sent to ``tenant``, whose ``legacy_ids_before`` is given."""
+    body = load(fixture)
+    if fixture == "elevenlabs_initiation":
+        return elevenlabs.parse_initiation(
+            tenant, body, received_at=RECEIVED, legacy_ids_before=legacy_ids_before
+        )
+    parse = {
+        "elevenlabs": elevenlabs.parse_post_call,
+        "vapi": vapi.parse_server_message,
+        "retell": retell.parse_webhook,
+    }[fixture.split("_")[0]]
+    return parse(tenant, body, received_at=RECEIVED, legacy_ids_before=legacy_ids_before)
+
+
+@pytest.mark.parametrize("fixture", [name for name, _ in PRODUCING])
+def test_the_same_webhook_sent_to_two_tenants_is_two_events(fixture: str) -> None:
+    staging, production = parse_for(fixture, "acme-staging"), parse_for(fixture, "acme")
+    assert staging.events and len(staging.events) == len(production.events)
+    for one, other in zip(staging.events, production.events, strict=True):
+        assert one.id != other.id
+        platform, webhook_type = production.kind.split(".", 1)
+        assert other.id == tenant_event_id(
+            "acme", platform, webhook_type, other.data.conversation_id
+        )
+
+
+@pytest.mark.parametrize("fixture", [name for name, _ in PRODUCING])
+def test_a_tenant_from_before_the_upgrade_keeps_the_earlier_ids_of_earlier_calls(
+    fixture: str,
+) -> None:
+    # Every fixture's call happened in October 2025.
+    earlier = parse_for(fixture, TENANT, legacy_ids_before=datetime(2030, 1, 1, tzinfo=UTC))
+    later = parse_for(fixture, TENANT, legacy_ids_before=datetime(2020, 1, 1, tzinfo=UTC))
+    platform, webhook_type = earlier.kind.split(".", 1)
+    for old, new in zip(earlier.events, later.events, strict=True):
+        conversation_id = old.data.conversation_id
+        assert old.id == derived_event_id(platform, webhook_type, conversation_id)
+        assert new.id == tenant_event_id(TENANT, platform, webhook_type, conversation_id)
+        assert old.model_dump(exclude={"id"}) == new.model_dump(exclude={"id"})
+
+
+def test_the_earlier_ids_are_those_the_previous_release_appended() -> None:
+    # Computed by the release before the tenant was part of webhook event ids: a
+    # redelivery of these calls must still be the event in the log.
+    before_upgrade = datetime(2030, 1, 1, tzinfo=UTC)
+    vapi_ended = parse_for("vapi_end_of_call_report", TENANT, before_upgrade).events[0]
+    eleven_ended = parse_for(
+        "elevenlabs_post_call_transcription", "another-tenant", before_upgrade
+    ).events[0]
+    assert str(vapi_ended.id) == "b93ef6cc-920f-55eb-a4ba-12a7cd568e16"
+    assert str(eleven_ended.id) == "2fed0318-d043-5495-99e0-67c3a7e433ee"
 
 
 @pytest.mark.parametrize(("fixture", "parse"), ALL, ids=[name for name, _ in ALL])

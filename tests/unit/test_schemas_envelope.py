@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
@@ -33,11 +34,13 @@ from schemas import (
     Turn,
     UnknownEventType,
     UserForgotten,
+    decode_event,
     derived_event_id,
     event_class,
     new_event_id,
     readable_versions,
     registered_types,
+    tenant_event_id,
     upcaster_for,
     upcasts_from,
     utc_now,
@@ -465,8 +468,57 @@ def test_derived_event_id_refuses_no_parts_and_non_strings() -> None:
         derived_event_id("conversation", 42)  # type: ignore[arg-type]
 
 
+def test_tenant_event_id_puts_the_tenant_first_in_the_name() -> None:
+    # Pinned like derived_event_id: ids of this scheme are in the log from now on.
+    pinned_namespace = uuid.UUID("6f1c2b0e-8d4a-5e37-9c51-3a7d2e9b4f60")
+
+    assert tenant_event_id("acme", "vapi", "end-of-call-report", "call_1") == uuid.uuid5(
+        pinned_namespace, "acme\x1fvapi\x1fend-of-call-report\x1fcall_1"
+    )
+
+
+def test_tenant_event_ids_of_one_upstream_key_differ_by_tenant_and_from_the_earlier_id() -> None:
+    key = ("elevenlabs", "post_call_transcription", "conv_1")
+
+    staging, production = tenant_event_id("acme-staging", *key), tenant_event_id("acme", *key)
+    assert staging != production
+    assert derived_event_id(*key) not in (staging, production)
+
+
+@pytest.mark.parametrize("tenant", ["", "Acme", "memory.asserted", "acme\n", "a/b"])
+def test_tenant_event_id_refuses_what_is_not_a_tenant(tenant: str) -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        tenant_event_id(tenant, "vapi", "end-of-call-report", "call_1")
+
+
+def test_tenant_event_id_needs_an_upstream_key() -> None:
+    with pytest.raises(ValueError, match="upstream key"):
+        tenant_event_id("acme")
+
+
 def test_utc_now_is_timezone_aware_utc() -> None:
     now = utc_now()
 
     assert now.utcoffset() == timedelta(0)
     assert abs(now - datetime.now(UTC)) < timedelta(seconds=1)
+
+
+# ------------------------------------------------------------------ when it began
+
+
+def test_an_event_began_when_its_call_did_else_at_its_own_time() -> None:
+    examples = Path(__file__).parent / "schemas_examples"
+
+    def example(name: str) -> Event:
+        return decode_event((examples / f"{name}.json").read_bytes())
+
+    ended = example("conversation.ended.v2")
+    assert isinstance(ended, ConversationEnded)
+    assert ended.began == ended.data.started_at < ended.occurred_at  # it happens at the end
+    for name in ("memory.extracted.v1", "memory.reinforced.v1", "memory.superseded.v1"):
+        said = example(name)
+        assert isinstance(said, MemoryExtracted | MemoryReinforced | MemorySuperseded)
+        assert said.began == said.data.observed_at, name
+    for name in ("conversation.started.v1", "memory.asserted.v1", "summary.generated.v1"):
+        event = example(name)
+        assert event.began == event.occurred_at, name

@@ -62,8 +62,11 @@ def test_schema_marks_personal_fields_and_pins_type_and_version() -> None:
     assert schema["properties"]["type"]["const"] == "conversation.ended"
     assert schema["properties"]["v"]["const"] == 2
     assert schema["additionalProperties"] is False
-    assert schema["$defs"]["Turn"]["properties"]["text"]["x-memstream-personal"] is True
-    assert "x-memstream-personal" not in schema["$defs"]["Turn"]["properties"]["role"]
+    data = schema["$defs"]["ConversationEndedData"]["properties"]
+    assert data["turns"]["x-memstream-personal"] is True  # the transcript, as one value
+    assert "x-memstream-personal" not in data["status"]
+    summary = schema["$defs"]["Analysis"]["properties"]["summary"]
+    assert summary["anyOf"][0]["x-memstream-personal"] is True
 
 
 def test_generator_writes_sorted_pretty_files_and_removes_stale_ones(tmp_path: Path) -> None:

@@ -163,3 +163,14 @@ def test_kafka_security_settings_reach_every_client_and_hide_the_password() -> N
 def test_invalid_kafka_security_settings_name_the_variables(env: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError, match="MEMSTREAM_KAFKA_SECURITY_PROTOCOL"):
         Settings.from_env(env)
+
+
+def test_metrics_host_and_log_hash_key_are_read_handed_on_and_the_key_never_shown() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.metrics_host == "127.0.0.1" and defaults.log_hash_key is None
+    settings = Settings.from_env(
+        {"MEMSTREAM_METRICS_HOST": "0.0.0.0", "MEMSTREAM_LOG_HASH_KEY": "log-key-secret"}
+    )
+    assert settings.metrics_host == "0.0.0.0" and settings.log_hash_key == "log-key-secret"
+    assert Settings.from_env(settings.to_env()) == settings
+    assert "log-key-secret" not in repr(settings)

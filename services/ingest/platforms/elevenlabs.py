@@ -66,13 +66,15 @@ def parse_post_call(
     *,
     received_at: datetime,
     default_region: str | None = None,
+    legacy_ids_before: datetime | None = None,
 ) -> NormalisedWebhook:
     """Normalise one ElevenLabs post-call webhook body (already verified and parsed).
 
     Raises :class:`PayloadError` when the body is not of the documented shape:
     an unknown ``type`` (a misconfigured URL, not a new harmless message), no
     ``data.conversation_id``, or a field memstream reads having the wrong type.
-    ``default_region`` places caller numbers written without a country code.
+    ``default_region`` places caller numbers written without a country code;
+    ``legacy_ids_before`` is the tenant's (see :func:`.webhook.webhook_event_id`).
     """
     require_aware(received_at)
     root = _root(body)
@@ -93,14 +95,28 @@ def parse_post_call(
     agent_id = data["agent_id"].optional_identifier()
     if webhook_type == "call_initiation_failure":
         failed = _initiation_failure(
-            tenant, data, conversation_id, agent_id, event_time, received_at, default_region
+            tenant,
+            data,
+            conversation_id,
+            agent_id,
+            event_time,
+            received_at,
+            default_region,
+            legacy_ids_before,
         )
         return NormalisedWebhook(
             events=[failed], kind=kind, conversation_id=conversation_id, subject=failed.subject
         )
 
     ended = _transcription(
-        tenant, data, conversation_id, agent_id, event_time, received_at, default_region
+        tenant,
+        data,
+        conversation_id,
+        agent_id,
+        event_time,
+        received_at,
+        default_region,
+        legacy_ids_before,
     )
     return NormalisedWebhook(
         events=[ended], kind=kind, conversation_id=conversation_id, subject=ended.subject
@@ -113,6 +129,7 @@ def parse_initiation(
     *,
     received_at: datetime | None = None,
     default_region: str | None = None,
+    legacy_ids_before: datetime | None = None,
 ) -> NormalisedWebhook:
     """Normalise the conversation-initiation request of an inbound phone call.
 
@@ -152,6 +169,7 @@ def parse_initiation(
         agent_id=agent_id,
         occurred_at=received_at,
         received_at=received_at,
+        legacy_ids_before=legacy_ids_before,
         data=ConversationStartedData(
             conversation_id=call_sid,
             caller_phone=caller_phone,
@@ -185,6 +203,7 @@ def _transcription(
     event_time: datetime | None,
     received_at: datetime,
     default_region: str | None,
+    legacy_ids_before: datetime | None,
 ) -> ConversationEnded:
     metadata_node = data["metadata"]
     start_node = metadata_node["start_time_unix_secs"]
@@ -232,6 +251,7 @@ def _transcription(
         # webhook was produced, after the platform's analysis, so only a fallback.
         occurred_at=ended_at or event_time or started_at,
         received_at=received_at,
+        legacy_ids_before=legacy_ids_before,
         data=ConversationEndedData(
             conversation_id=conversation_id,
             started_at=started_at,
@@ -323,6 +343,7 @@ def _initiation_failure(
     event_time: datetime | None,
     received_at: datetime,
     default_region: str | None,
+    legacy_ids_before: datetime | None,
 ) -> ConversationFailed:
     metadata_node = data["metadata"]
     variables = data["conversation_initiation_client_data"]["dynamic_variables"]
@@ -343,6 +364,7 @@ def _initiation_failure(
         agent_id=agent_id,
         occurred_at=event_time or received_at,
         received_at=received_at,
+        legacy_ids_before=legacy_ids_before,
         data=ConversationFailedData(
             conversation_id=conversation_id,
             reason=data["failure_reason"].optional_string() or "unknown",

@@ -15,7 +15,6 @@ Conventions shared by all adapters:
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections.abc import Collection
@@ -41,6 +40,12 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # Unix timestamps in milliseconds are above this; in seconds they stay below it
 # until the year 5138. Used only where a platform's unit is unconfirmed.
 _SMALLEST_UNIX_MS = 100_000_000_000
+
+# Values kept verbatim in an event (metadata, analysis, variables) nest no deeper than
+# this: far beyond what a platform sends, and well within what the event's encoding takes
+# (orjson and pydantic write at most ~255 levels; Python's own recursion, ~1000 frames,
+# would fail first on a body nested as deep as JSON parsing allows).
+MAX_KEPT_DEPTH = 64
 
 # No call lasts a week: a duration or an offset beyond it is a broken payload, and
 # refusing it here keeps timedelta and the 64-bit integers of the wire format from
@@ -126,7 +131,8 @@ class Node:
         if not isinstance(self._value, dict):
             raise self.error(f"must be an object, got {_json_kind(self._value)}")
         # A copy, so the event never shares mutable state with the caller's body.
-        return copy.deepcopy(self._value)
+        copied: dict[str, Any] = self._kept(self._value)
+        return copied
 
     def object_except(self, keys: Collection[str]) -> dict[str, Any]:
         """Like :meth:`object`, without the fields ``keys`` (those mapped elsewhere)."""
@@ -134,7 +140,14 @@ class Node:
 
     def verbatim(self) -> Any:
         """A deep copy of whatever JSON value is here, ``None`` if missing."""
-        return copy.deepcopy(self.raw)
+        return self._kept(self.raw)
+
+    def _kept(self, value: Any) -> Any:
+        """A deep copy of a JSON value to keep in an event (422 if nested too deep)."""
+        try:
+            return _json_copy(value, MAX_KEPT_DEPTH)
+        except _TooDeep:
+            raise self.error(f"nests deeper than {MAX_KEPT_DEPTH} levels") from None
 
     def optional_string(self) -> str | None:
         """A string, or ``None`` if missing."""
@@ -319,3 +332,18 @@ def tool_result_text(node: Node) -> str | None:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:
         raise node.error("must be JSON that memstream can store") from None
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _json_copy(value: Any, depth: int) -> Any:
+    """A deep copy of parsed JSON (dicts, lists, scalars) at most ``depth`` levels deep."""
+    if isinstance(value, dict | list):
+        if depth <= 0:
+            raise _TooDeep
+        if isinstance(value, dict):
+            return {key: _json_copy(item, depth - 1) for key, item in value.items()}
+        return [_json_copy(item, depth - 1) for item in value]
+    return value

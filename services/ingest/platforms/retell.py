@@ -57,12 +57,14 @@ def parse_webhook(
     *,
     received_at: datetime,
     default_region: str | None = None,
+    legacy_ids_before: datetime | None = None,
 ) -> NormalisedWebhook:
     """Normalise one Retell webhook body (already verified and parsed).
 
     Raises :class:`PayloadError` when there is no ``event``, or when a
     ``call_ended``/``call_analyzed`` lacks ``call.call_id`` or has a field
-    memstream reads of the wrong type.
+    memstream reads of the wrong type. ``legacy_ids_before`` is the tenant's (see
+    :func:`.webhook.webhook_event_id`).
     """
     require_aware(received_at)
     if not isinstance(body, dict):
@@ -81,14 +83,19 @@ def parse_webhook(
         )
     if call.missing:
         raise call.error("is required")
-    ended = _call_ended(tenant, event, call, received_at, default_region)
+    ended = _call_ended(tenant, event, call, received_at, default_region, legacy_ids_before)
     return NormalisedWebhook(
         events=[ended], kind=kind, conversation_id=ended.correlation_id, subject=ended.subject
     )
 
 
 def _call_ended(
-    tenant: str, event: str, call: Node, received_at: datetime, default_region: str | None
+    tenant: str,
+    event: str,
+    call: Node,
+    received_at: datetime,
+    default_region: str | None,
+    legacy_ids_before: datetime | None,
 ) -> ConversationEnded:
     call_id = call["call_id"].identifier()
     start_node = call["start_timestamp"]
@@ -137,6 +144,7 @@ def _call_ended(
         agent_id=call["agent_id"].optional_identifier(),
         occurred_at=ended_at or started_at,
         received_at=received_at,
+        legacy_ids_before=legacy_ids_before,
         data=ConversationEndedData(
             conversation_id=call_id,
             started_at=started_at,

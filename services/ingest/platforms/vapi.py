@@ -87,6 +87,7 @@ def parse_server_message(
     *,
     received_at: datetime,
     default_region: str | None = None,
+    legacy_ids_before: datetime | None = None,
 ) -> NormalisedWebhook:
     """Normalise one Vapi server message (already authenticated and parsed).
 
@@ -94,7 +95,8 @@ def parse_server_message(
     when a message that produces an event lacks ``message.call.id`` or has a field
     memstream reads of the wrong type. Messages that produce no event are not
     checked beyond their type. ``default_region`` places customer numbers written
-    without a country code.
+    without a country code; ``legacy_ids_before`` is the tenant's (see
+    :func:`.webhook.webhook_event_id`).
     """
     require_aware(received_at)
     if not isinstance(body, dict):
@@ -106,14 +108,16 @@ def parse_server_message(
     kind = f"{PLATFORM}.{message_type}"
 
     if message_type == "end-of-call-report":
-        ended = _end_of_call_report(tenant, message, received_at, default_region)
+        ended = _end_of_call_report(tenant, message, received_at, default_region, legacy_ids_before)
         return NormalisedWebhook(
             events=[ended], kind=kind, conversation_id=ended.correlation_id, subject=ended.subject
         )
     if message_type == "assistant-request" or (
         message_type == "status-update" and message["status"].optional_string() == "in-progress"
     ):
-        started = _started(tenant, message, message_type, received_at, default_region)
+        started = _started(
+            tenant, message, message_type, received_at, default_region, legacy_ids_before
+        )
         return NormalisedWebhook(
             events=[started],
             kind=kind,
@@ -182,6 +186,7 @@ def _started(
     message_type: str,
     received_at: datetime,
     default_region: str | None,
+    legacy_ids_before: datetime | None,
 ) -> ConversationStarted:
     call = message["call"]
     call_id = call["id"].identifier()
@@ -202,6 +207,7 @@ def _started(
         agent_id=agent_id,
         occurred_at=occurred_at,
         received_at=received_at,
+        legacy_ids_before=legacy_ids_before,
         data=ConversationStartedData(
             conversation_id=call_id,
             caller_phone=caller_phone,
@@ -225,7 +231,11 @@ def _scalar_variables(variables: dict[str, Any]) -> dict[str, str | int | float 
 
 
 def _end_of_call_report(
-    tenant: str, message: Node, received_at: datetime, default_region: str | None
+    tenant: str,
+    message: Node,
+    received_at: datetime,
+    default_region: str | None,
+    legacy_ids_before: datetime | None,
 ) -> ConversationEnded:
     call = message["call"]
     call_id = call["id"].identifier()
@@ -272,6 +282,7 @@ def _end_of_call_report(
         agent_id=_agent_id(message),
         occurred_at=ended_at or message["timestamp"].optional_instant() or started_at,
         received_at=received_at,
+        legacy_ids_before=legacy_ids_before,
         data=ConversationEndedData(
             conversation_id=call_id,
             started_at=started_at,

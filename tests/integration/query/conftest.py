@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 
+from projections.audit import AuditProjection
 from projections.conversations import ConversationsProjection
 from projections.embeddings.processor import EmbeddingProcessor
 from projections.embeddings.projection import EmbeddingsProjection
 from projections.memories import MemoriesProjection
 from streams import EventLog, Settings
 from streams.topics import ensure_topics
+from tests.helpers import personal_data_codec, retire_topics
 from tests.integration.projection_contract import project
 from tests.integration.query.corpus import EMBEDDER, corpus_events
 
@@ -42,17 +44,21 @@ async def corpus_database(infrastructure: Settings, template_database: str) -> A
         batch_timeout_ms=50,
     )
     try:
-        await ensure_topics(settings)
-        async with EventLog(settings) as log:
-            await log.append_many(corpus_events())
-        await project(settings, ConversationsProjection())
-        await project(settings, MemoriesProjection())
-        await project(settings, EmbeddingProcessor(EMBEDDER))
-        await project(settings, EmbeddingsProjection())
+        # Its keys are in it: each test's copy has them too. No session stays open on it.
+        with personal_data_codec(settings):
+            await ensure_topics(settings)
+            async with EventLog(settings) as log:
+                await log.append_many(corpus_events())
+            await project(settings, ConversationsProjection())
+            await project(settings, MemoriesProjection())
+            await project(settings, EmbeddingProcessor(EMBEDDER))
+            await project(settings, EmbeddingsProjection())
+            await project(settings, AuditProjection())  # empty: its tables, for GET /v1/audit
         yield name
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        retire_topics(settings)
 
 
 @pytest.fixture
@@ -62,13 +68,16 @@ def settings(infrastructure: Settings, corpus_database: str) -> Iterator[Setting
     admin = _admin(infrastructure.require_database())
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{corpus_database}"')
+    copy = infrastructure.replace(
+        topic_prefix=name.replace("_", "-"),
+        database_url=admin.rpartition("/")[0] + f"/{name}",
+        partitions=3,
+        batch_timeout_ms=50,
+    )
     try:
-        yield infrastructure.replace(
-            topic_prefix=name.replace("_", "-"),
-            database_url=admin.rpartition("/")[0] + f"/{name}",
-            partitions=3,
-            batch_timeout_ms=50,
-        )
+        with personal_data_codec(copy):
+            yield copy
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        retire_topics(copy)

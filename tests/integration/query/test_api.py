@@ -506,7 +506,9 @@ async def test_readiness_reports_database_log_and_projection_lag(
     body = response.json()
     assert body["checks"] == {"database": "ok", "log": "ok"}
     # The corpus's read models are live; this test's topics are empty: nothing to apply.
-    assert body["lag"] == {"conversations": 0, "memories": 0, "embedder": 0, "embeddings": 0}
+    assert body["lag"] == {
+        "conversations": 0, "memories": 0, "embedder": 0, "embeddings": 0, "audit": 0
+    }  # fmt: skip
     assert (await query.get("/health/live")).json() == {"status": "live"}
 
 

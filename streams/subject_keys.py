@@ -1,0 +1,902 @@
+"""Crypto-shredding: a data key per subject, the master key that wraps them, and the
+personal data codec that uses them (docs/architecture.md, "Personal data and erasure").
+
+- :class:`MasterKeys`: the master key (``MEMSTREAM_MASTER_KEY``, or the file
+  ``MEMSTREAM_MASTER_KEY_FILE``, or ``<MEMSTREAM_HOME>/master.key`` created on first use)
+  and, during a rotation, the keys being retired (``MEMSTREAM_PREVIOUS_MASTER_KEYS``).
+  It wraps and unwraps keys with AES-256-GCM; a KMS plugs in by doing exactly these two
+  things (``wrap``/``unwrap`` with its Encrypt/Decrypt, ``id`` its key version).
+- :class:`SubjectKeyStore`: the keys in PostgreSQL (``memstream.subject_keys``,
+  ``memstream.deployment_keys``, migration 0008), held in this process's memory. It is
+  synchronous because the codec runs inside pydantic validators. The hot path is a dict
+  lookup. The projection runtime loads a batch's keys in one query before decoding it
+  (:func:`prefetch_keys`), and ``EventLog`` creates or loads the keys of what it is about
+  to seal in a worker thread (:func:`prepare_keys`); any other miss is one short query on
+  the store's own connection, which in an async service blocks the event loop for that
+  query (about a millisecond on a local database). Every ``MEMSTREAM_KEY_CACHE_S``
+  seconds (default 5) one query reads the keys destroyed since the last one, so a process
+  stops using a destroyed key within that bound.
+- :class:`SubjectKeyCodec`: the :class:`schemas.codec.SubjectSealingCodec` on top. A
+  stored value is ``enc:v1:<key id>:<base64 of nonce + ciphertext>`` (AES-256-GCM, the
+  key id as associated data); anything else is plain text from before encryption and
+  decodes as itself.
+- :func:`install_personal_codec` (each process, from its settings, once),
+  :func:`carry_out_erasure` / :func:`destroy_subject_key` (erasure),
+  :func:`latest_erasures` (what ``EventLog`` refuses to append),
+  :func:`rotate_master_key`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg import AsyncConnection
+
+from schemas import (
+    ERASED,
+    PersonalDataCodec,
+    UserForgotten,
+    get_personal_codec,
+    set_personal_codec,
+)
+from streams.exceptions import ConfigurationError, DatabaseUnavailable
+from streams.settings import Settings
+
+__all__ = [
+    "ERASURES",
+    "PSEUDONYMS",
+    "SEALED",
+    "MasterKey",
+    "MasterKeys",
+    "SubjectKeyCodec",
+    "SubjectKeyStore",
+    "carry_out_erasure",
+    "destroy_subject_key",
+    "install_personal_codec",
+    "latest_erasures",
+    "load_master_keys",
+    "prefetch_keys",
+    "prepare_keys",
+    "rotate_master_key",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The prefix of every value this codec stores (v1: AES-256-GCM, 12-byte nonce).
+SEALED = "enc:v1:"
+_SEALED_LENGTH = len(SEALED)
+#: Deployment keys: the one that keys subjects' pseudonyms, and the one that seals the
+#: subject of a user.forgotten (the record of who was forgotten outlives their key).
+PSEUDONYMS = "pseudonyms"
+ERASURES = "erasures"
+
+MASTER_KEY_FILE = "master.key"
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_PSEUDONYM_HEX = 32  # 128 bits of HMAC-SHA256
+# Caches are cleared when they reach this many entries (a key is ~200 bytes).
+_CACHE_LIMIT = 200_000
+# Destructions are polled with this overlap: a destroying transaction that began before
+# the previous poll and committed after it is still seen.
+_POLL_OVERLAP = timedelta(minutes=1)
+
+
+# -- the master key ----------------------------------------------------------------------
+
+
+class MasterKey:
+    """A 256-bit key that wraps data keys (AES-256-GCM); ``id`` names it in the database."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != _KEY_BYTES:
+            raise ConfigurationError(f"a master key is {_KEY_BYTES} bytes, got {len(raw)}")
+        # A fingerprint, not the key: which configured key opens a wrapped one.
+        self.id = hashlib.sha256(b"memstream master key id\x00" + raw).hexdigest()[:16]
+        self._aead = AESGCM(raw)
+
+    def wrap(self, key: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, key, context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], context)
+        except InvalidTag:
+            raise ConfigurationError(
+                f"master key {self.id} does not open a key it is recorded to have wrapped"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"MasterKey(id={self.id!r})"
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    """The master key new keys are wrapped with, and those a rotation is retiring."""
+
+    current: MasterKey
+    previous: tuple[MasterKey, ...] = ()
+
+    def by_id(self, key_id: str) -> MasterKey:
+        for key in (self.current, *self.previous):
+            if key.id == key_id:
+                return key
+        raise ConfigurationError(
+            f"a key in the database was wrapped by master key {key_id}, which is not"
+            f" configured (this process has {self.current.id}): set MEMSTREAM_MASTER_KEY"
+            " to it, or keep it in MEMSTREAM_PREVIOUS_MASTER_KEYS until `memstream"
+            " encryption rotate-master` has re-wrapped every key"
+        )
+
+
+def load_master_keys(settings: Settings) -> MasterKeys:
+    """The master keys of `settings` (the default key file is created if missing)."""
+    if settings.master_key:
+        current = _parse_key(settings.master_key, "MEMSTREAM_MASTER_KEY")
+    else:
+        path = settings.master_key_file or settings.home / MASTER_KEY_FILE
+        current = _parse_key(_read_or_create(path), str(path))
+    previous = tuple(
+        _parse_key(text, "MEMSTREAM_PREVIOUS_MASTER_KEYS")
+        for text in (settings.previous_master_keys or "").split(",")
+        if text.strip()
+    )
+    return MasterKeys(current, previous)
+
+
+def _parse_key(text: str, where: str) -> MasterKey:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        raise ConfigurationError(f"{where}: a master key is base64 (of 32 bytes)") from None
+    try:
+        return MasterKey(raw)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
+def _read_or_create(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(base64.b64encode(os.urandom(_KEY_BYTES)).decode() + "\n")
+    try:
+        # A hard link never replaces: of two processes creating it, one key wins.
+        os.link(draft, path)
+        logger.warning(
+            "created a new master key in %s: every subject's personal data depends on it;"
+            " keep a copy apart from the database (docs/operations.md)",
+            path,
+        )
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text(encoding="ascii")
+
+
+# -- the key store -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    kid: str
+    tenant: str
+    subject_hash: str
+    aead: AESGCM | None  # None: destroyed
+
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    live: _Key | None  # the key new values are sealed with (None: none yet, or destroyed)
+    erased_at: datetime | None  # the latest erasure (None: never erased)
+
+
+def _wrap_context(tenant: str, subject_hash: str) -> bytes:
+    # Binds a wrapped key to its subject: it cannot be moved to another's row.
+    return f"memstream subject key\x00{tenant}\x00{subject_hash}".encode()
+
+
+def _deployment_context(name: str) -> bytes:
+    return f"memstream deployment key\x00{name}".encode()
+
+
+_SUBJECT_COLUMNS = "key_id, tenant, subject_hash, version, master_key_id, wrapped_key, erased_at"
+_LOAD_SUBJECT_SQL = (
+    f"SELECT {_SUBJECT_COLUMNS} FROM memstream.subject_keys WHERE tenant = %s AND subject_hash = %s"
+)
+_LOAD_BY_KID_SQL = (
+    f"SELECT {_SUBJECT_COLUMNS} FROM memstream.subject_keys WHERE (tenant, subject_hash) ="
+    " (SELECT tenant, subject_hash FROM memstream.subject_keys WHERE key_id = %s)"
+)
+_LOAD_KIDS_SQL = (
+    f"SELECT {_SUBJECT_COLUMNS} FROM memstream.subject_keys WHERE (tenant, subject_hash) IN"
+    " (SELECT tenant, subject_hash FROM memstream.subject_keys WHERE key_id = ANY(%s))"
+)
+_LOAD_SUBJECTS_SQL = (
+    f"SELECT {_SUBJECT_COLUMNS} FROM memstream.subject_keys WHERE (tenant, subject_hash) IN"
+    " (SELECT * FROM unnest(%s::text[], %s::text[]))"
+)
+# A subject's next key, in one statement (one round trip, one commit): its version after
+# every earlier one, and the subject's latest erasure returned with it. Nothing is inserted
+# when the subject has a live key already (a concurrent creator won the unique index).
+_CREATE_SQL = """
+WITH prior AS (
+    SELECT max(version) AS version, max(erased_at) AS erased_at FROM memstream.subject_keys
+     WHERE tenant = %(tenant)s AND subject_hash = %(subject_hash)s
+)
+INSERT INTO memstream.subject_keys (tenant, subject_hash, version, master_key_id, wrapped_key)
+SELECT %(tenant)s, %(subject_hash)s, COALESCE(prior.version, 0) + 1, %(master)s, %(wrapped)s
+  FROM prior
+ON CONFLICT DO NOTHING
+RETURNING key_id, version, (SELECT erased_at FROM prior)
+"""
+# One row even when nothing was destroyed: the database's time is the next poll's start.
+_POLL_SQL = (
+    "SELECT n.now, k.key_id, k.tenant, k.subject_hash, k.erased_at"
+    " FROM (SELECT now() AS now) n"
+    " LEFT JOIN memstream.subject_keys k ON k.destroyed_at >= %s"
+)
+_DEPLOYMENT_SQL = "SELECT name, master_key_id, wrapped_key FROM memstream.deployment_keys"
+_CREATE_DEPLOYMENT_SQL = (
+    "INSERT INTO memstream.deployment_keys (name, master_key_id, wrapped_key)"
+    " VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING"
+)
+
+# Erasure: destroy the subject's live key, or leave a tombstone when it has none, unless
+# an erasure at or after this one was carried out already (replays are no-ops, and a key
+# the subject got after that erasure is not destroyed by an old user.forgotten).
+_DESTROY_SQL = """
+WITH erasure (tenant, subject_hash, erased_at) AS (
+    VALUES (%(tenant)s::text, %(subject_hash)s::text,
+            COALESCE(%(erased_at)s::timestamptz, now()))
+), carried_out AS (
+    SELECT 1 FROM memstream.subject_keys k JOIN erasure e USING (tenant, subject_hash)
+     WHERE k.erased_at >= e.erased_at
+), destroyed AS (
+    UPDATE memstream.subject_keys k
+       SET wrapped_key = NULL, master_key_id = NULL, destroyed_at = now(),
+           erased_at = e.erased_at
+      FROM erasure e
+     WHERE k.tenant = e.tenant AND k.subject_hash = e.subject_hash
+       AND k.destroyed_at IS NULL AND NOT EXISTS (SELECT 1 FROM carried_out)
+    RETURNING k.key_id
+), tombstone AS (
+    INSERT INTO memstream.subject_keys (tenant, subject_hash, version, destroyed_at, erased_at)
+    SELECT e.tenant, e.subject_hash,
+           COALESCE((SELECT max(version) FROM memstream.subject_keys k
+                      WHERE k.tenant = e.tenant AND k.subject_hash = e.subject_hash), 0) + 1,
+           now(), e.erased_at
+      FROM erasure e
+     WHERE NOT EXISTS (SELECT 1 FROM carried_out) AND NOT EXISTS (SELECT 1 FROM destroyed)
+    RETURNING key_id
+)
+SELECT (SELECT count(*) FROM destroyed) + (SELECT count(*) FROM tombstone)
+"""
+_ERASURE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+
+class SubjectKeyStore:
+    """Subjects' data keys and the deployment keys, cached in memory (see the module
+    docstring for what a miss costs and how long a destroyed key stays in use)."""
+
+    def __init__(self, database_url: str, master: MasterKeys, cache_s: float = 5.0) -> None:
+        self.database_url = database_url
+        self.master = master
+        self.cache_s = cache_s
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._keys: dict[str, _Key] = {}
+        self._subjects: dict[tuple[str, str], _Subject] = {}
+        self._hashes: dict[str, str] = {}
+        self._deployment: dict[str, bytes] = {}
+        self._pseudonym_key: Any = None  # an HMAC object, copied per subject
+        self._erasures: AESGCM | None = None
+        self.polled_at = 0.0
+        self._poll_since: datetime | None = None
+
+    # -- what the codec asks ----------------------------------------------------------------
+
+    def subject_hash(self, subject: str) -> str:
+        """The subject's keyed hash (HMAC-SHA256, 128 bits as hex): its pseudonym."""
+        found = self._hashes.get(subject)
+        if found is None:
+            keyed = self._pseudonym_key
+            if keyed is None:
+                keyed = self._pseudonym_key = hmac.new(
+                    self.deployment_key(PSEUDONYMS), digestmod=hashlib.sha256
+                )
+            mac = keyed.copy()
+            mac.update(subject.encode())
+            found = mac.hexdigest()[:_PSEUDONYM_HEX]
+            if len(self._hashes) >= _CACHE_LIMIT:
+                self._hashes.clear()
+            self._hashes[subject] = found
+        return found
+
+    def subject(self, tenant: str, subject_hash: str) -> _Subject:
+        """What is known of a subject: its live key and its latest erasure."""
+        self._poll()
+        state = self._subjects.get((tenant, subject_hash))
+        if state is None:
+            with self._lock:
+                state = self._load_subject(tenant, subject_hash)
+        return state
+
+    def key(self, kid: str) -> _Key:
+        """The key named `kid` (raises ValueError when this database has none)."""
+        if time.monotonic() - self.polled_at >= self.cache_s:
+            self._poll()
+        key = self._keys.get(kid)
+        if key is None:
+            if not kid.isdigit():
+                raise ValueError(f"{kid!r} is not a subject key id")
+            with self._lock:
+                self._load(_LOAD_BY_KID_SQL, [int(kid)], None)
+                key = self._keys.get(kid)
+            if key is None:
+                raise ValueError(f"key {kid} is not in this database's memstream.subject_keys")
+        return key
+
+    def prefetch(self, kids: Iterable[str]) -> None:
+        """Load the subjects of these keys that are not cached, in one query: a batch of
+        records costs one round trip, not one per subject (a rebuild's first pass)."""
+        self._poll()
+        missing = sorted({int(kid) for kid in kids if kid not in self._keys and kid.isdigit()})
+        if not missing:
+            return
+        with self._lock:
+            by_subject: dict[tuple[str, str], list[Any]] = {}
+            for row in self._execute(_LOAD_KIDS_SQL, [missing]):
+                by_subject.setdefault((row[1], row[2]), []).append(row)
+            for subject, rows in by_subject.items():
+                self._keep(subject, rows)
+
+    def latest_erasures(self, subjects: Iterable[str]) -> dict[str, datetime]:
+        """The latest erasure of each of `subjects` that was ever erased (the others are
+        left out), as this process knows it; the subjects not cached are loaded in one
+        query (call it in a worker thread when `knows` says some are not)."""
+        self._poll()
+        wanted = {s: (s.partition("/")[0], self.subject_hash(s)) for s in set(subjects)}
+        states = {key: state for key in wanted.values() if (state := self._subjects.get(key))}
+        missing = sorted(set(wanted.values()) - set(states))
+        if missing:
+            with self._lock:
+                by_subject: dict[tuple[str, str], list[Any]] = {key: [] for key in missing}
+                for row in self._execute(
+                    _LOAD_SUBJECTS_SQL, [[t for t, _ in missing], [h for _, h in missing]]
+                ):
+                    by_subject[(row[1], row[2])].append(row)
+                for key, rows in by_subject.items():
+                    states[key] = self._keep(key, rows)
+        return {s: at for s, key in wanted.items() if (at := states[key].erased_at) is not None}
+
+    def knows(self, subject: str) -> bool:
+        """Whether what is known of `subject` (its keys, its latest erasure) is cached."""
+        return (subject.partition("/")[0], self.subject_hash(subject)) in self._subjects
+
+    def lacks_live_key(self, subject: str) -> bool:
+        """Whether sealing for `subject` would need the database (no live key cached)."""
+        state = self._subjects.get((subject.partition("/")[0], self.subject_hash(subject)))
+        return state is None or state.live is None
+
+    def ensure_keys(self, subjects: Iterable[str]) -> None:
+        """Create, or load, the live key of each subject that has none cached: for the new
+        ones one insert each, in one transaction (one commit); one query loads those that
+        had a key. EventLog calls it in a worker thread before sealing, so the event loop
+        never waits on the database."""
+        self._poll()
+        wanted = sorted(
+            {
+                (s.partition("/")[0], self.subject_hash(s))
+                for s in subjects
+                if self.lacks_live_key(s)
+            }
+        )
+        if not wanted:
+            return
+        with self._lock:
+            conn = self._connection()
+            made: list[tuple[tuple[str, str], Any, bytes]] = []
+            try:
+                with conn.transaction() if len(wanted) > 1 else contextlib.nullcontext():
+                    for tenant, subject_hash in wanted:
+                        raw = AESGCM.generate_key(bit_length=256)
+                        row = conn.execute(
+                            _CREATE_SQL, self._creation(tenant, subject_hash, raw)
+                        ).fetchone()
+                        if row is not None:
+                            made.append(((tenant, subject_hash), row, raw))
+            except psycopg.OperationalError as exc:
+                self._disconnect()
+                raise DatabaseUnavailable(self.database_url, str(exc).strip()) from exc
+            # Committed: the keys are durable before anything sealed with them is sent.
+            for (tenant, subject_hash), row, raw in made:
+                self._keep_created(tenant, subject_hash, row, raw)
+            had = [subject for subject in wanted if subject not in {m[0] for m in made}]
+            if had:
+                by_subject: dict[tuple[str, str], list[Any]] = {subject: [] for subject in had}
+                for row in self._execute(
+                    _LOAD_SUBJECTS_SQL, [[t for t, _ in had], [h for _, h in had]]
+                ):
+                    by_subject[(row[1], row[2])].append(row)
+                for subject, rows in by_subject.items():
+                    self._keep(subject, rows)
+
+    def live_key(self, tenant: str, subject_hash: str) -> _Key:
+        """The key to seal the subject's new values with, created if it has none."""
+        self._poll()
+        state = self._subjects.get((tenant, subject_hash))
+        if state is not None and state.live is not None:
+            return state.live
+        with self._lock:
+            for _ in range(3):
+                raw = AESGCM.generate_key(bit_length=256)
+                created = self._execute(_CREATE_SQL, self._creation(tenant, subject_hash, raw))
+                if created:
+                    return self._keep_created(tenant, subject_hash, created[0], raw)
+                # It has a live key: another process's, or one this process had not loaded.
+                state = self._load_subject(tenant, subject_hash)
+                if state.live is not None:
+                    return state.live
+        raise RuntimeError(f"could not create a key for a subject of tenant {tenant}")
+
+    def _creation(self, tenant: str, subject_hash: str, raw: bytes) -> dict[str, Any]:
+        return {
+            "tenant": tenant,
+            "subject_hash": subject_hash,
+            "master": self.master.current.id,
+            "wrapped": self.master.current.wrap(raw, _wrap_context(tenant, subject_hash)),
+        }
+
+    def _keep_created(self, tenant: str, subject_hash: str, row: Any, raw: bytes) -> _Key:
+        key_id, _version, erased_at = row
+        key = _Key(str(key_id), tenant, subject_hash, AESGCM(raw))
+        self._keys[key.kid] = key
+        self._subjects[(tenant, subject_hash)] = _Subject(key, erased_at)
+        return key
+
+    def erasures(self) -> AESGCM:
+        """The deployment key that seals the subject of user.forgotten events."""
+        aead = self._erasures
+        if aead is None:
+            aead = self._erasures = AESGCM(self.deployment_key(ERASURES))
+        return aead
+
+    def deployment_key(self, name: str) -> bytes:
+        raw = self._deployment.get(name)
+        if raw is None:
+            with self._lock:
+                if name not in self._load_deployment():
+                    key = os.urandom(_KEY_BYTES)
+                    wrapped = self.master.current.wrap(key, _deployment_context(name))
+                    self._execute(_CREATE_DEPLOYMENT_SQL, [name, self.master.current.id, wrapped])
+                raw = self._load_deployment()[name]
+        return raw
+
+    def check(self) -> None:
+        """Open (or create) the deployment keys: fails fast, with ConfigurationError, when
+        the configured master key is not the one this database's keys were wrapped with."""
+        for name in (PSEUDONYMS, ERASURES):
+            self.deployment_key(name)
+
+    # -- erasure ----------------------------------------------------------------------------
+
+    def destroy(self, tenant: str, subject: str, erased_at: datetime | None) -> bool:
+        """Carry out an erasure on this store's own connection (see destroy_subject_key)."""
+        subject_hash = self.subject_hash(subject)
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    conn.execute(_ERASURE_LOCK_SQL, [f"{tenant}/{subject_hash}"])
+                    row = conn.execute(
+                        _DESTROY_SQL,
+                        {"tenant": tenant, "subject_hash": subject_hash, "erased_at": erased_at},
+                    ).fetchone()
+            except psycopg.OperationalError as exc:
+                self._disconnect()
+                raise DatabaseUnavailable(self.database_url, str(exc).strip()) from exc
+            self.forget(tenant, subject_hash)
+        return bool(row and row[0])
+
+    def forget(self, tenant: str, subject_hash: str) -> None:
+        """Drop what this process holds of a subject's keys (after destroying them)."""
+        with self._lock:
+            state = self._subjects.pop((tenant, subject_hash), None)
+            if state is not None and state.live is not None:
+                self._keys[state.live.kid] = _Key(state.live.kid, tenant, subject_hash, None)
+            self.polled_at = 0.0  # what the codec remembers is stale: poll on next use
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    # -- the database -----------------------------------------------------------------------
+
+    def _load_subject(self, tenant: str, subject_hash: str) -> _Subject:
+        return self._load(_LOAD_SUBJECT_SQL, [tenant, subject_hash], (tenant, subject_hash))
+
+    def _load(self, sql: str, params: Sequence[Any], subject: tuple[str, str] | None) -> _Subject:
+        rows = self._execute(sql, params)
+        if rows:
+            subject = (rows[0][1], rows[0][2])
+        return self._keep(subject, rows)
+
+    def _keep(self, subject: tuple[str, str] | None, rows: Sequence[Any]) -> _Subject:
+        """Cache one subject's rows (every key and tombstone of it)."""
+        live: _Key | None = None
+        erased_at: datetime | None = None
+        for key_id, tenant, subject_hash, _version, master_id, wrapped, erased in rows:
+            kid = str(key_id)
+            if wrapped is None:
+                key = _Key(kid, tenant, subject_hash, None)
+                if erased is not None and (erased_at is None or erased > erased_at):
+                    erased_at = erased
+            else:
+                cached = self._keys.get(kid)
+                if cached is not None and cached.aead is not None:
+                    key = cached
+                else:
+                    context = _wrap_context(tenant, subject_hash)
+                    raw = self.master.by_id(master_id).unwrap(bytes(wrapped), context)
+                    key = _Key(kid, tenant, subject_hash, AESGCM(raw))
+                live = key
+            self._keys[kid] = key
+        state = _Subject(live, erased_at)
+        if subject is not None:
+            if len(self._subjects) >= _CACHE_LIMIT:
+                self._subjects.clear()
+                self._keys.clear()
+                if live is not None:
+                    self._keys[live.kid] = live
+            self._subjects[subject] = state
+        return state
+
+    def _load_deployment(self) -> dict[str, bytes]:
+        for name, master_id, wrapped in self._execute(_DEPLOYMENT_SQL, []):
+            if name not in self._deployment:
+                raw = self.master.by_id(master_id).unwrap(bytes(wrapped), _deployment_context(name))
+                self._deployment[name] = raw
+        return self._deployment
+
+    def _poll(self) -> None:
+        """Every `cache_s`: learn the keys destroyed since the previous poll."""
+        now = time.monotonic()
+        if now - self.polled_at < self.cache_s or not self._lock.acquire(blocking=False):
+            return  # fresh enough, or another thread is polling
+        try:
+            # The first poll only sets the start: every key loaded after it is current.
+            since = self._poll_since or datetime.max.replace(tzinfo=UTC)
+            rows = self._execute(_POLL_SQL, [since - _POLL_OVERLAP])
+            for db_now, key_id, tenant, subject_hash, erased in rows:
+                self._poll_since = db_now
+                if key_id is None:
+                    continue
+                kid = str(key_id)
+                if kid in self._keys:
+                    self._keys[kid] = _Key(kid, tenant, subject_hash, None)
+                state = self._subjects.get((tenant, subject_hash))
+                if state is not None:
+                    live = None if state.live is None or state.live.kid == kid else state.live
+                    latest = erased if state.erased_at is None else max(erased, state.erased_at)
+                    self._subjects[(tenant, subject_hash)] = _Subject(live, latest)
+            self.polled_at = now
+        finally:
+            self._lock.release()
+
+    def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        for attempt in (1, 2):
+            try:
+                cursor = self._connection().execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+            except psycopg.OperationalError as exc:
+                self._disconnect()
+                if attempt == 2:
+                    raise DatabaseUnavailable(self.database_url, str(exc).strip()) from exc
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(self.database_url, str(exc).strip()) from exc
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+
+# -- the codec ---------------------------------------------------------------------------
+
+
+# On the projections' hot path (a decode opens every personal value of an event): the
+# binascii calls, not base64's wrappers around them.
+def _seal(aead: AESGCM, kid: str, text: str) -> str:
+    nonce = os.urandom(_NONCE_BYTES)
+    sealed = aead.encrypt(nonce, text.encode(), kid.encode())
+    return f"{SEALED}{kid}:{binascii.b2a_base64(nonce + sealed, newline=False).decode('ascii')}"
+
+
+def _open(aead: AESGCM, kid: str, payload: str) -> str:
+    try:
+        raw = binascii.a2b_base64(payload)
+        return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], kid.encode()).decode()
+    except (InvalidTag, binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError(f"a value sealed with key {kid} does not open") from None
+
+
+# Where a sealed record names its subject's key: near its start, so a search stops early.
+_SEALED_SUBJECT = re.compile(rb'"subject":"[^"/]+/enc:v1:([0-9]+):')
+
+
+def _split(sealed: str) -> tuple[str, str]:
+    kid, sep, payload = sealed[len(SEALED) :].partition(":")
+    if not sep or not kid:
+        raise ValueError("a sealed value is enc:v1:<key id>:<base64>")
+    return kid, payload
+
+
+class SubjectKeyCodec:
+    """Seals personal data with the subject's key; see the module docstring."""
+
+    def __init__(self, store: SubjectKeyStore) -> None:
+        self.store = store
+        # (key id, subject, when the store last polled, AEAD, associated data) of the last
+        # value opened: an event's values share them, so its later values skip the lookups
+        # (until the store has polled again, or a poll is due).
+        self._opened: tuple[str, str, float, AESGCM, bytes] | None = None
+
+    def encode(self, subject: str, value: str) -> str:
+        if not value:
+            return value  # nothing to hide, and a stored "" decodes as itself
+        tenant = subject.partition("/")[0]
+        key = self.store.live_key(tenant, self.store.subject_hash(subject))
+        assert key.aead is not None
+        return _seal(key.aead, key.kid, value)
+
+    def decode(self, subject: str, value: str) -> str:
+        if not value.startswith(SEALED):
+            return value  # written before encryption
+        # _split, inlined: this runs for every personal value a projection reads.
+        kid, sep, payload = value[_SEALED_LENGTH:].partition(":")
+        if not sep:
+            raise ValueError("a sealed value is enc:v1:<key id>:<base64>")
+        store = self.store
+        opened = self._opened
+        if (
+            opened is None
+            or opened[0] != kid
+            or opened[1] != subject
+            or opened[2] != store.polled_at
+            or time.monotonic() - opened[2] >= store.cache_s  # a poll is due: go through it
+        ):
+            opened = self._check(kid, subject)
+            if opened is None:
+                return ERASED
+        try:
+            raw = binascii.a2b_base64(payload)
+            return opened[3].decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], opened[4]).decode()
+        except (InvalidTag, binascii.Error, UnicodeDecodeError, ValueError):
+            raise ValueError(f"a value sealed with key {kid} does not open") from None
+
+    def _check(self, kid: str, subject: str) -> tuple[str, str, float, AESGCM, bytes] | None:
+        """The key `kid` for a value of `subject` (None: destroyed)."""
+        store = self.store
+        key = store.key(kid)
+        if key.aead is None:
+            return None
+        # A value opens only in an event of its own subject (the hash covers the tenant):
+        # no copying it into another's.
+        if key.subject_hash != store.subject_hash(subject):
+            raise ValueError(f"a value sealed with key {kid} belongs to another subject")
+        self._opened = opened = (kid, subject, store.polled_at, key.aead, kid.encode())
+        return opened
+
+    def pseudonym(self, subject: str) -> str:
+        """``tenant/<keyed hash>``: the record key, and the subject as the log names it."""
+        return f"{subject.partition('/')[0]}/{self.store.subject_hash(subject)}"
+
+    def seal_subject(self, subject: str, *, erasure_record: bool = False) -> str:
+        tenant, _, user = subject.partition("/")
+        if erasure_record:
+            return f"{tenant}/{_seal(self.store.erasures(), ERASURES, user)}"
+        key = self.store.live_key(tenant, self.store.subject_hash(subject))
+        assert key.aead is not None
+        return f"{tenant}/{_seal(key.aead, key.kid, user)}"
+
+    def open_subject(self, stored: str) -> tuple[str, datetime | None] | None:
+        tenant, sep, user = stored.partition("/")
+        if not sep:
+            return stored, None  # not a subject: validation says so
+        if not user.startswith(SEALED):
+            # Written before encryption: still erased by the time rule (schemas.wire).
+            return stored, self.store.subject(tenant, self.store.subject_hash(stored)).erased_at
+        kid, payload = _split(user)
+        if kid == ERASURES:
+            return f"{tenant}/{_open(self.store.erasures(), kid, payload)}", None
+        key = self.store.key(kid)
+        if key.aead is None:
+            return None
+        if key.tenant != tenant:
+            raise ValueError(f"a subject sealed with key {kid} belongs to another tenant")
+        subject = f"{tenant}/{_open(key.aead, kid, payload)}"
+        return subject, self.store.subject(tenant, key.subject_hash).erased_at
+
+    def destroy(self, tenant: str, subject: str, erased_at: datetime | None = None) -> bool:
+        return self.store.destroy(tenant, subject, erased_at)
+
+    def __repr__(self) -> str:
+        return f"SubjectKeyCodec(master={self.store.master.current.id})"
+
+
+# -- installing, erasing, rotating ---------------------------------------------------------
+
+
+async def prepare_keys(subjects: Iterable[str]) -> None:
+    """Have the live key of each subject in memory before sealing (`EventLog` calls it):
+    a subject without one costs a worker thread's trip to the database, never the event
+    loop's. Nothing to do without encryption, or when every key is cached."""
+    codec = get_personal_codec()
+    if isinstance(codec, SubjectKeyCodec):
+        store = codec.store
+        wanted = [s for s in set(subjects) if store.lacks_live_key(s)]
+        if wanted:
+            await asyncio.to_thread(store.ensure_keys, wanted)
+
+
+async def latest_erasures(subjects: Iterable[str]) -> dict[str, datetime]:
+    """The latest erasure of each of `subjects` that was ever erased, as this process's key
+    store knows it (another process's erasure within ``MEMSTREAM_KEY_CACHE_S``; meanwhile
+    what it seals for the subject uses the destroyed key, and is erased anyway). Subjects
+    not cached cost one query, in a worker thread. Without encryption there is no record
+    of erasures here: nothing is found."""
+    codec = get_personal_codec()
+    wanted = set(subjects)
+    if not wanted or not isinstance(codec, SubjectKeyCodec):
+        return {}
+    store = codec.store
+    if all(store.knows(s) for s in wanted):
+        return store.latest_erasures(wanted)  # from memory, as sealing for them would be
+    return await asyncio.to_thread(store.latest_erasures, wanted)
+
+
+def prefetch_keys(records: Iterable[bytes | None]) -> None:
+    """Load the keys these wire records were sealed with, in one query (the projection
+    runtime calls it before decoding a batch). Nothing to do without encryption."""
+    codec = get_personal_codec()
+    if isinstance(codec, SubjectKeyCodec):
+        kids = set()
+        for record in records:
+            found = _SEALED_SUBJECT.search(record) if record else None
+            if found:
+                kids.add(found.group(1).decode())
+        codec.store.prefetch(kids)
+
+
+def install_personal_codec(settings: Settings, *, check: bool = False) -> PersonalDataCodec:
+    """Install the encrypting codec for this process from `settings` (once: a codec on the
+    same database is kept) and return the codec installed. `check` opens the deployment
+    keys now (the database must be migrated): a wrong master key fails at start-up.
+    With `personal_data_encryption` off, nothing changes (benchmarks only)."""
+    current = get_personal_codec()
+    if not settings.personal_data_encryption:
+        return current
+    url = settings.require_database()
+    if isinstance(current, SubjectKeyCodec) and current.store.database_url == url:
+        codec = current
+    else:
+        store = SubjectKeyStore(url, load_master_keys(settings), settings.key_cache_s)
+        codec = SubjectKeyCodec(store)
+        set_personal_codec(codec)
+        if isinstance(current, SubjectKeyCodec):
+            current.store.close()
+    if check:
+        codec.store.check()
+    return codec
+
+
+async def destroy_subject_key(
+    conn: AsyncConnection[Any],
+    tenant: str,
+    subject: str,
+    *,
+    erased_at: datetime | None = None,
+) -> bool:
+    """Erase `subject`: destroy its data key (the row stays, without key material, as a
+    tombstone saying when), in `conn`'s transaction if one is open. Returns whether this
+    call changed anything: an erasure at or after `erased_at` (default: now) already
+    carried out makes it a no-op. From then on its sealed values decode as erased and its
+    events dated at or before `erased_at` do not decode (SubjectErased).
+
+    Appending a ``user.forgotten`` through `EventLog` does this already
+    (:func:`carry_out_erasure`): an erasure API appends that event and need not call this.
+    """
+    codec = get_personal_codec()
+    if not isinstance(codec, SubjectKeyCodec):
+        return False  # no encryption: no key to destroy
+    subject_hash = codec.store.subject_hash(subject)
+    async with conn.transaction():
+        await conn.execute(_ERASURE_LOCK_SQL, [f"{tenant}/{subject_hash}"])
+        cursor = await conn.execute(
+            _DESTROY_SQL, {"tenant": tenant, "subject_hash": subject_hash, "erased_at": erased_at}
+        )
+        row = await cursor.fetchone()
+    codec.store.forget(tenant, subject_hash)
+    return bool(row and row[0])
+
+
+async def carry_out_erasure(event: UserForgotten) -> None:
+    """Destroy the key of `event`'s subject before the event is sealed and appended
+    (`EventLog.append_many` calls this): what was sealed before it cannot be opened any
+    more, what follows it is sealed with a new key, in this process at once and in others
+    within their cache bound; the event's own subject is sealed with the erasure key."""
+    codec = get_personal_codec()
+    if isinstance(codec, SubjectKeyCodec):
+        destroy: Callable[[str, str, datetime | None], bool] = codec.destroy
+        await asyncio.to_thread(destroy, event.tenant, event.subject, event.occurred_at)
+
+
+async def rotate_master_key(conn: AsyncConnection[Any], master: MasterKeys) -> int:
+    """Re-wrap every key wrapped by a retiring master key with `master.current`; return how
+    many. Run it with every process already configured with the new key as
+    MEMSTREAM_MASTER_KEY and the old one in MEMSTREAM_PREVIOUS_MASTER_KEYS; afterwards the
+    old one can be removed. Idempotent: a second run finds nothing to re-wrap."""
+    new = master.current
+    rewrapped = 0
+    cursor = await conn.execute(
+        "SELECT key_id, tenant, subject_hash, master_key_id, wrapped_key"
+        " FROM memstream.subject_keys WHERE wrapped_key IS NOT NULL AND master_key_id <> %s",
+        [new.id],
+    )
+    for key_id, tenant, subject_hash, master_id, wrapped in await cursor.fetchall():
+        context = _wrap_context(tenant, subject_hash)
+        raw = master.by_id(master_id).unwrap(bytes(wrapped), context)
+        # Guarded: a key destroyed meanwhile stays destroyed.
+        update = await conn.execute(
+            "UPDATE memstream.subject_keys SET master_key_id = %s, wrapped_key = %s"
+            " WHERE key_id = %s AND master_key_id = %s",
+            [new.id, new.wrap(raw, context), key_id, master_id],
+        )
+        rewrapped += update.rowcount
+    cursor = await conn.execute(
+        "SELECT name, master_key_id, wrapped_key FROM memstream.deployment_keys"
+        " WHERE master_key_id <> %s",
+        [new.id],
+    )
+    for name, master_id, wrapped in await cursor.fetchall():
+        context = _deployment_context(name)
+        raw = master.by_id(master_id).unwrap(bytes(wrapped), context)
+        update = await conn.execute(
+            "UPDATE memstream.deployment_keys SET master_key_id = %s, wrapped_key = %s"
+            " WHERE name = %s AND master_key_id = %s",
+            [new.id, new.wrap(raw, context), name, master_id],
+        )
+        rewrapped += update.rowcount
+    return rewrapped
