@@ -57,7 +57,7 @@ FORMATS = ("auto", "elevenlabs", "vapi", "retell", "events")
 PLATFORMS = ("elevenlabs", "vapi", "retell")
 #: The topics that hold events (the DLQ holds failed records, not events).
 EVENT_TOPICS = (CONVERSATIONS, MEMORIES, EMBEDDINGS, SUMMARIES)
-#: ElevenLabs post-call webhook types (PLATFORMS.md).
+#: ElevenLabs post-call webhook types (docs/ingest.md).
 _ELEVENLABS_TYPES = frozenset(
     {"post_call_transcription", "post_call_audio", "call_initiation_failure"}
 )

@@ -1,7 +1,7 @@
 """Platform webhooks normalised into memstream events: content, idempotency, wrong shapes.
 
-The payloads in ``ingest_payloads/`` follow the field lists of PLATFORMS.md, with
-the extra fields real platforms send around them.
+The payloads in ``ingest_payloads/`` follow the platforms' documented field lists
+(docs/ingest.md), with the extra fields real platforms send around them.
 """
 
 from __future__ import annotations

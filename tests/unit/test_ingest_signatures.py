@@ -21,7 +21,7 @@ from services.ingest.signatures import (
     verify_vapi,
 )
 
-# The test vector from PLATFORMS.md.
+# A known-answer test vector for the signature scheme (docs/ingest.md).
 VECTOR_SECRET = "wsec_test"
 VECTOR_T = 1739537297
 VECTOR_BODY = (

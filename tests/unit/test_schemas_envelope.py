@@ -260,7 +260,7 @@ def test_create_on_the_envelope_base_is_refused() -> None:
 
 # ------------------------------------------------------------------------ registry
 
-# DESIGN.md, "Topics": everything that comes in from platforms or the API.
+# docs/architecture.md, topics: everything that comes in from platforms or the API.
 EXPECTED_TYPES = {
     ("conversation.started", 1): (ConversationStarted, "conversations"),
     ("conversation.ended", 2): (ConversationEnded, "conversations"),

@@ -56,7 +56,7 @@ _ANALYSIS_FIELDS = frozenset(
         "evaluation_criteria_results",
     }
 )
-# Conversation fields PLATFORMS.md lists that are worth keeping with the metadata.
+# Conversation fields ElevenLabs sends (docs/ingest.md) that are worth keeping with the metadata.
 _CONVERSATION_FIELDS_KEPT = ("agent_name", "branch_id", "version_id", "environment", "has_audio")
 
 
@@ -93,22 +93,8 @@ def parse_post_call(
 
     event_time = root["event_timestamp"].optional_unix_secs()
     agent_id = data["agent_id"].optional_identifier()
-    if webhook_type == "call_initiation_failure":
-        failed = _initiation_failure(
-            tenant,
-            data,
-            conversation_id,
-            agent_id,
-            event_time,
-            received_at,
-            default_region,
-            legacy_ids_before,
-        )
-        return NormalisedWebhook(
-            events=[failed], kind=kind, conversation_id=conversation_id, subject=failed.subject
-        )
-
-    ended = _transcription(
+    build = _initiation_failure if webhook_type == "call_initiation_failure" else _transcription
+    event = build(
         tenant,
         data,
         conversation_id,
@@ -119,7 +105,7 @@ def parse_post_call(
         legacy_ids_before,
     )
     return NormalisedWebhook(
-        events=[ended], kind=kind, conversation_id=conversation_id, subject=ended.subject
+        events=[event], kind=kind, conversation_id=conversation_id, subject=event.subject
     )
 
 
