@@ -17,21 +17,24 @@ encryption.
 
 A batch is folded with :class:`Erasures`: the erasures recorded by earlier batches that
 cover one of its events (:func:`covering`, one query per batch, on what :func:`earliest`
-computed while the batch was prepared), then the batch's own (:meth:`Erasures.erase`),
-which :func:`record_erasures` writes.
+computed while the batch was prepared; :func:`refolded` folds a prepared batch again
+with them), then the batch's own (:meth:`Erasures.erase`), which :func:`record_erasures`
+writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from psycopg import AsyncConnection
 
 from schemas import Event, UserForgotten, subject_sealing_codec
+from streams.projection import LogRecord
 
 __all__ = [
     "FORGOTTEN_SQL",
@@ -42,6 +45,7 @@ __all__ = [
     "earliest",
     "logged_as",
     "record_erasures",
+    "refolded",
 ]
 
 #: The watermark table, created unqualified in each projection version's own schema.
@@ -165,6 +169,31 @@ async def covering(conn: AsyncConnection[Any], earliest: str) -> dict[User, date
         return {}
     cursor = await conn.execute(_COVERING_SQL, [earliest])
     return {(tenant, subject): at for tenant, subject, at in await cursor.fetchall()}
+
+
+class Folded(Protocol):
+    """A batch a projection prepared: its records, and :func:`earliest` of its events."""
+
+    @property
+    def began(self) -> str: ...
+
+    @property
+    def records(self) -> Sequence[LogRecord]: ...
+
+
+F = TypeVar("F", bound=Folded)
+
+
+async def refolded(
+    conn: AsyncConnection[Any], prepared: F, fold: Callable[[Sequence[LogRecord], Erasures], F]
+) -> F:
+    """`prepared`, or, when erasures recorded by earlier batches cover one of its events,
+    the batch folded again by `fold` without them (rare: one query finds none otherwise;
+    the fold runs in a worker thread, as ``prepare`` does)."""
+    recorded = await covering(conn, prepared.began)
+    if not recorded:
+        return prepared
+    return await asyncio.to_thread(fold, prepared.records, Erasures(recorded))
 
 
 async def record_erasures(conn: AsyncConnection[Any], erasures: Iterable[Erasure]) -> None:

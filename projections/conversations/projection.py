@@ -33,7 +33,6 @@ redelivers a webhook.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,9 +47,9 @@ from projections.erasures import (
     FORGOTTEN_SQL,
     Erasure,
     Erasures,
-    covering,
     earliest,
     record_erasures,
+    refolded,
 )
 from schemas import (
     ConversationEnded,
@@ -325,11 +324,9 @@ class ConversationsProjection(Projection):
         return PreparedBatch(steps=tuple(steps), began=earliest(about), records=records)
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
-        # 1. Erasures recorded by earlier batches that cover an event of this one: fold
-        #    it again without those events (rare: one query finds none otherwise).
-        recorded = await covering(conn, prepared.began)
-        if recorded:
-            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        # 1. Erasures recorded by earlier batches that cover an event of this one: folded
+        #    again without those events.
+        prepared = await refolded(conn, prepared, self._prepare)
         # 2. Runs and erasures in log order.
         for step in prepared.steps:
             if isinstance(step, Erasure):

@@ -42,7 +42,6 @@ batch again without it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -56,9 +55,9 @@ from projections.erasures import (
     FORGOTTEN_SQL,
     Erasure,
     Erasures,
-    covering,
     earliest,
     record_erasures,
+    refolded,
 )
 from schemas import EmbeddingComputed, Event, PassagesEmbedded, UserForgotten
 from streams.copy import (
@@ -378,11 +377,9 @@ class EmbeddingsProjection(Projection):
         return PreparedBatch(tuple(steps), earliest(about), records)
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
-        # Erasures recorded by earlier batches that cover a vector of this one: prepare it
-        # again without those vectors (rare: one query finds none otherwise).
-        recorded = await covering(conn, prepared.began)
-        if recorded:
-            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        # Erasures recorded by earlier batches that cover a vector of this one: prepared
+        # again without those vectors.
+        prepared = await refolded(conn, prepared, self._prepare)
         for step in prepared.steps:
             if isinstance(step, Erasure):
                 await record_erasures(conn, [step])

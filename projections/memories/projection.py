@@ -27,7 +27,6 @@ folds the batch again without the events it covers.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,9 +40,9 @@ from projections.erasures import (
     FORGOTTEN_SQL,
     Erasure,
     Erasures,
-    covering,
     earliest,
     record_erasures,
+    refolded,
 )
 from schemas import (
     Event,
@@ -288,11 +287,9 @@ class MemoriesProjection(Projection):
         )
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
-        # 1. Erasures recorded by earlier batches that cover an event of this one: fold
-        #    it again without those events (rare: one query finds none otherwise).
-        recorded = await covering(conn, prepared.began)
-        if recorded:
-            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        # 1. Erasures recorded by earlier batches that cover an event of this one: folded
+        #    again without those events.
+        prepared = await refolded(conn, prepared, self._prepare)
         # 2. The batch's erasures: recorded, and the rows already here that they cover go
         #    (the rows below, folded without what they cover, stay).
         if prepared.erasures:

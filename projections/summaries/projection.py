@@ -22,7 +22,6 @@ write is a merge that gives the same rows whatever the order:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,9 @@ from projections.erasures import (
     FORGOTTEN_SQL,
     Erasure,
     Erasures,
-    covering,
     earliest,
     record_erasures,
+    refolded,
 )
 from schemas import SummaryGenerated, UserForgotten
 from streams.projection import LogRecord, Projection
@@ -171,11 +170,9 @@ class SummariesProjection(Projection):
         )
 
     async def apply(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> None:
-        # 1. Erasures recorded by earlier batches that cover a summary of this one: fold
-        #    it again without those summaries (rare: one query finds none otherwise).
-        recorded = await covering(conn, prepared.began)
-        if recorded:
-            prepared = await asyncio.to_thread(self._prepare, prepared.records, Erasures(recorded))
+        # 1. Erasures recorded by earlier batches that cover a summary of this one: folded
+        #    again without those summaries.
+        prepared = await refolded(conn, prepared, self._prepare)
         # 2. The batch's erasures: recorded, and the summaries already here that they
         #    cover go (those below, folded without what they cover, stay).
         if prepared.erasures:
