@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import Counter
 from starlette.requests import Request
 
 from services.errors import ApiError
@@ -34,21 +35,39 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets by key; ``clock`` is injectable so tests need not sleep."""
+    """Token buckets by key; ``clock`` is injectable so tests need not sleep. ``per``
+    names what a key is in refusals ("key", "tenant"); ``refused`` counts them."""
 
     def __init__(
         self,
         rate: float,
         burst: int,
         *,
+        per: str = "key",
+        refused: Counter | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
     ) -> None:
         self.rate = rate
         self.burst = burst
+        self._per = per
+        self._refused = refused
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._max_keys = max_keys
+
+    def spend(self, key: str) -> None:
+        """Take a token for ``key``, or refuse: 429 ``rate_limited`` with ``Retry-After``."""
+        wait = self.acquire(key)
+        if wait > 0:
+            if self._refused is not None:
+                self._refused.inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"over {self.rate:g} requests/s for this {self._per}; retry later",
+                headers={"Retry-After": self.retry_after(wait)},
+            )
 
     def acquire(self, key: str) -> float:
         """Take a token for ``key``: 0.0 when allowed, else the seconds to wait."""

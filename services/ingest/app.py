@@ -125,7 +125,12 @@ class IngestService:
         self._secrets: Expiring[tuple[str, str], list[str]] = Expiring(ttl, stale_s=stale)
         self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(ttl, stale_s=stale)
         self._read_models: Expiring[str, bool] = Expiring(ttl)
-        self.limiter = RateLimiter(settings.ingest_rate_limit, settings.ingest_rate_burst)
+        self.limiter = RateLimiter(
+            settings.ingest_rate_limit,
+            settings.ingest_rate_burst,
+            per="tenant",
+            refused=RATE_LIMITED,
+        )
         self.auth_failures = FailedAuthentications(
             settings.auth_failure_limit, settings.auth_failure_window_s
         )
@@ -201,15 +206,7 @@ class IngestService:
 
     def admit(self, tenant: str) -> None:
         """Spend one of the tenant's requests (429 with ``Retry-After`` over its rate)."""
-        wait = self.limiter.acquire(tenant)
-        if wait > 0:
-            RATE_LIMITED.inc()
-            raise IngestError(
-                429,
-                "rate_limited",
-                f"over {self.limiter.rate:g} requests/s for this tenant; retry later",
-                headers={"Retry-After": RateLimiter.retry_after(wait)},
-            )
+        self.limiter.spend(tenant)
 
     async def _read_model_exists(self, conn: psycopg.AsyncConnection[Any], view: str) -> bool:
         """Whether a read model's view (e.g. ``memories.memories``) exists yet (checked

@@ -149,7 +149,9 @@ class QueryService:
             embedder, fallback = _embedders(settings.embedding_model, settings)
         self.embedder = embedder
         self.fallback = fallback
-        self.limiter = RateLimiter(settings.query_rate_limit, settings.query_rate_burst)
+        self.limiter = RateLimiter(
+            settings.query_rate_limit, settings.query_rate_burst, refused=RATE_LIMITED
+        )
         self.auth_failures = FailedAuthentications(
             settings.auth_failure_limit, settings.auth_failure_window_s
         )
@@ -218,15 +220,7 @@ class QueryService:
 
     def charge(self, key: tenants.ApiKey) -> None:
         """Spend one of the key's requests (429 with ``Retry-After`` when it has none)."""
-        wait = self.limiter.acquire(key.key_id)
-        if wait > 0:
-            RATE_LIMITED.inc()
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"over {self.limiter.rate:g} requests/s for this key; retry later",
-                headers={"Retry-After": RateLimiter.retry_after(wait)},
-            )
+        self.limiter.spend(key.key_id)
 
     async def conversation_subject(self, tenant: str, conversation_id: str) -> str | None:
         """The subject memstream recorded for a platform conversation (from the platform's
