@@ -104,40 +104,25 @@ def erasure(
     )
 
 
-_COUNT = "(SELECT count(*) FROM {view} WHERE tenant = %(tenant)s AND subject = %(subject)s{also})"
-#: What `held` counts: (name, the read view it needs, a count of the user's rows in it).
-_HELD: tuple[tuple[str, str, str], ...] = (
-    ("user", "conversations.users", _COUNT.format(view="conversations.users", also="")),
-    (
-        "conversations",
-        "conversations.conversations",
-        _COUNT.format(view="conversations.conversations", also=""),
-    ),
-    (
-        "memories",
-        "memories.memories",
-        # Every state: two counts, each on one of the partial indexes by subject.
-        _COUNT.format(view="memories.memories", also=" AND state = 'active'")
-        + " + "
-        + _COUNT.format(view="memories.memories", also=" AND state <> 'active'"),
-    ),
-    (
-        "summaries",
-        "summaries.conversation_summaries",
-        _COUNT.format(view="summaries.conversation_summaries", also=""),
-    ),
-    ("profile", "summaries.profiles", _COUNT.format(view="summaries.profiles", also="")),
-    (
-        "memory_vectors",
-        "embeddings.embeddings",
-        _COUNT.format(view="embeddings.embeddings", also=""),
-    ),
-    (
-        "passage_vectors",
-        "embeddings.passage_vectors",
-        _COUNT.format(view="embeddings.passage_vectors", also=""),
-    ),
+#: What `held` counts: (name, the read view, the conditions of the counts that add up to
+#: the user's rows in it).
+_HELD: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("user", "conversations.users", ("",)),
+    ("conversations", "conversations.conversations", ("",)),
+    # Every state: two counts, each on one of the partial indexes by subject.
+    ("memories", "memories.memories", (" AND state = 'active'", " AND state <> 'active'")),
+    ("summaries", "summaries.conversation_summaries", ("",)),
+    ("profile", "summaries.profiles", ("",)),
+    ("memory_vectors", "embeddings.embeddings", ("",)),
+    ("passage_vectors", "embeddings.passage_vectors", ("",)),
 )
+
+
+def _count(view: str, conditions: tuple[str, ...]) -> str:
+    return " + ".join(
+        f"(SELECT count(*) FROM {view} WHERE tenant = %(tenant)s AND subject = %(subject)s{also})"
+        for also in conditions
+    )
 
 
 async def _views(conn: AsyncConnection[Any], views: Sequence[str]) -> set[str]:
@@ -152,7 +137,7 @@ async def held(conn: AsyncConnection[Any], tenant: str, subject: str) -> dict[st
     """How many rows each read model holds of the user (read models not built are left
     out); all zero for a user memstream does not know, or has forgotten."""
     present = await _views(conn, [view for _, view, _ in _HELD])
-    counted = [(name, query) for name, view, query in _HELD if view in present]
+    counted = [(name, _count(view, also)) for name, view, also in _HELD if view in present]
     if not counted:
         return {}
     cursor = await conn.execute(
