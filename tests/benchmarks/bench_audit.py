@@ -42,29 +42,16 @@ import time
 from typing import Any
 
 import httpx
-import numpy as np
-from psycopg import AsyncConnection
 
-from projections.conversations import ConversationsProjection
-from projections.embeddings.local import LocalEmbedder
-from projections.embeddings.projection import EmbeddingsProjection
-from projections.memories import MemoriesProjection
-from services import tenants
-from streams import EventLog, Settings, versions
+from streams import EventLog, Settings
 from streams.audit import READ, AuditTrail
 from streams.topics import Topics, ensure_topics
 from tests.benchmarks.bench_query import (
-    _QUESTIONS,
-    PASSAGES_PER_MEMORY,
     TENANT,
-    _bank,
-    _build_index,
-    _drop_index,
-    _load,
-    _passage_bank,
     _query_service,
-    _Talk,
-    _vacuum,
+    load_search_tenant,
+    search_body,
+    timed_searches,
 )
 from tests.benchmarks.harness import BenchmarkContext, Figure, percentile
 from tests.helpers import personal_data_codec, read_topic
@@ -81,34 +68,9 @@ async def run(ctx: BenchmarkContext) -> list[Figure]:
     settings = ctx.settings
     size = ctx.scaled(MEMORIES)
     requests = ctx.scaled(REQUESTS)
-    embedder = LocalEmbedder()
-    bank = _bank()
-    bank_vectors = np.asarray(embedder.embed([text for text, _, _ in bank]), dtype=np.float32)
-    passage_bank = _passage_bank()
-    windows = list(dict.fromkeys(passage_bank.windows))
-    embedded = np.asarray(embedder.embed(windows), dtype=np.float32)
-    passage_vectors = embedded[[windows.index(w) for w in passage_bank.windows]]
     await ensure_topics(settings)
-    async with await AsyncConnection.connect(settings.require_database(), autocommit=True) as db:
-        await tenants.create_tenant(db, TENANT, "Bench", default_region="US")
-        token = (await tenants.issue_api_key(db, TENANT)).token
-        for projection in (MemoriesProjection(), EmbeddingsProjection(), ConversationsProjection()):
-            await versions.register(db, projection, 1)
-    talk = _Talk(passage_bank, passage_vectors, np.random.default_rng(8), random.Random(9))
-    async with await AsyncConnection.connect(settings.require_database()) as conn:
-        await _drop_index(conn)
-        users, passages, _ = await _load(
-            conn,
-            np.random.default_rng(7),
-            bank,
-            bank_vectors,
-            talk,
-            size,
-            0,
-            size * PASSAGES_PER_MEMORY,
-        )
-        await _vacuum(settings)
-        await _build_index(conn)
+    loaded = await load_search_tenant(settings, size)
+    [token], users, passages = loaded.tokens, loaded.users, loaded.passages
 
     modes = {"on": settings, "off": settings.replace(audit_trail=False)}
     timings: dict[str, list[float]] = {"on": [], "off": []}
@@ -117,7 +79,7 @@ async def run(ctx: BenchmarkContext) -> list[Figure]:
     served = {"on": [0, 0.0], "off": [0, 0.0]}  # sustained: searches, seconds
     for mode in ("on", "off", "off", "on"):
         async with _query_service(modes[mode]) as base:
-            timings[mode] += await _searches(base, token, users, rnd, requests // 2)
+            timings[mode] += await timed_searches(base, token, users, rnd, requests // 2, WARM_UP)
             count, seconds = await _sustained(base, token, users, rnd, SUSTAINED_S / 2)
         served[mode][0] += count
         served[mode][1] += seconds
@@ -184,28 +146,6 @@ async def _in_process(settings: Settings, count: int) -> tuple[float, float]:
     return in_record / count * 1e6, count / elapsed
 
 
-def _body(users: list[str], rnd: random.Random) -> dict[str, Any]:
-    return {"user": rnd.choice(users), "query": rnd.choice(_QUESTIONS), "limit": 10}
-
-
-async def _searches(
-    base: str, token: str, users: list[str], rnd: random.Random, count: int
-) -> list[float]:
-    """Milliseconds of each of ``count`` sequential searches (after WARM_UP not timed)."""
-    headers = {"Authorization": f"Bearer {token}"}
-    timings: list[float] = []
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
-        for i in range(WARM_UP + count):
-            body = _body(users, rnd)
-            began = time.perf_counter()
-            response = await client.post("/v1/memories/search", json=body)
-            elapsed = (time.perf_counter() - began) * 1000
-            response.raise_for_status()
-            if i >= WARM_UP:
-                timings.append(elapsed)
-    return timings
-
-
 async def _sustained(
     base: str, token: str, users: list[str], rnd: random.Random, seconds: float
 ) -> tuple[int, float]:
@@ -219,7 +159,7 @@ async def _sustained(
         nonlocal done
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
             while time.monotonic() < deadline:
-                response = await client.post("/v1/memories/search", json=_body(users, rnd))
+                response = await client.post("/v1/memories/search", json=search_body(users, rnd))
                 response.raise_for_status()
                 done += 1
 

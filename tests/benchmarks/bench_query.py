@@ -1192,3 +1192,70 @@ async def _recall(
             },
         ),
     ]
+
+
+@dataclass(frozen=True)
+class LoadedTenant:
+    """A tenant loaded for searches over HTTP (see :func:`load_search_tenant`)."""
+
+    tokens: list[str]
+    users: list[str]
+    passages: int
+
+
+async def load_search_tenant(settings: Settings, size: int, *, keys: int = 1) -> LoadedTenant:
+    """The tenant's read models at `size` memories and their passages, loaded as this
+    benchmark loads them (``COPY``, then vacuumed and indexed), its live versions
+    registered, and `keys` API keys: what the benchmarks of a `memstream query` process
+    search (bench_waits, bench_audit)."""
+    embedder = LocalEmbedder()
+    bank = _bank()
+    bank_vectors = np.asarray(embedder.embed([text for text, _, _ in bank]), dtype=np.float32)
+    passage_bank = _passage_bank()
+    windows = list(dict.fromkeys(passage_bank.windows))
+    embedded = np.asarray(embedder.embed(windows), dtype=np.float32)
+    passage_vectors = embedded[[windows.index(w) for w in passage_bank.windows]]
+    async with await AsyncConnection.connect(settings.require_database(), autocommit=True) as db:
+        await tenants.create_tenant(db, TENANT, "Bench", default_region="US")
+        tokens = [(await tenants.issue_api_key(db, TENANT)).token for _ in range(keys)]
+        for projection in (MemoriesProjection(), EmbeddingsProjection(), ConversationsProjection()):
+            await versions.register(db, projection, 1)
+    talk = _Talk(passage_bank, passage_vectors, np.random.default_rng(8), random.Random(9))
+    async with await AsyncConnection.connect(settings.require_database()) as conn:
+        await _drop_index(conn)
+        users, passages, _ = await _load(
+            conn,
+            np.random.default_rng(7),
+            bank,
+            bank_vectors,
+            talk,
+            size,
+            0,
+            size * PASSAGES_PER_MEMORY,
+        )
+        await _vacuum(settings)
+        await _build_index(conn)
+    return LoadedTenant(tokens, users, passages)
+
+
+def search_body(users: Sequence[str], rnd: random.Random) -> dict[str, Any]:
+    """A default search (memories and passages) for a random user and question."""
+    return {"user": rnd.choice(users), "query": rnd.choice(_QUESTIONS), "limit": 10}
+
+
+async def timed_searches(
+    base: str, token: str, users: Sequence[str], rnd: random.Random, count: int, warm_up: int
+) -> list[float]:
+    """Milliseconds of each of `count` sequential searches (after `warm_up` not timed)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    timings: list[float] = []
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+        for i in range(warm_up + count):
+            body = search_body(users, rnd)
+            began = time.perf_counter()
+            response = await client.post("/v1/memories/search", json=body)
+            elapsed = (time.perf_counter() - began) * 1000
+            response.raise_for_status()
+            if i >= warm_up:
+                timings.append(elapsed)
+    return timings
