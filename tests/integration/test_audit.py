@@ -26,7 +26,7 @@ from streams.audit import ERASURE, READ, AuditEntry, AuditTrail, decode_entry, s
 from streams.exceptions import AuditUnavailable
 from streams.projection import Projection
 from streams.topics import Topics
-from tests.helpers import BASE_TIME, read_topic
+from tests.helpers import BASE_TIME, eventually, read_topic
 from tests.integration.projection_contract import ProjectionContract, project
 
 TENANT = "acme"
@@ -96,6 +96,13 @@ async def test_a_full_buffer_holds_requests_briefly_then_refuses_and_loses_nothi
         assert trail.buffered == 2
 
         await log.start()  # the broker is back: the buffered entries go out
+
+        async def buffered() -> int:
+            return trail.buffered
+
+        # A readiness wait, not a race with `wait_s`: the first send after the start
+        # fetches metadata and can take longer than 0.2 s on a loaded machine.
+        await eventually(buffered, lambda n: n == 0, timeout=30)
         await trail.record(READ, TENANT, CALLERS[3], key_id="k", route="GET /x")
     finally:
         await trail.close()
