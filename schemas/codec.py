@@ -33,6 +33,13 @@ What ``decode`` must do with what it did not write or cannot read:
 - a value it cannot read otherwise raises ``ValueError``: the decode fails as
   :class:`schemas.exceptions.InvalidEvent`.
 
+A transcript — a field typed :data:`TranscriptJSONArray` (the turns of a call, the vectors
+of its passages) — is personal like a :data:`PersonalJSONArray`, and more: a codec that is
+also a :class:`TranscriptSealingCodec` stores it with ``encode_transcript(subject, text,
+began)``, under a key of the period the call began in as well as the subject's, so that
+transcript retention can make it unreadable while the subject's other data stays
+(docs/architecture.md, "Retention"). It decodes through ``decode`` like any value.
+
 A codec that is also a :class:`SubjectSealingCodec` protects the envelope's subject too:
 :func:`schemas.wire.encode_event` stores ``seal_subject(subject)`` instead of the
 subject, the record's Kafka key is ``pseudonym(subject)`` (:func:`schemas.wire.event_key`),
@@ -63,12 +70,15 @@ from pydantic_core import CoreSchema
 __all__ = [
     "ERASED",
     "PERSONAL_JSON_SCHEMA_KEY",
+    "TRANSCRIPT_JSON_SCHEMA_KEY",
     "IdentityCodec",
     "PersonalDataCodec",
     "PersonalJSON",
     "PersonalJSONArray",
     "PersonalText",
     "SubjectSealingCodec",
+    "TranscriptJSONArray",
+    "TranscriptSealingCodec",
     "get_personal_codec",
     "set_personal_codec",
     "subject_sealing_codec",
@@ -78,6 +88,8 @@ __all__ = [
 #: Marks personal fields in the generated JSON Schemas, so a reader in another
 #: language knows which values went through the codec.
 PERSONAL_JSON_SCHEMA_KEY = "x-memstream-personal"
+#: Marks transcripts, which are also sealed with a key of the period their call began in.
+TRANSCRIPT_JSON_SCHEMA_KEY = "x-memstream-transcript"
 
 #: What ``decode`` returns for a value whose key was destroyed (the subject was erased).
 ERASED = "[erased]"
@@ -117,6 +129,16 @@ class SubjectSealingCodec(PersonalDataCodec, Protocol):
         ...
 
 
+@runtime_checkable
+class TranscriptSealingCodec(PersonalDataCodec, Protocol):
+    """A codec that seals transcripts with a key of the period their call began in too."""
+
+    def encode_transcript(self, subject: str, value: str, began: datetime) -> str:
+        """The stored form of the transcript ``value`` of ``subject``'s call that began at
+        ``began``; :data:`ERASED` when that period is past the tenant's retention."""
+        ...
+
+
 class IdentityCodec:
     """Stores personal text as it is (the default until a process installs encryption)."""
 
@@ -134,17 +156,19 @@ _codec: PersonalDataCodec = IdentityCodec()
 # Cached so the hot decode path does not pay for a codec that does nothing.
 _codec_is_identity = True
 _sealing: SubjectSealingCodec | None = None
+_transcripts: TranscriptSealingCodec | None = None
 
 
 def set_personal_codec(codec: PersonalDataCodec) -> PersonalDataCodec:
     """Install ``codec`` for the whole process and return the previous one (to restore it)."""
-    global _codec, _codec_is_identity, _sealing
+    global _codec, _codec_is_identity, _sealing, _transcripts
     if not isinstance(codec, PersonalDataCodec):
         raise TypeError(f"{codec!r} does not implement PersonalDataCodec (encode/decode)")
     previous = _codec
     _codec = codec
     _codec_is_identity = type(codec) is IdentityCodec
     _sealing = codec if isinstance(codec, SubjectSealingCodec) else None
+    _transcripts = codec if isinstance(codec, TranscriptSealingCodec) else None
     return previous
 
 
@@ -158,9 +182,10 @@ def subject_sealing_codec() -> SubjectSealingCodec | None:
     return _sealing
 
 
-def wire_context(subject: str) -> dict[str, Any]:
-    """The pydantic context under which personal values are (de)coded for ``subject``."""
-    return {"wire": True, "subject": subject}
+def wire_context(subject: str, began: datetime | None = None) -> dict[str, Any]:
+    """The pydantic context under which personal values are (de)coded for ``subject``;
+    `began` (``Event.began``), when encoding, names the period a transcript is sealed for."""
+    return {"wire": True, "subject": subject, "began": began}
 
 
 def _wire_subject(context: Any) -> str | None:
@@ -225,6 +250,22 @@ def _encode_personal_json(
     return _codec.encode(subject, orjson.dumps(plain).decode())
 
 
+def _encode_transcript(
+    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+) -> Any:
+    plain = handler(value)
+    if _codec_is_identity or not plain:
+        return plain
+    subject = _wire_subject(info.context)
+    if subject is None:
+        return plain
+    text = orjson.dumps(plain).decode()
+    began = (info.context or {}).get("began")
+    if _transcripts is not None and isinstance(began, datetime):
+        return _transcripts.encode_transcript(subject, text, began)
+    return _codec.encode(subject, text)
+
+
 class _PersonalJsonSchema:
     def __get_pydantic_json_schema__(
         self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
@@ -242,6 +283,16 @@ class _PersonalObjectJsonSchema:
         return {
             "anyOf": [handler(core_schema), {"type": "string"}],
             PERSONAL_JSON_SCHEMA_KEY: True,
+        }
+
+
+class _TranscriptJsonSchema(_PersonalObjectJsonSchema):
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            **super().__get_pydantic_json_schema__(core_schema, handler),
+            TRANSCRIPT_JSON_SCHEMA_KEY: True,
         }
 
 
@@ -270,5 +321,16 @@ PersonalJSONArray = Annotated[
     WrapSerializer(_encode_personal_json),
     _PersonalObjectJsonSchema(),
 ]
-"""An array holding a user's personal data (``PersonalJSONArray[tuple[Turn, ...]]``), as
-one value like :data:`PersonalJSON`. Erased, it reads ``[]``."""
+"""An array holding a user's personal data, as one value like :data:`PersonalJSON`.
+Erased, it reads ``[]``."""
+
+TranscriptJSONArray = Annotated[
+    _T,
+    BeforeValidator(_decode_personal_array),
+    WrapSerializer(_encode_transcript),
+    _TranscriptJsonSchema(),
+]
+"""A call's transcript (``TranscriptJSONArray[tuple[Turn, ...]]``): a
+:data:`PersonalJSONArray` that a :class:`TranscriptSealingCodec` also seals with the key of
+the period the call began in (``Event.began``). Erased or past retention, it reads
+``[]``."""

@@ -245,6 +245,9 @@ class Event(BaseModel):
 
     topic: ClassVar[str]
     """Logical topic, one of :data:`LOGICAL_TOPICS`; ``streams`` adds the prefix."""
+    has_transcript: ClassVar[bool] = False
+    """Whether the type has a :data:`schemas.codec.TranscriptJSONArray` field, sealed with
+    the key of the period the event ``began`` in as well (``EventLog`` prepares that key)."""
 
     @property
     def began(self) -> datetime:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
-from schemas.codec import ERASED, PersonalJSON, PersonalJSONArray, PersonalText
+from schemas.codec import ERASED, PersonalJSON, PersonalText, TranscriptJSONArray
 from schemas.envelope import Event, EventData, upcasts_from
 
 __all__ = [
@@ -142,10 +142,11 @@ class ConversationEndedData(EventData):
     duration_secs: float | None = Field(default=None, ge=0)
     status: str
     """The platform's final status, e.g. ``done``."""
-    turns: PersonalJSONArray[tuple[Turn, ...]] = ()
+    turns: TranscriptJSONArray[tuple[Turn, ...]] = ()
     """The transcript: every turn's text, tool calls and results. Personal, and stored
     through the codec as a whole (one value, not one per turn: opening it is on every
-    projection's hot path)."""
+    projection's hot path), sealed with the key of the day the call began as well: empty
+    once the tenant's transcript retention is over (docs/architecture.md, "Retention")."""
     metadata: PersonalJSON[dict[str, Any]] = Field(default_factory=dict)
     """Platform metadata: cost, termination reason, phone numbers..."""
     analysis: Analysis | None = None
@@ -159,6 +160,7 @@ class ConversationEnded(Event):
     v: Literal[2] = 2
     data: ConversationEndedData
     topic: ClassVar[str] = "conversations"
+    has_transcript: ClassVar[bool] = True
 
     @property
     def began(self) -> datetime:
@@ -398,7 +400,10 @@ class PassagesEmbeddedData(EventData):
     dimension: int = Field(ge=1, le=16_000)
     window: int = Field(ge=0, le=10)
     """Turns before each passage that were embedded with it (what it replies to)."""
-    passages: tuple[PassageVector, ...] = Field(min_length=1)
+    passages: TranscriptJSONArray[tuple[PassageVector, ...]] = ()
+    """Sealed like the transcript they come from (with the key of the day the call began):
+    empty once the tenant's transcript retention is over. The processor never appends an
+    event without passages."""
 
     @model_validator(mode="after")
     def _vectors_have_the_dimension(self) -> PassagesEmbeddedData:
@@ -423,6 +428,7 @@ class PassagesEmbedded(Event):
     v: Literal[1] = 1
     data: PassagesEmbeddedData
     topic: ClassVar[str] = "embeddings"
+    has_transcript: ClassVar[bool] = True
 
 
 # ---------------------------------------------------------- derived by summarising (summaries)

@@ -60,7 +60,9 @@ def encode_event(event: Event) -> bytes:
     # (pydantic-core's own writer measured ~25% faster on a 20-turn conversation;
     # encoding is off the projections' hot path, so we keep one library.)
     try:
-        record = event.model_dump(mode="json", context=_codec.wire_context(event.subject))
+        record = event.model_dump(
+            mode="json", context=_codec.wire_context(event.subject, event.began)
+        )
     except PydanticSerializationError as exc:
         # pydantic wraps what the codec raised (its key store unreachable, a value JSON
         # cannot hold): callers act on the original. Its own errors (a value nested too

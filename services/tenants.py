@@ -1,4 +1,5 @@
-"""Tenants and their credentials: API keys (stored hashed) and webhook secrets.
+"""Tenants, their settings and their credentials: API keys (stored hashed) and webhook
+secrets.
 
 An API key is the token ``msk_<key_id>_<secret>``: ``key_id`` finds the row, the secret
 is checked against its SHA-256 in constant time. Webhook secrets are HMAC keys or bearer
@@ -15,7 +16,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, errors
@@ -28,6 +29,14 @@ PLATFORMS = ("elevenlabs", "elevenlabs-init", "vapi", "retell")
 #: conversation events on ``/v1/events``, ``admin`` all of it and erasure.
 SCOPES = ("agent", "read", "write", "ingest", "admin")
 _TOKEN = re.compile(r"^msk_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
+#: A transcript retention (migration 0009): at least an hour (what the column's CHECK
+#: allows), at most 100 years (a longer one is a typo; ``off`` keeps transcripts for ever).
+MIN_RETENTION = timedelta(hours=1)
+MAX_RETENTION = timedelta(days=36525)
+_RETENTION = re.compile(r"(-?)([0-9]+)([hdw])")
+_RETENTION_HOURS = {"h": 1, "d": 24, "w": 7 * 24}
+_MAX_HOURS = MAX_RETENTION // MIN_RETENTION
+_RETENTION_OFF = ("off", "none", "forever")
 
 
 class TenantError(ValueError):
@@ -47,6 +56,10 @@ class Tenant:
     legacy_ids_before: datetime | None = None
     """Events of this tenant that occurred before it keep the webhook event ids of before
     the tenant was part of them (migration 0007; None for tenants created since)."""
+    transcript_retention: timedelta | None = None
+    """How long the tenant's call transcripts (turn texts and passages) stay readable after
+    the call, at least an hour; None keeps them for ever (migration 0009). The retention
+    worker purges them once it is over; memories and summaries stay."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,11 @@ class WebhookSecret:
     revoked_at: datetime | None
 
 
+_TENANT_COLUMNS = (
+    "tenant, name, default_region, created_at, legacy_ids_before, transcript_retention"
+)
+
+
 def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -107,7 +125,7 @@ async def create_tenant(
     try:
         await cursor.execute(
             "INSERT INTO memstream.tenants (tenant, name, default_region) VALUES (%s, %s, %s)"
-            " RETURNING tenant, name, default_region, created_at",
+            f" RETURNING {_TENANT_COLUMNS}",
             [tenant, name or tenant, default_region],
         )
     except errors.UniqueViolation:
@@ -120,8 +138,7 @@ async def create_tenant(
 async def get_tenant(conn: AsyncConnection[Any], tenant: str) -> Tenant | None:
     cursor = conn.cursor(row_factory=class_row(Tenant))
     await cursor.execute(
-        "SELECT tenant, name, default_region, created_at, legacy_ids_before"
-        " FROM memstream.tenants WHERE tenant = %s",
+        f"SELECT {_TENANT_COLUMNS} FROM memstream.tenants WHERE tenant = %s",
         [tenant],
     )
     return await cursor.fetchone()
@@ -129,16 +146,73 @@ async def get_tenant(conn: AsyncConnection[Any], tenant: str) -> Tenant | None:
 
 async def list_tenants(conn: AsyncConnection[Any]) -> list[Tenant]:
     cursor = conn.cursor(row_factory=class_row(Tenant))
-    await cursor.execute(
-        "SELECT tenant, name, default_region, created_at, legacy_ids_before"
-        " FROM memstream.tenants ORDER BY tenant"
-    )
+    await cursor.execute(f"SELECT {_TENANT_COLUMNS} FROM memstream.tenants ORDER BY tenant")
     return await cursor.fetchall()
+
+
+def _unknown_tenant(tenant: str) -> TenantError:
+    return TenantError("unknown_tenant", f"no tenant {tenant!r}")
 
 
 async def _require_tenant(conn: AsyncConnection[Any], tenant: str) -> None:
     if await get_tenant(conn, tenant) is None:
-        raise TenantError("unknown_tenant", f"no tenant {tenant!r}")
+        raise _unknown_tenant(tenant)
+
+
+# -- transcript retention ---------------------------------------------------------------
+
+
+def parse_retention(text: str) -> timedelta | None:
+    """A transcript retention as written on the command line: hours, days or weeks
+    (``36h``, ``90d``, ``2w``), or ``off`` / ``none`` / ``forever`` for None (kept for
+    ever). Anything else, and a retention under an hour or over 100 years, is refused."""
+    word = text.strip().lower()
+    if word in _RETENTION_OFF:
+        return None
+    match = _RETENTION.fullmatch(word)
+    if match is None:
+        raise TenantError(
+            "invalid_retention",
+            f"a transcript retention is a number of hours, days or weeks (36h, 90d, 2w), or"
+            f" 'off' to keep transcripts for ever; got {text!r}",
+        )
+    sign, amount, unit = match.groups()
+    digits = amount.lstrip("0")
+    if sign == "-" or not digits:
+        raise TenantError(
+            "invalid_retention", f"a transcript retention is at least 1 hour; got {text!r}"
+        )
+    # Counted in whole hours: ten digits are over 100 years in any unit, and a long run of
+    # them would overflow a timedelta (or int()).
+    if len(digits) >= 10 or (hours := int(digits) * _RETENTION_HOURS[unit]) > _MAX_HOURS:
+        raise TenantError(
+            "invalid_retention",
+            f"a transcript retention is at most 100 years ('off' keeps transcripts for ever);"
+            f" got {text!r}",
+        )
+    return timedelta(hours=hours)
+
+
+async def set_transcript_retention(
+    conn: AsyncConnection[Any], tenant: str, retention: timedelta | None
+) -> Tenant:
+    """Keep the tenant's transcripts readable for ``retention`` after each call (None: for
+    ever). The retention worker carries it out on its next pass."""
+    if retention is not None and not MIN_RETENTION <= retention <= MAX_RETENTION:
+        raise TenantError(
+            "invalid_retention",
+            f"a transcript retention is between 1 hour and 100 years; got {retention}",
+        )
+    cursor = conn.cursor(row_factory=class_row(Tenant))
+    await cursor.execute(
+        "UPDATE memstream.tenants SET transcript_retention = %s WHERE tenant = %s"
+        f" RETURNING {_TENANT_COLUMNS}",
+        [retention, tenant],
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        raise _unknown_tenant(tenant)
+    return row
 
 
 # -- API keys ---------------------------------------------------------------------------

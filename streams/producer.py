@@ -139,8 +139,8 @@ class EventLog:
         been appended and others not; a retry of the whole call is safe.
         """
         kept = await self._not_erased(events)
-        # New subjects' keys are created (or loaded) in a worker thread, all in one go.
-        await prepare_keys(events[i].subject for i in kept)
+        # New subjects' and periods' keys are created (or loaded) in a worker thread, in one go.
+        await prepare_keys(events[i] for i in kept)
         records = []
         for index in kept:
             event = events[index]

@@ -75,6 +75,9 @@ class Settings:
     previous_master_keys: str | None = field(default=None, repr=False)
     key_cache_s: float = 5.0
     personal_data_encryption: bool = True
+    # How often `memstream run` carries out the tenants' transcript retention
+    # (services/retention.py); 0: never (run `memstream retention run` from a scheduler).
+    retention_interval_s: float = 3600.0
 
     # Services.
     ingest_port: int = 8080
@@ -193,6 +196,8 @@ class Settings:
                 "MEMSTREAM_AUDIT_BUFFER and MEMSTREAM_AUDIT_FLUSH_MS must be >= 1,"
                 " MEMSTREAM_AUDIT_WAIT_MS >= 0"
             )
+        if not self.retention_interval_s >= 0:
+            raise ConfigurationError("MEMSTREAM_RETENTION_INTERVAL_S must be >= 0 (seconds)")
         if not self.key_cache_s > 0:
             raise ConfigurationError("MEMSTREAM_KEY_CACHE_S must be > 0 (seconds)")
         if not self.provider_timeout_s > 0:
@@ -300,6 +305,7 @@ class Settings:
             personal_data_encryption=switch(
                 "PERSONAL_DATA_ENCRYPTION", defaults.personal_data_encryption
             ),
+            retention_interval_s=number("RETENTION_INTERVAL_S", defaults.retention_interval_s),
             ingest_port=integer("INGEST_PORT", defaults.ingest_port),
             ingest_host=text("INGEST_HOST", defaults.ingest_host) or defaults.ingest_host,
             max_body_bytes=integer("MAX_BODY_BYTES", defaults.max_body_bytes),
@@ -368,6 +374,7 @@ class Settings:
             "PREVIOUS_MASTER_KEYS": self.previous_master_keys,
             "KEY_CACHE_S": self.key_cache_s,
             "PERSONAL_DATA_ENCRYPTION": "on" if self.personal_data_encryption else "off",
+            "RETENTION_INTERVAL_S": self.retention_interval_s,
             "INGEST_PORT": self.ingest_port,
             "INGEST_HOST": self.ingest_host,
             "MAX_BODY_BYTES": self.max_body_bytes,

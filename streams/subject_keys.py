@@ -19,7 +19,11 @@ personal data codec that uses them (docs/architecture.md, "Personal data and era
 - :class:`SubjectKeyCodec`: the :class:`schemas.codec.SubjectSealingCodec` on top. A
   stored value is ``enc:v1:<key id>:<base64 of nonce + ciphertext>`` (AES-256-GCM, the
   key id as associated data); anything else is plain text from before encryption and
-  decodes as itself.
+  decodes as itself. It is a :class:`schemas.codec.TranscriptSealingCodec` too: a
+  transcript is ``enc:p1:<period key id>:<subject key id>:<base64>``, sealed with a key
+  derived from both the subject's key and the key of the tenant's UTC day the call began
+  in (:func:`period_owner`), so destroying either makes it unreadable: erasure destroys
+  the one, transcript retention (``services/retention.py``) the other.
 - :func:`install_personal_codec` (each process, from its settings, once),
   :func:`carry_out_erasure` / :func:`destroy_subject_key` (erasure),
   :func:`latest_erasures` (what ``EventLog`` refuses to append),
@@ -52,6 +56,7 @@ from psycopg import AsyncConnection
 
 from schemas import (
     ERASED,
+    Event,
     PersonalDataCodec,
     UserForgotten,
     get_personal_codec,
@@ -64,6 +69,7 @@ __all__ = [
     "ERASURES",
     "PSEUDONYMS",
     "SEALED",
+    "SEALED_TRANSCRIPT",
     "MasterKey",
     "MasterKeys",
     "SubjectKeyCodec",
@@ -73,6 +79,7 @@ __all__ = [
     "install_personal_codec",
     "latest_erasures",
     "load_master_keys",
+    "period_owner",
     "prefetch_keys",
     "prepare_keys",
     "rotate_master_key",
@@ -83,6 +90,10 @@ logger = logging.getLogger(__name__)
 #: The prefix of every value this codec stores (v1: AES-256-GCM, 12-byte nonce).
 SEALED = "enc:v1:"
 _SEALED_LENGTH = len(SEALED)
+#: The prefix of a transcript sealed with its subject's key and its period's.
+SEALED_TRANSCRIPT = "enc:p1:"
+#: A period key's owner (its row's `subject_hash`): this prefix and the UTC day.
+_PERIODS = "transcripts/"
 #: Deployment keys: the one that keys subjects' pseudonyms, and the one that seals the
 #: subject of a user.forgotten (the record of who was forgotten outlives their key).
 PSEUDONYMS = "pseudonyms"
@@ -205,14 +216,20 @@ def _read_or_create(path: Path) -> str:
 class _Key:
     kid: str
     tenant: str
-    subject_hash: str
+    subject_hash: str  # or a period key's owner (period_owner)
     aead: AESGCM | None  # None: destroyed
+    secret: bytes | None = None  # the key itself (a transcript's key is derived from two)
 
 
 @dataclass(frozen=True, slots=True)
 class _Subject:
     live: _Key | None  # the key new values are sealed with (None: none yet, or destroyed)
     erased_at: datetime | None  # the latest erasure (None: never erased)
+
+
+def period_owner(began: datetime) -> str:
+    """The owner of the period key for what began at `began`: ``transcripts/<UTC day>``."""
+    return f"{_PERIODS}{began.astimezone(UTC).date().isoformat()}"
 
 
 def _wrap_context(tenant: str, subject_hash: str) -> bytes:
@@ -253,6 +270,19 @@ SELECT %(tenant)s, %(subject_hash)s, COALESCE(prior.version, 0) + 1, %(master)s,
   FROM prior
 ON CONFLICT DO NOTHING
 RETURNING key_id, version, (SELECT erased_at FROM prior)
+"""
+# A tenant's key of one period, unless the period is past the tenant's transcript
+# retention already (a call that ends, or is redelivered, after its day expired): then
+# nothing is inserted, and the transcript is stored as erased. A period key is never
+# replaced: a destroyed one stays the period's (version 1, the unique index).
+_CREATE_PERIOD_SQL = """
+INSERT INTO memstream.subject_keys (tenant, subject_hash, version, master_key_id, wrapped_key)
+SELECT %(tenant)s, %(subject_hash)s, 1, %(master)s, %(wrapped)s
+ WHERE NOT EXISTS (
+     SELECT 1 FROM memstream.tenants t
+      WHERE t.tenant = %(tenant)s AND %(ends)s + t.transcript_retention <= now())
+ON CONFLICT DO NOTHING
+RETURNING key_id, version, erased_at
 """
 # One row even when nothing was destroyed: the database's time is the next poll's start.
 _POLL_SQL = (
@@ -464,6 +494,36 @@ class SubjectKeyStore:
                     return state.live
         raise RuntimeError(f"could not create a key for a subject of tenant {tenant}")
 
+    def period_key(self, tenant: str, owner: str) -> _Key | None:
+        """The tenant's key of the period `owner` (:func:`period_owner`), created if the
+        period has none; None when it was destroyed or is past the tenant's retention."""
+        self._poll()
+        state = self._subjects.get((tenant, owner))
+        if state is None:
+            with self._lock:
+                raw = AESGCM.generate_key(bit_length=256)
+                ends = datetime.fromisoformat(owner[len(_PERIODS) :]).replace(
+                    tzinfo=UTC
+                ) + timedelta(days=1)
+                created = self._execute(
+                    _CREATE_PERIOD_SQL, {**self._creation(tenant, owner, raw), "ends": ends}
+                )
+                if created:
+                    return self._keep_created(tenant, owner, created[0], raw)
+                state = self._load_subject(tenant, owner)
+        return state.live
+
+    def has_period(self, tenant: str, owner: str) -> bool:
+        """Whether what is known of the tenant's key of the period `owner` is cached."""
+        return (tenant, owner) in self._subjects
+
+    def ensure_periods(self, periods: Iterable[tuple[str, str]]) -> None:
+        """Create or load the key of each (tenant, period owner) not cached: EventLog calls
+        it in a worker thread before sealing transcripts, like `ensure_keys`."""
+        for tenant, owner in sorted(set(periods)):
+            if (tenant, owner) not in self._subjects:
+                self.period_key(tenant, owner)
+
     def _creation(self, tenant: str, subject_hash: str, raw: bytes) -> dict[str, Any]:
         return {
             "tenant": tenant,
@@ -474,7 +534,7 @@ class SubjectKeyStore:
 
     def _keep_created(self, tenant: str, subject_hash: str, row: Any, raw: bytes) -> _Key:
         key_id, _version, erased_at = row
-        key = _Key(str(key_id), tenant, subject_hash, AESGCM(raw))
+        key = _Key(str(key_id), tenant, subject_hash, AESGCM(raw), raw)
         self._keys[key.kid] = key
         self._subjects[(tenant, subject_hash)] = _Subject(key, erased_at)
         return key
@@ -563,7 +623,7 @@ class SubjectKeyStore:
                 else:
                     context = _wrap_context(tenant, subject_hash)
                     raw = self.master.by_id(master_id).unwrap(bytes(wrapped), context)
-                    key = _Key(kid, tenant, subject_hash, AESGCM(raw))
+                    key = _Key(kid, tenant, subject_hash, AESGCM(raw), raw)
                 live = key
             self._keys[kid] = key
         state = _Subject(live, erased_at)
@@ -668,6 +728,9 @@ class SubjectKeyCodec:
 
     def __init__(self, store: SubjectKeyStore) -> None:
         self.store = store
+        # A transcript's key by (period key id, subject key id): derived once, used while
+        # both keys are (the store is asked about each on every use).
+        self._transcript_keys: dict[tuple[str, str], AESGCM] = {}
         # (key id, subject, when the store last polled, AEAD, associated data) of the last
         # value opened: an event's values share them, so its later values skip the lookups
         # (until the store has polled again, or a poll is due).
@@ -681,8 +744,57 @@ class SubjectKeyCodec:
         assert key.aead is not None
         return _seal(key.aead, key.kid, value)
 
+    def encode_transcript(self, subject: str, value: str, began: datetime) -> str:
+        if not value:
+            return value
+        tenant = subject.partition("/")[0]
+        period = self.store.period_key(tenant, period_owner(began))
+        if period is None:
+            return ERASED  # the period is past the tenant's retention: nothing to keep
+        key = self.store.live_key(tenant, self.store.subject_hash(subject))
+        aead, associated = self._transcript_key(period, key)
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = aead.encrypt(nonce, value.encode(), associated)
+        payload = binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+        return f"{SEALED_TRANSCRIPT}{period.kid}:{key.kid}:{payload}"
+
+    def _transcript_key(self, period: _Key, key: _Key) -> tuple[AESGCM, bytes]:
+        """The key a transcript is sealed with: HMAC-SHA256 of the subject's key under the
+        period's (both must be live), and the associated data naming the two."""
+        pair = (period.kid, key.kid)
+        aead = self._transcript_keys.get(pair)
+        if aead is None:
+            assert period.secret is not None and key.secret is not None
+            derived = hmac.digest(period.secret, b"memstream transcript\x00" + key.secret, "sha256")
+            if len(self._transcript_keys) >= _CACHE_LIMIT:
+                self._transcript_keys.clear()
+            aead = self._transcript_keys[pair] = AESGCM(derived)
+        return aead, f"{period.kid}:{key.kid}".encode()
+
+    def _open_transcript(self, subject: str, value: str) -> str:
+        pkid, _, rest = value[len(SEALED_TRANSCRIPT) :].partition(":")
+        kid, sep, payload = rest.partition(":")
+        if not sep or not pkid or not kid:
+            raise ValueError("a sealed transcript is enc:p1:<period key id>:<key id>:<base64>")
+        store = self.store
+        period, key = store.key(pkid), store.key(kid)
+        if period.aead is None or key.aead is None:
+            return ERASED  # past retention, or the subject was erased
+        if not period.subject_hash.startswith(_PERIODS) or period.tenant != key.tenant:
+            raise ValueError(f"key {pkid} is not a period key of the transcript's tenant")
+        if key.subject_hash != store.subject_hash(subject):
+            raise ValueError(f"a value sealed with key {kid} belongs to another subject")
+        aead, associated = self._transcript_key(period, key)
+        try:
+            raw = binascii.a2b_base64(payload)
+            return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], associated).decode()
+        except (InvalidTag, binascii.Error, UnicodeDecodeError, ValueError):
+            raise ValueError(f"a transcript sealed with keys {pkid}, {kid} does not open") from None
+
     def decode(self, subject: str, value: str) -> str:
         if not value.startswith(SEALED):
+            if value.startswith(SEALED_TRANSCRIPT):
+                return self._open_transcript(subject, value)
             return value  # written before encryption
         # _split, inlined: this runs for every personal value a projection reads.
         kid, sep, payload = value[_SEALED_LENGTH:].partition(":")
@@ -759,16 +871,29 @@ class SubjectKeyCodec:
 # -- installing, erasing, rotating ---------------------------------------------------------
 
 
-async def prepare_keys(subjects: Iterable[str]) -> None:
-    """Have the live key of each subject in memory before sealing (`EventLog` calls it):
-    a subject without one costs a worker thread's trip to the database, never the event
-    loop's. Nothing to do without encryption, or when every key is cached."""
+async def prepare_keys(events: Iterable[Event]) -> None:
+    """Have the keys that sealing `events` needs in memory (`EventLog` calls it): the live
+    key of each subject and, for a transcript, its period's key. One missing costs a
+    worker thread's trip to the database, never the event loop's. Nothing to do without
+    encryption, or when every key is cached."""
     codec = get_personal_codec()
     if isinstance(codec, SubjectKeyCodec):
         store = codec.store
-        wanted = [s for s in set(subjects) if store.lacks_live_key(s)]
-        if wanted:
-            await asyncio.to_thread(store.ensure_keys, wanted)
+        subjects: set[str] = set()
+        periods: set[tuple[str, str]] = set()
+        for event in events:
+            subjects.add(event.subject)
+            if event.has_transcript:
+                periods.add((event.tenant, period_owner(event.began)))
+        wanted = [s for s in subjects if store.lacks_live_key(s)]
+        missing = [p for p in periods if not store.has_period(*p)]
+        if wanted or missing:
+
+            def prepare() -> None:
+                store.ensure_keys(wanted)
+                store.ensure_periods(missing)
+
+            await asyncio.to_thread(prepare)
 
 
 async def latest_erasures(subjects: Iterable[str]) -> dict[str, datetime]:

@@ -5,7 +5,8 @@
     memstream ingest | query           one service alone
     memstream infra up|down|status     the local Kafka and PostgreSQL
     memstream migrate                  apply the core SQL migrations
-    memstream tenants create|list      tenants
+    memstream tenants create|list|update
+                                       tenants (update: how long transcripts stay readable)
     memstream keys create|list|revoke  API keys (the token is shown once; stored hashed)
     memstream secrets add|list|revoke  webhook secrets (several active at once: rotation)
     memstream projections ...          status, run, rebuild, swap, drop (operations.py)
@@ -16,6 +17,7 @@
     memstream encryption ...           the keys that seal personal data (encryption.py)
     memstream audit ...                who read or erased a user's data (audit.py)
     memstream users forget|export      erase a user, or export what is held about them (users.py)
+    memstream retention run            expire transcripts past tenants' retention (retention.py)
 
 Exit codes are in services/cli/common.py and docs/operations.md.
 """
@@ -29,6 +31,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import uvloop
@@ -41,7 +44,7 @@ from infra.postgres import PostgresLaunchError
 from projections import PROJECTIONS
 from projections.lifecycle import LiveProjection
 from services import tenants as tenants_store
-from services.cli import audit, dlq, encryption, eventlog, operations, users
+from services.cli import audit, dlq, encryption, eventlog, operations, retention, users
 from services.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
@@ -54,8 +57,9 @@ from services.cli.common import (
     require_endpoints,
     with_database,
 )
-from services.cli.serve import HttpService, serve
+from services.cli.serve import HttpService, Worker, serve
 from services.logs import configure_logging, subject_hash
+from services.retention import RetentionWorker
 from services.tenants import PLATFORMS, TenantError
 from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
 
@@ -166,6 +170,24 @@ def _parser() -> argparse.ArgumentParser:
     create.set_defaults(handler=_tenants_create)
     tenant_list = tenants.add_parser("list", help="list tenants")
     tenant_list.set_defaults(handler=_tenants_list)
+    update = tenants.add_parser(
+        "update",
+        help="set how long a tenant's transcripts stay readable",
+        description="Set how long a tenant's call transcripts stay readable. Once the "
+        "retention is over after the UTC day a call began in, the call's turn texts and "
+        "passages are purged from the read models and their copies in the log no longer "
+        "decrypt; memories and summaries stay. The retention worker of `memstream run` "
+        "does it every hour, `memstream retention run` at once (docs/operations.md).",
+    )
+    update.add_argument("tenant", help="the tenant's id")
+    update.add_argument(
+        "--transcript-retention",
+        required=True,
+        metavar="DURATION",
+        help="hours, days or weeks (36h, 90d, 2w; 1 hour to 100 years), or off to keep"
+        " transcripts for ever",
+    )
+    update.set_defaults(handler=_tenants_update)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
@@ -224,11 +246,11 @@ def _parser() -> argparse.ArgumentParser:
     log_hash.add_argument("--json", action="store_true", help="machine-readable output")
     log_hash.set_defaults(handler=_log_hash)
 
-    for module in (operations, dlq, eventlog, encryption, audit, users):
+    for module in (operations, dlq, eventlog, encryption, audit, users, retention):
         module.register(commands)
 
-    for sub in (create, tenant_list, key_create, key_list, key_revoke, secret_add, secret_list,
-                secret_revoke):  # fmt: skip
+    for sub in (create, tenant_list, update, key_create, key_list, key_revoke, secret_add,
+                secret_list, secret_revoke):  # fmt: skip
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -304,7 +326,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         settings = infrastructure.settings
         migrate(settings.require_database())
         # Each projection's live version, following switches (`projections swap`).
-        runners = [LiveProjection(name, settings) for name in PROJECTIONS]
+        runners: list[Worker] = [LiveProjection(name, settings) for name in PROJECTIONS]
+        runners.append(RetentionWorker(settings))  # the tenants' transcript retention
         services = [
             HttpService("ingest", _ingest_app, settings.ingest_host, settings.ingest_port),
             HttpService("query", _query_app, settings.query_host, settings.query_port),
@@ -355,11 +378,58 @@ def _tenants_create(settings: Settings, args: argparse.Namespace) -> int:
 def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
         found = await tenants_store.list_tenants(conn)
-        text = "\n".join(f"{t.tenant:<24} {t.name}" for t in found) or "no tenants"
-        emit(args, [dataclasses.asdict(t) for t in found], text)
+        text = (
+            "\n".join(
+                f"{t.tenant:<24} {t.name:<24} transcripts: {_retention(t.transcript_retention)}"
+                for t in found
+            )
+            or "no tenants"
+        )
+        emit(args, [_tenant_json(t) for t in found], text)
         return EXIT_OK
 
     return with_database(work, settings)
+
+
+def _tenants_update(settings: Settings, args: argparse.Namespace) -> int:
+    # Checked before connecting: a mistyped duration needs no database to be refused.
+    retention = tenants_store.parse_retention(args.transcript_retention)
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        try:
+            tenant = await tenants_store.set_transcript_retention(conn, args.tenant, retention)
+        except TenantError as exc:
+            if exc.code != "unknown_tenant":
+                raise
+            raise CommandError(f"{exc} (memstream tenants list)", EXIT_NOT_FOUND) from None
+        kept = (
+            "for ever"
+            if tenant.transcript_retention is None
+            else f"for {_retention(tenant.transcript_retention)}"
+        )
+        emit(args, _tenant_json(tenant), f"tenant {tenant.tenant}: transcripts kept {kept}")
+        return EXIT_OK
+
+    return with_database(work, settings)
+
+
+def _tenant_json(tenant: tenants_store.Tenant) -> dict[str, Any]:
+    """A tenant for --json: the retention in seconds (null: kept for ever)."""
+    row = dataclasses.asdict(tenant)
+    retention = row.pop("transcript_retention")
+    row["transcript_retention_s"] = None if retention is None else int(retention.total_seconds())
+    return row
+
+
+def _retention(retention: timedelta | None) -> str:
+    """``90 days``, ``36 hours``, or ``kept`` (for ever)."""
+    if retention is None:
+        return "kept"
+    days, seconds = divmod(int(retention.total_seconds()), 86400)
+    if not seconds:
+        return f"{days} day{'s' if days != 1 else ''}"
+    hours = int(retention.total_seconds()) / 3600
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"
 
 
 def _keys_create(settings: Settings, args: argparse.Namespace) -> int:

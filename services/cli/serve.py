@@ -25,7 +25,8 @@ logger = logging.getLogger("memstream")
 
 
 class Worker(Protocol):
-    """A projection worker: a ProjectionRunner (one fixed version) or a LiveProjection."""
+    """What `serve` runs beside the HTTP services: a ProjectionRunner (one fixed version),
+    a LiveProjection, or the RetentionWorker."""
 
     async def start(self) -> None: ...
     async def run(self) -> None: ...

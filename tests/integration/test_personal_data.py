@@ -41,13 +41,14 @@ from schemas import (
     event_key,
     get_personal_codec,
 )
-from schemas.codec import PERSONAL_JSON_SCHEMA_KEY
+from schemas.codec import PERSONAL_JSON_SCHEMA_KEY, TRANSCRIPT_JSON_SCHEMA_KEY
 from streams import EventLog, ProjectionRunner, Settings, versions
 from streams.dlq import StoredLetter
 from streams.exceptions import ConfigurationError
 from streams.projection import LogRecord, Projection
 from streams.subject_keys import (
     SEALED,
+    SEALED_TRANSCRIPT,
     MasterKey,
     MasterKeys,
     SubjectKeyCodec,
@@ -59,6 +60,7 @@ from streams.topics import Topics
 from tests.helpers import BASE_TIME, read_topic, scalar
 from tests.integration.projection_contract import project, snapshot
 
+SEALED_PREFIXES = (SEALED, SEALED_TRANSCRIPT)
 EXAMPLES = Path(__file__).parent.parent / "unit" / "schemas_examples"
 
 PHONE = "+15550001234"
@@ -84,9 +86,9 @@ def a_call(
 ) -> list[Event]:
     at = BASE_TIME + timedelta(days=days)
     source = Source(platform="elevenlabs", event_id=conversation_id, agent_id="agent-1")
-    phone = subject.split("/")[1]
+    tenant, phone = subject.split("/")
     started = ConversationStarted.create(
-        tenant="acme",
+        tenant=tenant,
         subject=subject,
         source=source,
         occurred_at=at,
@@ -100,7 +102,7 @@ def a_call(
         },
     )
     ended = ConversationEnded.create(
-        tenant="acme",
+        tenant=tenant,
         subject=subject,
         source=source,
         occurred_at=at + timedelta(minutes=4),
@@ -158,22 +160,25 @@ def forget(subject: str = SUBJECT, *, days: float) -> UserForgotten:
     )
 
 
-def personal_values(schema: dict[str, Any], value: Any, defs: dict[str, Any]) -> list[Any]:
-    """The values of `value` that sit in fields its JSON Schema marks as personal."""
+def personal_values(
+    schema: dict[str, Any], value: Any, defs: dict[str, Any], mark: str = PERSONAL_JSON_SCHEMA_KEY
+) -> list[Any]:
+    """The values of `value` that sit in fields its JSON Schema marks as personal (`mark`:
+    or as transcripts)."""
     if "$ref" in schema:
         schema = defs[schema["$ref"].rsplit("/", 1)[1]]
-    if schema.get(PERSONAL_JSON_SCHEMA_KEY):
+    if schema.get(mark):
         return [value]
     found: list[Any] = []
     for option in schema.get("anyOf", ()):
-        found += personal_values(option, value, defs)
+        found += personal_values(option, value, defs, mark)
     if isinstance(value, dict):
         for name, sub in schema.get("properties", {}).items():
             if name in value:
-                found += personal_values(sub, value[name], defs)
+                found += personal_values(sub, value[name], defs, mark)
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for item in value:
-            found += personal_values(schema["items"], item, defs)
+            found += personal_values(schema["items"], item, defs, mark)
     return found
 
 
@@ -218,8 +223,15 @@ def test_every_event_type_round_trips_sealed(settings: Settings, path: Path) -> 
     personal = personal_values(schema, plain.model_dump(mode="json"), schema.get("$defs", {}))
     sealed = personal_values(schema, record, schema.get("$defs", {}))
     for before, after in zip(personal, sealed, strict=True):
-        # Every personal value is sealed (an empty or absent one has nothing to hide).
-        assert not before or (isinstance(after, str) and after.startswith(SEALED))
+        # Every personal value is sealed (an empty or absent one has nothing to hide)...
+        assert not before or (isinstance(after, str) and after.startswith(SEALED_PREFIXES))
+    # ...a transcript with the key of the day its call began too.
+    transcripts = personal_values(
+        schema, record, schema.get("$defs", {}), TRANSCRIPT_JSON_SCHEMA_KEY
+    )
+    for after in transcripts:
+        assert not after or after.startswith(SEALED_TRANSCRIPT)
+    assert bool(transcripts) == plain.has_transcript
     assert record["subject"].startswith(f"{plain.tenant}/{SEALED}")
     # Nor is the user's id, nor any sentence of theirs anywhere in the bytes.
     sentences = [s for v in personal for s in strings(v) if " " in s]
@@ -378,7 +390,8 @@ async def test_a_late_event_from_before_the_erasure_is_erased_and_a_later_call_i
 async def scalar_keys(settings: Settings) -> list[tuple[int, bool]]:
     async with await AsyncConnection.connect(settings.require_database()) as conn:
         cursor = await conn.execute(
-            "SELECT version, wrapped_key IS NOT NULL FROM memstream.subject_keys ORDER BY version"
+            "SELECT version, wrapped_key IS NOT NULL FROM memstream.subject_keys"
+            " WHERE subject_hash NOT LIKE 'transcripts/%' ORDER BY version"  # subjects' keys
         )
         return [(v, live) for v, live in await cursor.fetchall()]
 
@@ -494,13 +507,14 @@ async def test_rotating_the_master_key_rewraps_every_key_and_changes_no_record(
     old = codec().store.master.current
     new = MasterKey(os.urandom(32))
 
-    assert await rotate_master_key(db, MasterKeys(new, (old,))) == 3  # subject + 2 deployment
+    # The subject's key, the key of the call's day, the two deployment keys.
+    assert await rotate_master_key(db, MasterKeys(new, (old,))) == 4
     assert await rotate_master_key(db, MasterKeys(new, (old,))) == 0
     assert (
         await scalar(
             db, "SELECT count(*) FROM memstream.subject_keys WHERE master_key_id = %s", new.id
         )
-        == 1
+        == 2
     )
 
     fresh = SubjectKeyStore(settings.require_database(), MasterKeys(new))
@@ -508,6 +522,8 @@ async def test_rotating_the_master_key_rewraps_every_key_and_changes_no_record(
         fresh.check()
         opened = SubjectKeyCodec(fresh).open_subject(orjson.loads(raw)["subject"])
         assert opened is not None and opened[0] == SUBJECT
+        transcript = SubjectKeyCodec(fresh).decode(SUBJECT, orjson.loads(raw)["data"]["turns"])
+        assert SENTENCES[0] in transcript
     finally:
         fresh.close()
     stale = SubjectKeyStore(settings.require_database(), MasterKeys(old))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -72,6 +73,14 @@ async def test_webhook_secrets_rotate_with_several_active_at_once(db: Any) -> No
         (lambda db: tenants.add_webhook_secret(db, "acme", "zoom"), "invalid_platform"),
         (lambda db: tenants.add_webhook_secret(db, "acme", "vapi", "short"), "weak_secret"),
         (lambda db: tenants.create_tenant(db, "acme"), "tenant_exists"),
+        (
+            lambda db: tenants.set_transcript_retention(db, "nobody", timedelta(days=1)),
+            "unknown_tenant",
+        ),
+        (
+            lambda db: tenants.set_transcript_retention(db, "acme", timedelta(minutes=59)),
+            "invalid_retention",
+        ),
     ],
 )
 async def test_invalid_requests_are_refused_with_a_code(db: Any, call: Any, code: str) -> None:
@@ -118,6 +127,38 @@ def test_the_cli_issues_scoped_keys_and_refuses_unknown_scopes(settings: Setting
     assert [k["scopes"] for k in listed] == [["agent", "read"], ["admin"]]
     refused = _cli(settings, "keys", "create", "--tenant", "acme", "--scope", "root")
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
+
+
+async def test_the_cli_sets_and_lists_a_tenants_transcript_retention(
+    settings: Settings, db: Any
+) -> None:
+    # Each command is a process (a second or so): the durations' grammar is unit-tested.
+    await tenants.create_tenant(db, "acme", "Acme Dental")
+    await tenants.create_tenant(db, "bayview")
+    updated = _cli(settings, "tenants", "update", "acme", "--transcript-retention", "90d")
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout.strip() == "tenant acme: transcripts kept for 90 days"
+    stored = await scalar(
+        db, "SELECT transcript_retention FROM memstream.tenants WHERE tenant = %s", "acme"
+    )
+    assert stored == timedelta(days=90)
+
+    text = _cli(settings, "tenants", "list")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("acme") and lines[0].endswith("transcripts: 90 days")
+    assert lines[1].startswith("bayview") and lines[1].endswith("transcripts: kept")
+
+    off = _cli(settings, "tenants", "update", "acme", "--transcript-retention", "off", "--json")
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout)["transcript_retention_s"] is None
+    found = await tenants.get_tenant(db, "acme")
+    assert found is not None and found.transcript_retention is None
+
+    bad = _cli(settings, "tenants", "update", "acme", "--transcript-retention", "0d")
+    assert bad.returncode == 2 and bad.stderr.startswith("memstream: a transcript retention")
+    unknown = _cli(settings, "tenants", "update", "nobody", "--transcript-retention", "90d")
+    assert unknown.returncode == 4 and "no tenant 'nobody'" in unknown.stderr
 
 
 async def test_a_key_made_before_scopes_existed_is_admin(db: Any) -> None:
