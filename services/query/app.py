@@ -478,7 +478,8 @@ def sse(event: str, data: Any) -> bytes:
 
 def hit_json(hit: Hit) -> dict[str, Any]:
     """A memory or a passage, in one shape: ``type`` says which; a passage has no id,
-    sector or kind, and has a speaker and its context; both have provenance."""
+    sector or kind, and has a speaker and its context; both have provenance, and a memory
+    quotes the turns that say it when they were found too (``context``)."""
     return {
         "type": hit.type,
         "memory_id": str(hit.memory_id) if hit.memory_id is not None else None,
@@ -495,7 +496,7 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "speaker": hit.speaker,
         "turn": hit.turn,
         "said_at": hit.observed_at.isoformat() if hit.type == "passage" else None,
-        "context": hit.context if hit.type == "passage" else None,
+        "context": hit.context,
     }
 
 

@@ -56,6 +56,9 @@ from services.query.answer_types import answer_type, holds_answer
 
 __all__ = ["SECTORS", "SOURCES", "Hit", "SearchQuery", "SearchWeights", "search_memories"]
 
+#: Turns quoted by a memory hit at most: the best of the passages folded into it.
+QUOTES = 2
+
 SECTORS = ("semantic", "episodic", "procedural", "emotional", "reflective")
 #: What a search can draw on.
 SOURCES = ("memories", "passages")
@@ -146,7 +149,9 @@ class Hit:
     speaker: str | None = None
     """A passage's speaker: ``caller`` or ``agent``."""
     context: list[dict[str, Any]] = field(default_factory=list)
-    """A passage's neighbouring turns, in order: ``seq``, ``speaker``, ``text``."""
+    """A passage's neighbouring turns, in order: ``seq``, ``speaker``, ``text``. A
+    memory's: the turns that say it among the candidates (the passages folded into it,
+    at most :data:`QUOTES`, best first), each with its ``conversation_id`` too."""
     conversation_id: str | None = None
     """A passage's conversation."""
     turn: int | None = None
@@ -491,6 +496,7 @@ async def search_memories(
             reinforcement_count=row["reinforcement_count"],
             provenance=list(row["provenance"]),
         )
+    quotes: dict[uuid.UUID, list[tuple[float, dict[str, Any]]]] = {}
     for key, row in passages.items():
         relevance = typed(min(1.0, fused[key] / best), row["text"])
         citing = [m for m in row["active"] or () if m in hits]
@@ -499,8 +505,16 @@ async def search_memories(
         recency = recency_of(row["spoken_at"])
         score = round(composite(relevance, w.passage_salience, recency, 0.0), 6)
         if citing:
-            # Folded: the memory that says it ranks where the passage would have.
+            # Folded: the memory that says it ranks where the passage would have, and
+            # quotes it (the caller's own words carry what a short fact leaves out).
+            quote = {
+                "conversation_id": key[0],
+                "seq": key[1],
+                "speaker": _SPEAKERS.get(row["role"], row["role"]),
+                "text": row["text"],
+            }
             for memory_id in citing:
+                quotes.setdefault(memory_id, []).append((score, quote))
                 memory = hits[memory_id]
                 if score > memory.score:
                     hits[memory_id] = replace(memory, score=score, via=(*memory.via, "passage"))
@@ -523,6 +537,9 @@ async def search_memories(
             speaker=_SPEAKERS.get(row["role"], row["role"]),
         )
 
+    for memory_id, found in quotes.items():
+        found.sort(key=lambda q: (-q[0], q[1]["conversation_id"], q[1]["seq"]))
+        hits[memory_id] = replace(hits[memory_id], context=[q for _, q in found[:QUOTES]])
     ranked_hits = sorted(
         (h for h in hits.values() if h.score >= query.min_score),
         key=_rank_order,

@@ -37,7 +37,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def answer_text(query: str, hits: Sequence[Hit]) -> str:
     """One line an agent can use: the memories and passages, dated, best first; or that
     there is none. A passage is quoted with its speaker and, when the agent's question
-    before it is what gives it sense ("Friday works"), that question."""
+    before it is what gives it sense ("Friday works"), that question; a memory with the
+    best turn that says it, when it was found."""
     if not hits:
         return f'No memories of this caller match "{_one_line(query)}".'
     parts = [_hit_text(h) for h in hits[:TOOL_RESULTS]]
@@ -50,7 +51,13 @@ def answer_text(query: str, hits: Sequence[Hit]) -> str:
 
 def _hit_text(hit: Hit) -> str:
     if hit.type == "memory":
-        return f"{_one_line(hit.content)} ({hit.observed_at:%Y-%m-%d})"
+        if not hit.context:
+            return f"{_one_line(hit.content)} ({hit.observed_at:%Y-%m-%d})"
+        # The best turn that says it: the caller's own words carry what the fact leaves out.
+        quote = hit.context[0]
+        who = "they" if quote["speaker"] == "caller" else "the agent"
+        said = f'{who} said "{_one_line(quote["text"])}"'
+        return f"{_one_line(hit.content)} ({hit.observed_at:%Y-%m-%d}; {said})"
     said = f'"{_one_line(hit.content)}"'
     asked = [c for c in hit.context if c["seq"] < (hit.turn or 0) and c["speaker"] != hit.speaker]
     if asked and hit.speaker == "caller":

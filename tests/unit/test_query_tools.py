@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +55,21 @@ def test_answer_text_is_one_dated_line_or_says_nothing_matched() -> None:
     assert answer_text("zebra\n?", []) == 'No memories of this caller match "zebra ?".'
     long = answer_text("x", [hit("word " * 300)] * 5)
     assert len(long) <= 800 and "\n" not in long
+
+
+def test_a_memory_found_with_the_turn_that_says_it_quotes_that_turn() -> None:
+    quoted = replace(
+        hit("Allergic to penicillin"),
+        context=[
+            {"conversation_id": "c1", "seq": 3, "speaker": "caller", "text": "Oh, and\nI'm"
+             " allergic to penicillin, the rash thing."},
+            {"conversation_id": "c1", "seq": 9, "speaker": "agent", "text": "Noted."},
+        ],
+    )  # fmt: skip
+    assert answer_text("allergies?", [quoted]) == (
+        "Known about this caller: Allergic to penicillin (2026-03-04; they said \"Oh, and I'm"
+        ' allergic to penicillin, the rash thing.").'
+    )
 
 
 @pytest.mark.parametrize(
