@@ -63,7 +63,7 @@ from services.database import add_unavailable_handler, connection_pool
 from services.errors import ApiError, refuse_framework_errors
 from services.expiring import Expiring
 from services.health import add_health_routes
-from services.ingest.identity import normalise_phone
+from services.identity import normalise_phone
 from services.logs import call_fields
 from services.observe import Observe
 from services.query import tools

@@ -76,7 +76,7 @@ from psycopg import AsyncConnection
 from projections import PROJECTIONS
 from schemas import ConversationEnded, Source, derived_event_id, encode_event
 from services import tenants
-from services.ingest.identity import normalise_phone
+from services.identity import normalise_phone
 from services.ingest.signatures import sign_elevenlabs, sign_retell
 from streams import versions
 from streams.settings import Settings

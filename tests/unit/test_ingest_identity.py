@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.identity import anonymous_subject, caller_subject, normalise_phone
+from services.identity import anonymous_subject, caller_subject, normalise_phone
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from schemas import ConversationEnded, decode_event, encode_event
-from services.ingest.identity import normalise_phone
+from services.identity import normalise_phone
 from services.ingest.platforms import elevenlabs, retell, vapi
 from tests.benchmarks import bench_recall as recall
 from tests.benchmarks.bench_ingest import PAYLOADS

@@ -27,7 +27,7 @@ from schemas import (
     utc_now,
 )
 from schemas.events import TurnRole
-from services.ingest.identity import caller_subject, normalise_phone
+from services.identity import caller_subject, normalise_phone
 from services.ingest.platforms.exceptions import PayloadError
 from services.ingest.platforms.payload import Node, tool_arguments, tool_result_text
 from services.ingest.platforms.transcript import TranscriptBuilder

@@ -19,7 +19,7 @@ from typing import Any
 
 from schemas import Analysis, ConversationEnded, ConversationEndedData, Turn
 from schemas.events import TurnRole
-from services.ingest.identity import caller_subject
+from services.identity import caller_subject
 from services.ingest.platforms.exceptions import PayloadError
 from services.ingest.platforms.payload import Node
 from services.ingest.platforms.transcript import TranscriptBuilder

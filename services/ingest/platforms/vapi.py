@@ -27,7 +27,7 @@ from schemas import (
     Turn,
 )
 from schemas.events import Channel, TurnRole
-from services.ingest.identity import caller_subject
+from services.identity import caller_subject
 from services.ingest.platforms.exceptions import PayloadError
 from services.ingest.platforms.payload import Node, tool_arguments, tool_result_text
 from services.ingest.platforms.transcript import PendingTurn, TranscriptBuilder
