@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,7 @@ from psycopg.rows import dict_row
 __all__ = [
     "DECAYED_SALIENCE",
     "REINFORCEMENT_BOOST",
+    "decayed_salience",
     "get_memory",
     "list_memories",
     "top_memories",
@@ -20,9 +22,20 @@ __all__ = [
 #: Salience gained per reinforcement (capped at 1): a fact said on several calls matters.
 REINFORCEMENT_BOOST = 0.05
 
-#: Decayed salience at ``%(now)s`` (SQL over a memories row; ``%(boost)s`` is
-#: REINFORCEMENT_BOOST): salience (plus reinforcement) * exp(-rate * days since the memory
-#: was last said). Computed at read time, so rows stay a pure function of the log.
+
+def decayed_salience(
+    salience: float, reinforcements: int, decay_rate: float, days_since_said: float
+) -> float:
+    """A memory's strength: its salience plus :data:`REINFORCEMENT_BOOST` per reinforcement
+    (at most 1), decayed by ``exp(-decay_rate * days)`` since it was last said (the rate
+    is its sector's, ``projections.memories.projection.DECAY_PER_DAY``). The one
+    definition: :data:`DECAYED_SALIENCE` is it in SQL, and a test holds the two equal."""
+    boosted = min(1.0, salience + REINFORCEMENT_BOOST * reinforcements)
+    return boosted * math.exp(-decay_rate * max(0.0, days_since_said))
+
+
+#: :func:`decayed_salience` in SQL, over a memories row at ``%(now)s`` (``%(boost)s`` is
+#: REINFORCEMENT_BOOST). Computed at read time, so rows stay a pure function of the log.
 DECAYED_SALIENCE = """
 LEAST(1.0, salience + %(boost)s * reinforcement_count)
   * exp(-decay_rate * GREATEST(0, extract(epoch FROM %(now)s - last_seen_at) / 86400.0))

@@ -21,7 +21,6 @@ event), not at the wall clock, so the same inputs always give the same text.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from projections.extraction.rules import RuleExtractor
 from projections.memories.projection import DECAY_PER_DAY
-from projections.memories.queries import REINFORCEMENT_BOOST
+from projections.memories.queries import decayed_salience
 from schemas import ConversationEndedData
 
 __all__ = [
@@ -123,9 +122,9 @@ class Summariser(Protocol):
 
 def strength(memory: ProfileMemory, as_of: datetime) -> float:
     """The memories read model's score for ``memory`` at ``as_of`` (see module docstring)."""
-    boosted = min(1.0, memory.salience + REINFORCEMENT_BOOST * memory.reinforcements)
-    days = max(0.0, (as_of - memory.last_seen_at).total_seconds() / 86400.0)
-    return boosted * math.exp(-DECAY_PER_DAY.get(memory.sector, 0.0) * days)
+    days = (as_of - memory.last_seen_at).total_seconds() / 86400.0
+    rate = DECAY_PER_DAY.get(memory.sector, 0.0)
+    return decayed_salience(memory.salience, memory.reinforcements, rate, days)
 
 
 def ranked_memories(memories: Sequence[ProfileMemory], as_of: datetime) -> list[ProfileMemory]:

@@ -6,7 +6,10 @@ import uuid
 from datetime import timedelta
 from typing import Any, ClassVar
 
+import pytest
+
 from projections.memories import MemoriesProjection, get_memory, list_memories, top_memories
+from projections.memories.queries import DECAYED_SALIENCE, REINFORCEMENT_BOOST, decayed_salience
 from schemas import (
     Event,
     MemoryAsserted,
@@ -238,3 +241,31 @@ async def test_top_memories_rank_by_salience_decayed_since_last_said(
     assert [m["content"] for m in await top_memories(db, TENANT, SUBJECT, now=now, limit=1)] == [
         "Asked about whitening"
     ]
+
+
+async def test_the_decayed_salience_in_sql_is_the_python_definition(db: Any) -> None:
+    # The memories read model ranks in SQL, the summariser in Python: one formula.
+    rows = "(VALUES (%(salience)s::float8, %(reinforcements)s::int, %(rate)s::float8,"
+    rows += " %(last)s::timestamptz)) AS m(salience, reinforcement_count, decay_rate, last_seen_at)"
+    query = f"SELECT {DECAYED_SALIENCE} FROM {rows}"
+    for salience, reinforcements, rate, days in (
+        (0.5, 0, 0.0, 0.0),
+        (0.5, 3, 0.01, 10.0),
+        (0.9, 5, 0.05, 400.5),  # capped at 1 before decaying
+        (0.2, 0, 0.02, -3.0),  # said "after" now (a clock behind): no growth
+    ):
+        cursor = await db.execute(
+            query,
+            {
+                "salience": salience,
+                "reinforcements": reinforcements,
+                "rate": rate,
+                "last": BASE_TIME - timedelta(days=days),
+                "now": BASE_TIME,
+                "boost": REINFORCEMENT_BOOST,
+            },
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        expected = decayed_salience(salience, reinforcements, rate, days)
+        assert row[0] == pytest.approx(expected, rel=1e-12), (salience, reinforcements, days)
