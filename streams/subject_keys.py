@@ -714,6 +714,9 @@ def _open(aead: AESGCM, kid: str, payload: str) -> str:
 
 # Where a sealed record names its subject's key: near its start, so a search stops early.
 _SEALED_SUBJECT = re.compile(rb'"subject":"[^"/]+/enc:v1:([0-9]+):')
+# Where a sealed transcript names its period's key (a rebuild over a year of calls meets
+# a key per tenant and day).
+_SEALED_TRANSCRIPT = re.compile(rb'"enc:p1:([0-9]+):')
 
 
 def _split(sealed: str) -> tuple[str, str]:
@@ -772,10 +775,13 @@ class SubjectKeyCodec:
         return aead, f"{period.kid}:{key.kid}".encode()
 
     def _open_transcript(self, subject: str, value: str) -> str:
-        pkid, _, rest = value[len(SEALED_TRANSCRIPT) :].partition(":")
-        kid, sep, payload = rest.partition(":")
-        if not sep or not pkid or not kid:
+        # Indexes, not partitions: a transcript is kilobytes, copied once (the payload).
+        start = len(SEALED_TRANSCRIPT)
+        first = value.find(":", start)
+        second = value.find(":", first + 1) if first > start else -1
+        if second <= first + 1:
             raise ValueError("a sealed transcript is enc:p1:<period key id>:<key id>:<base64>")
+        pkid, kid, payload = value[start:first], value[first + 1 : second], value[second + 1 :]
         store = self.store
         period, key = store.key(pkid), store.key(kid)
         if period.aead is None or key.aead is None:
@@ -920,8 +926,11 @@ def prefetch_keys(records: Iterable[bytes | None]) -> None:
         kids = set()
         for record in records:
             found = _SEALED_SUBJECT.search(record) if record else None
-            if found:
+            if found and record:
                 kids.add(found.group(1).decode())
+                period = _SEALED_TRANSCRIPT.search(record, found.end())
+                if period:
+                    kids.add(period.group(1).decode())
         codec.store.prefetch(kids)
 
 
