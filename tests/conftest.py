@@ -9,14 +9,22 @@ Test scope: every test gets its own topic prefix and its own database (a copy of
 migrated template), so tests never see each other's data. Personal data is encrypted as
 in production: the test's process has the encrypting codec on the test's database (a
 master key made for the session unless MEMSTREAM_MASTER_KEY is set).
+
+Parallel runs (pytest-xdist, as ``make test`` runs the suite): each worker process is a
+session of its own, with a template database of its own and deleting only its own tests'
+topics. The local broker and database are started once, by the first worker that needs
+them (under a file lock), and stopped by the controller after the last worker is done,
+and only if a worker started them. (With testcontainers each worker has containers.)
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -30,6 +38,10 @@ from streams.topics import ensure_topics
 from tests.helpers import delete_retired_topics, personal_data_codec, retire_topics
 
 TEMPLATE_DB = "memstream_test_template"
+#: What a worker started of the local infrastructure (``config.workeroutput``), for the
+#: controller to stop once every worker is done.
+STARTED_KEY = "memstream_started"
+_started_by_workers = pytest.StashKey[set[str]]()
 
 
 def _with_database(url: str, database: str) -> str:
@@ -64,15 +76,34 @@ def _with_master_key(settings: Settings) -> Settings:
     return settings.replace(master_key=base64.b64encode(os.urandom(32)).decode())
 
 
+@contextmanager
+def _infrastructure_lock(settings: Settings) -> Iterator[None]:
+    """Held while starting the local infrastructure: parallel workers start it once."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with (settings.home / "test-infra.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def infrastructure() -> Iterator[Settings]:
+def infrastructure(pytestconfig: pytest.Config) -> Iterator[Settings]:
     """Settings pointing at a running broker and database (no prefix/database isolation)."""
     containers = _testcontainers()
     if containers is not None:
         for settings in containers:
             yield _with_master_key(settings)
         return
-    started = local.up(Settings.from_env())
+    with _infrastructure_lock(Settings.from_env()):
+        started = local.up(Settings.from_env())
+    workeroutput = getattr(pytestconfig, "workeroutput", None)
+    if workeroutput is not None:
+        # An xdist worker: the others may still use what it started; the controller stops
+        # it after the last one (pytest_testnodedown / pytest_unconfigure below).
+        workeroutput[STARTED_KEY] = list(started.started)
+        started.started.clear()
     try:
         yield _with_master_key(started.settings)
     finally:
@@ -80,15 +111,41 @@ def infrastructure() -> Iterator[Settings]:
         started.down()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: remember what a finished worker started of the infrastructure."""
+    started = getattr(node, "workeroutput", {}).get(STARTED_KEY)
+    if started:
+        node.config.stash.setdefault(_started_by_workers, set()).update(started)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """xdist controller: stop what a worker started, now that every worker is done."""
+    started = config.stash.get(_started_by_workers, set())
+    if started:
+        local.Infrastructure(Settings.from_env(), sorted(started)).down()
+
+
+def _template_name() -> str:
+    """This session's template database: one per process (an xdist worker is a session of
+    its own), so that sessions running side by side never drop each other's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"{TEMPLATE_DB}_{worker}_{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(scope="session")
-def template_database(infrastructure: Settings) -> str:
-    """A migrated database that each test's database is copied from."""
+def template_database(infrastructure: Settings) -> Iterator[str]:
+    """A migrated database that each test's database is copied from (dropped at the end)."""
+    template = _template_name()
     admin_url = _with_database(infrastructure.require_database(), "postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    migrate(_with_database(admin_url, TEMPLATE_DB))
-    return TEMPLATE_DB
+        conn.execute(f'CREATE DATABASE "{template}"')
+    try:
+        migrate(_with_database(admin_url, template))
+        yield template
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
@@ -184,6 +186,43 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for the local end of client connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port(count: int = 1) -> int:
+    """The first of ``count`` consecutive local ports a test's own server may listen on.
+
+    Not :func:`closed_port`'s: a port the kernel hands out for ``bind(0)`` is in its
+    ephemeral range, where every client connection of every test process running side by
+    side takes its local port, so one may hold it (or the next one, e.g. a Kafka
+    controller's ``port + 1``) by the time the server binds. These are below that range,
+    in a slice of their own for each xdist worker, and free when asked.
+    """
+    low, _ = _ephemeral_ports()
+    first, slices = 20000, 8
+    if low - first < slices * 100:  # an unusual range: the kernel's choice it is
+        return closed_port()
+    size = (low - first) // slices
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = first + (int(worker) % slices if worker.isdigit() else 0) * size
+    for _ in range(200):
+        port = random.randrange(base, base + size - count)
+        try:
+            for candidate in range(port, port + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no {count} free consecutive port(s) in {base}..{base + size}")
 
 
 #: Topic prefixes of finished tests, deleted in batches (see :func:`retire_topics`).

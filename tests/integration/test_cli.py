@@ -22,14 +22,15 @@ from services import tenants
 from streams import EventLog, Settings
 from streams.offsets import partitions_of
 from streams.topics import Topics
-from tests.helpers import call_events, closed_port, eventually
+from tests.helpers import call_events, eventually, free_port
 from tests.integration.ingest_fixtures import SECRETS, TENANT, deliver, payload
 
 
 async def test_memstream_run_ingests_projects_serves_metrics_and_stops_cleanly(
     settings: Settings, db: Any
 ) -> None:
-    metrics_port, ingest_port, query_port = closed_port(), closed_port(), closed_port()
+    metrics_port = free_port(3)  # three distinct ports for the process's servers
+    ingest_port, query_port = metrics_port + 1, metrics_port + 2
     await tenants.create_tenant(db, TENANT, "Bayview Dental", default_region="US")
     await tenants.add_webhook_secret(db, TENANT, "vapi", SECRETS["vapi"])
     key = await tenants.issue_api_key(db, TENANT)

@@ -20,7 +20,7 @@ from services import tenants
 from services.imports import parse_line
 from streams import EventLog, Settings
 from streams.topics import Topics
-from tests.helpers import call_events, closed_port, read_topic, scalar
+from tests.helpers import call_events, closed_port, read_topic, retire_topics, scalar
 from tests.integration.ingest_fixtures import payload
 from tests.integration.projection_contract import project
 
@@ -303,10 +303,13 @@ async def test_dumped_events_go_back_into_an_empty_log_unchanged(topics: Setting
         await log.append_many(events)
     dump = memstream(topics, "log", "dump", "--json")
     elsewhere = topics.replace(topic_prefix=f"{topics.topic_prefix}-copy")
-    copy = memstream(elsewhere, "log", "import", "-", "--json", stdin=dump.stdout)
-    assert copy.returncode == 0, copy.stderr
-    assert summary(copy)["events_appended"] == 6
-    copied = await conversation_records(elsewhere)
+    try:
+        copy = memstream(elsewhere, "log", "import", "-", "--json", stdin=dump.stdout)
+        assert copy.returncode == 0, copy.stderr
+        assert summary(copy)["events_appended"] == 6
+        copied = await conversation_records(elsewhere)
+    finally:
+        retire_topics(elsewhere)  # not the test's prefix: deleted with the test's
     # The same events; not the same bytes: sealing draws a fresh nonce each time.
     assert sorted(decode_event(r.value).model_dump_json() for r in copied) == sorted(
         decode_event(r.value).model_dump_json() for r in await conversation_records(topics)
@@ -433,12 +436,24 @@ async def test_tail_from_the_beginning_replays_first(topics: Settings) -> None:
 
 async def test_tail_stops_with_exit_0_on_ctrl_c(topics: Settings) -> None:
     tail = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "log", "tail"],
+        [sys.executable, "-m", "services.cli", "log", "tail", "--json"],
         env={**os.environ, **topics.to_env()},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    assert tail.stdout is not None
     try:
-        await asyncio.sleep(8)  # started or not, an interrupted tail exits 0
+        # Interrupted while it follows the log: once it has printed an event appended
+        # after it started (appended until it does, as it starts at the end whenever it
+        # gets there).
+        first_line = asyncio.ensure_future(asyncio.to_thread(tail.stdout.readline))
+        async with EventLog(topics) as log:
+            deadline = time.monotonic() + 120
+            while not first_line.done() and time.monotonic() < deadline:
+                await log.append_many(call_events("acme", 1))
+                await asyncio.wait([first_line], timeout=0.3)
+        assert first_line.done(), "the tail printed no appended event within 120 s"
+        assert tail.poll() is None, tail.communicate(timeout=60)[1]
+        assert orjson.loads(await first_line)["tenant"] == "acme"
         tail.send_signal(signal.SIGINT)
         _, stderr = tail.communicate(timeout=60)
     finally:

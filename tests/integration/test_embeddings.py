@@ -369,12 +369,18 @@ async def apply_in_batches(
 
 
 async def hnsw_indexes(db: Any, schema: str) -> dict[str, str]:
+    # The definitions filtered here, not with `indexdef LIKE` in SQL: that condition is
+    # checked on every index of the database before the schema's, including the TOAST
+    # index of a staging table that a just-closed connection's backend is still dropping
+    # ("could not open relation with OID ...").
     cursor = await db.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s"
-        " AND indexdef LIKE '%%USING hnsw%%'",
-        [schema],
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", [schema]
     )
-    return {name: definition for name, definition in await cursor.fetchall()}
+    return {
+        name: definition
+        for name, definition in await cursor.fetchall()
+        if "USING hnsw" in definition
+    }
 
 
 async def test_links_are_the_same_whatever_the_batch_size_and_match_the_rule(

@@ -33,7 +33,7 @@ from services.ingest.app import create_app as create_ingest
 from services.query.app import create_app as create_query
 from streams import Settings
 from streams.topics import Topics, ensure_topics
-from tests.helpers import closed_port, eventually, read_topic
+from tests.helpers import eventually, free_port, read_topic
 from tests.integration.ingest_fixtures import ROUTES, SECRETS, TENANT, deliver, payload, signed
 from tests.integration.projection_contract import project
 from tests.integration.query.corpus import EMBEDDER
@@ -47,7 +47,7 @@ OLD_CHECKOUT_TIMEOUT_S = 30
 @pytest.fixture(scope="module")
 async def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalPostgres]:
     """A migrated PostgreSQL of this module's own, which its tests may stop."""
-    server = LocalPostgres(root=tmp_path_factory.mktemp("postgres"), port=closed_port())
+    server = LocalPostgres(root=tmp_path_factory.mktemp("postgres"), port=free_port())
     await asyncio.to_thread(server.ensure_running)
     try:
         await asyncio.to_thread(migrate, server.url())
@@ -76,7 +76,8 @@ async def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[L
     shared = LocalKafka.from_settings(Settings.from_env())
     if shared.lib.exists():  # the jars infra/kafka already resolved: no Maven run
         (root / "lib").symlink_to(shared.lib)
-    broker = LocalKafka(root=root, port=closed_port(), heap="256m")
+    # The broker's controller listens on the next port.
+    broker = LocalKafka(root=root, port=free_port(2), heap="256m")
     await asyncio.to_thread(broker.ensure_running)
     try:
         yield broker
