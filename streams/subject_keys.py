@@ -782,14 +782,14 @@ class SubjectKeyCodec:
         if second <= first + 1:
             raise ValueError("a sealed transcript is enc:p1:<period key id>:<key id>:<base64>")
         pkid, kid, payload = value[start:first], value[first + 1 : second], value[second + 1 :]
-        store = self.store
-        period, key = store.key(pkid), store.key(kid)
-        if period.aead is None or key.aead is None:
-            return ERASED  # past retention, or the subject was erased
+        period = self.store.key(pkid)
+        if period.aead is None:
+            return ERASED  # past retention
+        key = self._subject_key(kid, subject)
+        if key is None:
+            return ERASED  # the subject was erased
         if not period.subject_hash.startswith(_PERIODS) or period.tenant != key.tenant:
             raise ValueError(f"key {pkid} is not a period key of the transcript's tenant")
-        if key.subject_hash != store.subject_hash(subject):
-            raise ValueError(f"a value sealed with key {kid} belongs to another subject")
         aead, associated = self._transcript_key(period, key)
         try:
             raw = binascii.a2b_base64(payload)
@@ -825,17 +825,24 @@ class SubjectKeyCodec:
             raise ValueError(f"a value sealed with key {kid} does not open") from None
 
     def _check(self, kid: str, subject: str) -> tuple[str, str, float, AESGCM, bytes] | None:
-        """The key `kid` for a value of `subject` (None: destroyed)."""
-        store = self.store
-        key = store.key(kid)
+        """The key `kid` for a value of `subject` (None: destroyed), remembered as the
+        last one opened."""
+        key = self._subject_key(kid, subject)
+        if key is None or key.aead is None:
+            return None
+        self._opened = opened = (kid, subject, self.store.polled_at, key.aead, kid.encode())
+        return opened
+
+    def _subject_key(self, kid: str, subject: str) -> _Key | None:
+        """The live key `kid` of `subject` (None: destroyed). A value opens only in an
+        event of its own subject (the hash covers the tenant): no copying it into
+        another's."""
+        key = self.store.key(kid)
         if key.aead is None:
             return None
-        # A value opens only in an event of its own subject (the hash covers the tenant):
-        # no copying it into another's.
-        if key.subject_hash != store.subject_hash(subject):
+        if key.subject_hash != self.store.subject_hash(subject):
             raise ValueError(f"a value sealed with key {kid} belongs to another subject")
-        self._opened = opened = (kid, subject, store.polled_at, key.aead, kid.encode())
-        return opened
+        return key
 
     def pseudonym(self, subject: str) -> str:
         """``tenant/<keyed hash>``: the record key, and the subject as the log names it."""
