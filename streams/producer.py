@@ -39,7 +39,12 @@ from schemas import Event, UserForgotten, encode_event, event_key
 from streams.exceptions import BrokerUnavailable, RecordTooLarge
 from streams.metrics import APPEND_ERASED, APPEND_FAILURES, APPEND_SECONDS, APPENDED_EVENTS
 from streams.settings import Settings
-from streams.subject_keys import carry_out_erasure, latest_erasures, prepare_keys
+from streams.subject_keys import (
+    carry_out_erasure,
+    keys_created_ahead,
+    latest_erasures,
+    prepare_keys,
+)
 from streams.topics import TOPIC_CONFIG, Topics
 
 logger = logging.getLogger(__name__)
@@ -117,6 +122,7 @@ class EventLog:
         # until it is closed (aiokafka warns about it otherwise). Stopping is idempotent.
         self._started = False
         await self._producer.stop()
+        await keys_created_ahead()
 
     async def __aenter__(self) -> EventLog:
         await self.start()

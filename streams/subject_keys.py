@@ -77,8 +77,10 @@ __all__ = [
     "carry_out_erasure",
     "destroy_subject_key",
     "install_personal_codec",
+    "keys_created_ahead",
     "latest_erasures",
     "load_master_keys",
+    "next_period",
     "period_owner",
     "prefetch_keys",
     "prepare_keys",
@@ -230,6 +232,12 @@ class _Subject:
 def period_owner(began: datetime) -> str:
     """The owner of the period key for what began at `began`: ``transcripts/<UTC day>``."""
     return f"{_PERIODS}{began.astimezone(UTC).date().isoformat()}"
+
+
+def next_period(owner: str) -> str:
+    """The owner of the period after `owner` (the next UTC day)."""
+    day = datetime.fromisoformat(owner[len(_PERIODS) :]).date() + timedelta(days=1)
+    return f"{_PERIODS}{day.isoformat()}"
 
 
 def _wrap_context(tenant: str, subject_hash: str) -> bytes:
@@ -501,6 +509,9 @@ class SubjectKeyStore:
         state = self._subjects.get((tenant, owner))
         if state is None:
             with self._lock:
+                state = self._subjects.get((tenant, owner))  # made while this thread waited
+                if state is not None:
+                    return state.live
                 raw = AESGCM.generate_key(bit_length=256)
                 ends = datetime.fromisoformat(owner[len(_PERIODS) :]).replace(
                     tzinfo=UTC
@@ -884,11 +895,20 @@ class SubjectKeyCodec:
 # -- installing, erasing, rotating ---------------------------------------------------------
 
 
+# Next periods' keys being created in the background (prepare_keys), and their tasks.
+_AHEAD: set[tuple[str, str]] = set()
+_AHEAD_TASKS: set[asyncio.Future[None]] = set()
+
+
 async def prepare_keys(events: Iterable[Event]) -> None:
     """Have the keys that sealing `events` needs in memory (`EventLog` calls it): the live
     key of each subject and, for a transcript, its period's key. One missing costs a
     worker thread's trip to the database, never the event loop's. Nothing to do without
-    encryption, or when every key is cached."""
+    encryption, or when every key is cached.
+
+    A transcript also has its next period's key made in the background when it is not
+    cached (:func:`_create_ahead`), so the first call of each new day does not wait for
+    a committed insert: only a tenant's very first day, or a day after a gap, does."""
     codec = get_personal_codec()
     if isinstance(codec, SubjectKeyCodec):
         store = codec.store
@@ -900,6 +920,7 @@ async def prepare_keys(events: Iterable[Event]) -> None:
                 periods.add((event.tenant, period_owner(event.began)))
         wanted = [s for s in subjects if store.lacks_live_key(s)]
         missing = [p for p in periods if not store.has_period(*p)]
+        _create_ahead(store, [(tenant, next_period(owner)) for tenant, owner in periods])
         if wanted or missing:
 
             def prepare() -> None:
@@ -907,6 +928,36 @@ async def prepare_keys(events: Iterable[Event]) -> None:
                 store.ensure_periods(missing)
 
             await asyncio.to_thread(prepare)
+
+
+def _create_ahead(store: SubjectKeyStore, periods: Iterable[tuple[str, str]]) -> None:
+    """Create the keys of `periods` in a worker thread, not waited for: a failure only
+    means the first transcript of such a period creates its key itself."""
+    ahead = [p for p in periods if p not in _AHEAD and not store.has_period(*p)]
+    if not ahead:
+        return
+    _AHEAD.update(ahead)
+    task = asyncio.get_running_loop().run_in_executor(None, store.ensure_periods, ahead)
+    _AHEAD_TASKS.add(task)
+
+    def done(finished: asyncio.Future[None]) -> None:
+        _AHEAD_TASKS.discard(finished)
+        _AHEAD.difference_update(ahead)
+        if not finished.cancelled() and finished.exception() is not None:
+            logger.warning(
+                "could not create the next period's keys ahead; the first transcript"
+                " of that period will: %s",
+                finished.exception(),
+            )
+
+    task.add_done_callback(done)
+
+
+async def keys_created_ahead() -> None:
+    """Wait for the keys being created ahead (EventLog.close, and tests)."""
+    loop = asyncio.get_running_loop()
+    while mine := [task for task in _AHEAD_TASKS if task.get_loop() is loop]:
+        await asyncio.gather(*mine, return_exceptions=True)
 
 
 async def latest_erasures(subjects: Iterable[str]) -> dict[str, datetime]:

@@ -119,10 +119,11 @@ async def test_after_the_retention_old_transcripts_are_unreadable_and_memories_r
         before = await transcripts(topics)
         assert before["old/turns"] == [4] and before["old/passages"] == [4]
 
-        # A day's retention, carried out now: the call of three days ago expires.
+        # A day's retention, carried out now: the call of three days ago expires, with
+        # its day's key and the next day's (made ahead of that day's first call).
         await tenants.set_transcript_retention(db, "acme", timedelta(days=1))
         [expiry] = await expire_transcripts(db, now=now)
-        assert expiry.tenant == "acme" and expiry.period_keys == 1
+        assert expiry.tenant == "acme" and expiry.period_keys == 2
         assert expiry.rows == {
             "turns": 4,
             "passages": 4,
@@ -202,12 +203,46 @@ async def test_a_call_of_a_day_already_past_the_retention_is_kept_without_its_tr
     )
 
 
+async def test_a_days_first_transcript_has_the_next_days_key_made_ahead(
+    topics: Settings, db: AsyncConnection[Any]
+) -> None:
+    # So the first call of each new day does not wait for its key's committed insert.
+    began = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    day = began.date()
+
+    async def period_keys() -> dict[str, int]:
+        cursor = await db.execute(
+            "SELECT subject_hash, key_id FROM memstream.subject_keys"
+            " WHERE subject_hash LIKE 'transcripts/%%'"
+        )
+        return dict(await cursor.fetchall())
+
+    async with EventLog(topics) as log:
+        await log.append_many(call_at(began, "today"))
+    made = await period_keys()  # EventLog.stop waits for the keys being made ahead
+    assert set(made) == {f"transcripts/{day}", f"transcripts/{day + timedelta(days=1)}"}
+
+    async with EventLog(topics) as log:
+        await log.append_many(call_at(began + timedelta(days=1), "tomorrow"))
+    after = await period_keys()
+    # Tomorrow's transcript is sealed with the key made ahead, which makes the next one.
+    assert after[f"transcripts/{day + timedelta(days=1)}"] == made[
+        f"transcripts/{day + timedelta(days=1)}"
+    ]
+    assert set(after) == set(made) | {f"transcripts/{day + timedelta(days=2)}"}
+    assert await transcripts(topics) == {
+        "today/turns": [4],
+        "tomorrow/turns": [4],
+    }
+
+
 async def test_the_worker_carries_out_retention_until_stopped(
     topics: Settings, db: AsyncConnection[Any]
 ) -> None:
     now = datetime.now(UTC)
     await tenants.create_tenant(db, "acme", "Acme")
-    # A call of three days ago: sealing its transcript made the key of its day.
+    # A call of three days ago: sealing its transcript made the key of its day, and of the
+    # next day ahead.
     async with EventLog(topics) as log:
         await log.append_many(call_at(now - timedelta(days=3), "old"))
     await tenants.set_transcript_retention(db, "acme", timedelta(days=1))
@@ -222,7 +257,7 @@ async def test_the_worker_carries_out_retention_until_stopped(
                 "SELECT count(*) FROM memstream.subject_keys"
                 " WHERE subject_hash LIKE 'transcripts/%%' AND destroyed_at IS NOT NULL",
             ),
-            lambda destroyed: destroyed == 1,
+            lambda destroyed: destroyed == 2,
         )
     finally:
         worker.stop()
@@ -240,7 +275,7 @@ async def test_the_cli_runs_retention_once(topics: Settings, db: AsyncConnection
     done = _cli(topics, "retention", "run", "--json")
     assert done.returncode == 0, done.stderr
     [acme] = json.loads(done.stdout)  # beta keeps its transcripts: no entry
-    assert acme["tenant"] == "acme" and acme["period_keys"] == 1
+    assert acme["tenant"] == "acme" and acme["period_keys"] == 2  # its day and the next
     assert acme["expired_before"] == expired_before(now, timedelta(days=1)).isoformat()
     # Another process destroyed the key: this one stops opening it within its cache bound.
     await eventually(lambda: transcripts(topics), lambda found: found["old/turns"] == [0])
