@@ -45,7 +45,9 @@ __all__ = [
 
 #: The topics events are appended to, without the deployment prefix that
 #: ``streams`` adds (``conversations`` -> ``memstream.conversations``).
-LOGICAL_TOPICS: frozenset[str] = frozenset({"conversations", "memories", "embeddings", "summaries"})
+LOGICAL_TOPICS: frozenset[str] = frozenset(
+    {"conversations", "memories", "embeddings", "summaries", "live"}
+)
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # The tenant part is checked against the ``tenant`` field by Event itself; the

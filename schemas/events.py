@@ -18,12 +18,22 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
-from schemas.codec import ERASED, PersonalJSON, PersonalText, TranscriptJSONArray
+from schemas.codec import (
+    ERASED,
+    PersonalJSON,
+    PersonalJSONArray,
+    PersonalText,
+    TranscriptJSONArray,
+)
 from schemas.envelope import Event, EventData, upcasts_from
 
 __all__ = [
     "Analysis",
+    "CallSignalled",
+    "CallSignalledData",
     "Channel",
+    "ContextPrefetched",
+    "ContextPrefetchedData",
     "ConversationEnded",
     "ConversationEndedData",
     "ConversationFailed",
@@ -32,6 +42,7 @@ __all__ = [
     "ConversationStartedData",
     "EmbeddingComputed",
     "EmbeddingComputedData",
+    "LiveSignal",
     "MemoryAsserted",
     "MemoryAssertedData",
     "MemoryExtracted",
@@ -45,6 +56,7 @@ __all__ = [
     "PassageVector",
     "PassagesEmbedded",
     "PassagesEmbeddedData",
+    "PrefetchedHit",
     "Provenance",
     "Sector",
     "SummaryGenerated",
@@ -54,6 +66,8 @@ __all__ = [
     "ToolCall",
     "Turn",
     "TurnRole",
+    "TurnSaid",
+    "TurnSaidData",
     "UserForgotten",
     "UserForgottenData",
 ]
@@ -488,3 +502,99 @@ class SummaryGenerated(Event):
     v: Literal[1] = 1
     data: SummaryGeneratedData
     topic: ClassVar[str] = "summaries"
+
+
+# ------------------------------------------------------------------ live calls (live)
+
+LiveSignal = Literal[
+    "speech-started", "speech-stopped", "status", "user-interrupted", "hang", "conversation-update"
+]
+
+
+class TurnSaidData(EventData):
+    conversation_id: NonEmptyStr
+    started_at: AwareDatetime | None = None
+    """When the call began, when the sender says; else the turn's own time stands in."""
+    turns: TranscriptJSONArray[tuple[Turn, ...]] = ()
+    """What was said: one final turn per event as platforms send them (partials are never
+    events). Sealed like a post-call transcript, with the key of the day the call began."""
+
+
+class TurnSaid(Event):
+    """A final turn of a call still going on: what a platform streams mid-call (Vapi
+    ``transcript`` with ``transcriptType: final``, or any producer through ``/v1/events``).
+    ``occurred_at`` is when it was said. The ``conversation.ended`` report stays the record
+    of the call; live events expire with the live topic's retention."""
+
+    type: Literal["turn.said"] = "turn.said"
+    v: Literal[1] = 1
+    data: TurnSaidData
+    topic: ClassVar[str] = "live"
+    has_transcript: ClassVar[bool] = True
+
+    @property
+    def began(self) -> datetime:
+        return self.data.started_at or self.occurred_at
+
+
+class CallSignalledData(EventData):
+    conversation_id: NonEmptyStr
+    signal: LiveSignal
+    """What happened: speech started or stopped (``role`` says whose), a status change
+    (``status``), the caller interrupted, the call was hung up, the transcript was updated."""
+    role: TurnRole | None = None
+    status: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """The platform's status for ``status``, e.g. ``ringing``, ``ended``."""
+    started_at: AwareDatetime | None = None
+
+
+class CallSignalled(Event):
+    """Something happened in a call still going on that is not a turn: it keeps the call
+    alive for the live processor (a call with neither live events nor a report for a
+    while is reconstructed) and ends it on ``hang`` or an ``ended`` status."""
+
+    type: Literal["call.signalled"] = "call.signalled"
+    v: Literal[1] = 1
+    data: CallSignalledData
+    topic: ClassVar[str] = "live"
+
+    @property
+    def began(self) -> datetime:
+        return self.data.started_at or self.occurred_at
+
+
+class PrefetchedHit(EventData):
+    """One memory or passage offered to a call, as search returned it."""
+
+    kind: Literal["memory", "passage"]
+    id: NonEmptyStr
+    """The memory's id, or the passage's ``<conversation id>#<turn seq>``."""
+    text: str
+    score: float
+    said_at: AwareDatetime | None = None
+    conversation_id: str | None = None
+    turns: tuple[int, ...] = ()
+
+
+class ContextPrefetchedData(EventData):
+    conversation_id: NonEmptyStr
+    started_at: AwareDatetime | None = None
+    topic: PersonalText
+    """The caller's words the search was for (the turn that shifted the topic)."""
+    hits: PersonalJSONArray[tuple[PrefetchedHit, ...]] = ()
+    """The memories and passages found, best first; personal, sealed as one value."""
+
+
+class ContextPrefetched(Event):
+    """The live processor's prefetch for a call: on a final caller turn that shifted the
+    topic, the caller's memories and passages for the new topic, found by the query API's
+    search. Derived (its id from the turn's), so a redelivered turn prefetches once."""
+
+    type: Literal["context.prefetched"] = "context.prefetched"
+    v: Literal[1] = 1
+    data: ContextPrefetchedData
+    topic: ClassVar[str] = "live"
+
+    @property
+    def began(self) -> datetime:
+        return self.data.started_at or self.occurred_at

@@ -78,6 +78,14 @@ class Settings:
     # How often `memstream run` carries out the tenants' transcript retention
     # (services/retention.py); 0: never (run `memstream retention run` from a scheduler).
     retention_interval_s: float = 3600.0
+    # Live calls (services/live): how long the live topic keeps mid-call events (set when
+    # the topic is created; the post-call report stays the call's record), how long after
+    # a call's last live event without a report it is reconstructed, how long a call's
+    # state outlives its end, and whether `memstream run` starts the live processor.
+    live_retention_s: float = 7 * 86400.0
+    live_reconstruct_after_s: float = 900.0
+    live_grace_s: float = 300.0
+    live_processor: bool = True
 
     # Services.
     ingest_port: int = 8080
@@ -198,6 +206,15 @@ class Settings:
             )
         if not self.retention_interval_s >= 0:
             raise ConfigurationError("MEMSTREAM_RETENTION_INTERVAL_S must be >= 0 (seconds)")
+        if not (
+            self.live_retention_s >= 3600
+            and self.live_reconstruct_after_s > 0
+            and self.live_grace_s >= 0
+        ):
+            raise ConfigurationError(
+                "MEMSTREAM_LIVE_RETENTION_S must be >= 3600, MEMSTREAM_LIVE_RECONSTRUCT_AFTER_S"
+                " > 0 and MEMSTREAM_LIVE_GRACE_S >= 0 (seconds)"
+            )
         if not self.key_cache_s > 0:
             raise ConfigurationError("MEMSTREAM_KEY_CACHE_S must be > 0 (seconds)")
         if not self.provider_timeout_s > 0:
@@ -306,6 +323,12 @@ class Settings:
                 "PERSONAL_DATA_ENCRYPTION", defaults.personal_data_encryption
             ),
             retention_interval_s=number("RETENTION_INTERVAL_S", defaults.retention_interval_s),
+            live_retention_s=number("LIVE_RETENTION_S", defaults.live_retention_s),
+            live_reconstruct_after_s=number(
+                "LIVE_RECONSTRUCT_AFTER_S", defaults.live_reconstruct_after_s
+            ),
+            live_grace_s=number("LIVE_GRACE_S", defaults.live_grace_s),
+            live_processor=switch("LIVE_PROCESSOR", defaults.live_processor),
             ingest_port=integer("INGEST_PORT", defaults.ingest_port),
             ingest_host=text("INGEST_HOST", defaults.ingest_host) or defaults.ingest_host,
             max_body_bytes=integer("MAX_BODY_BYTES", defaults.max_body_bytes),
@@ -375,6 +398,10 @@ class Settings:
             "KEY_CACHE_S": self.key_cache_s,
             "PERSONAL_DATA_ENCRYPTION": "on" if self.personal_data_encryption else "off",
             "RETENTION_INTERVAL_S": self.retention_interval_s,
+            "LIVE_RETENTION_S": self.live_retention_s,
+            "LIVE_RECONSTRUCT_AFTER_S": self.live_reconstruct_after_s,
+            "LIVE_GRACE_S": self.live_grace_s,
+            "LIVE_PROCESSOR": "on" if self.live_processor else "off",
             "INGEST_PORT": self.ingest_port,
             "INGEST_HOST": self.ingest_host,
             "MAX_BODY_BYTES": self.max_body_bytes,

@@ -2,12 +2,13 @@
 
 Every topic has the same partition count and the same key (the event ``subject``), so
 one user's events across topics live on the same partition number (co-partitioning).
-Every topic keeps its events forever: the conversations topic is the source of
-truth, and the derived topics (memories, embeddings, summaries) hold the results of
+Every topic but the live one keeps its events forever: the conversations topic is the
+source of truth, and the derived topics (memories, embeddings, summaries) hold the results of
 model calls that a rebuild must replay instead of calling the model again. The audit
 topic (``streams.audit``: who read whose data, by subject hash) is kept forever too: an
 audit trail that expires cannot answer for the reads it no longer holds, and the audit
-read model is rebuilt from it.
+read model is rebuilt from it. The live topic (mid-call turns and signals, the live
+processor's prefetches: services/live) keeps them for ``MEMSTREAM_LIVE_RETENTION_S``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ EMBEDDINGS = "embeddings"
 SUMMARIES = "summaries"
 DLQ = "dlq"
 AUDIT = "audit"
-LOGICAL_TOPICS = (CONVERSATIONS, MEMORIES, EMBEDDINGS, SUMMARIES, DLQ, AUDIT)
+LIVE = "live"
+LOGICAL_TOPICS = (CONVERSATIONS, MEMORIES, EMBEDDINGS, SUMMARIES, DLQ, AUDIT, LIVE)
 
 _METADATA_WAIT_S = 30.0
 
@@ -44,6 +46,14 @@ TOPIC_CONFIG = {
     # A 1 MB default would reject long call transcripts.
     "max.message.bytes": str(8 * 1024 * 1024),
 }
+
+
+def topic_config(logical: str, settings: Settings) -> dict[str, str]:
+    """A topic's configuration at creation: kept forever, except the live topic's mid-call
+    events (``MEMSTREAM_LIVE_RETENTION_S``; the post-call report is the call's record)."""
+    if logical == LIVE:
+        return {**TOPIC_CONFIG, "retention.ms": str(int(settings.live_retention_s * 1000))}
+    return TOPIC_CONFIG
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                         name=name,
                         num_partitions=settings.partitions,
                         replication_factor=settings.replication_factor,
-                        topic_configs=TOPIC_CONFIG,
+                        topic_configs=topic_config(topics.logical(name), settings),
                     )
                     for name in missing
                 ]

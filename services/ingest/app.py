@@ -96,6 +96,8 @@ APPENDABLE: dict[str, tuple[str, ...]] = {
     "conversation.started": ("ingest",),
     "conversation.ended": ("ingest",),
     "conversation.failed": ("ingest",),
+    "turn.said": ("ingest",),
+    "call.signalled": ("ingest",),
     "memory.asserted": ("write",),
     "memory.retracted": ("write",),
     "user.forgotten": ("admin",),

@@ -17,12 +17,16 @@ from typing import Any
 import pytest
 
 from schemas import (
+    CallSignalled,
+    CallSignalledData,
     ConversationEnded,
     ConversationFailed,
     ConversationStarted,
     Event,
     Source,
     ToolCall,
+    Turn,
+    TurnSaid,
     decode_event,
     derived_event_id,
     encode_event,
@@ -85,8 +89,11 @@ def ended(result: NormalisedWebhook) -> ConversationEnded:
 
 
 def started(result: NormalisedWebhook) -> ConversationStarted:
-    event = only_event(result)
+    # The call's start, and for a call that is live (Vapi in-progress, Retell
+    # call_started) its call.signalled on the live topic after it.
+    event, *live = result.events
     assert isinstance(event, ConversationStarted)
+    assert all(isinstance(e, CallSignalled) and e.data.status == "in-progress" for e in live)
     return event
 
 
@@ -737,15 +744,99 @@ def test_vapi_status_update_in_progress_becomes_conversation_started() -> None:
     assert event.data.dynamic_variables == {}
 
 
-@pytest.mark.parametrize("status", ["scheduled", "queued", "ringing", "forwarding", "ended"])
-def test_vapi_other_status_updates_give_no_events(status: str) -> None:
+@pytest.mark.parametrize("status", ["in-progress", "ringing", "forwarding", "ended"])
+def test_vapi_status_updates_are_live_signals(status: str) -> None:
     body = load("vapi_status_update")
     body["message"]["status"] = status
     result = vapi_message(body)
-    # "ended" included: the end-of-call-report carries the transcript.
-    assert result == NormalisedWebhook(
-        events=[], kind="vapi.status-update", conversation_id=VAPI_CALL, subject=None
+    # "ended" included: the end-of-call-report carries the transcript, and the live
+    # processor learns the call is over.
+    signal = result.events[-1]
+    assert isinstance(signal, CallSignalled)
+    assert signal.topic == "live"
+    assert len(result.events) == (2 if status == "in-progress" else 1)
+    assert signal.subject == result.subject == "acme/+14155550123"
+    assert signal.data == CallSignalledData(
+        conversation_id=VAPI_CALL, signal="status", status=status, started_at=None
     )
+    assert signal.occurred_at == VAPI_STARTED + timedelta(milliseconds=18)
+    assert vapi_message(body).events == result.events  # a redelivery is the same event
+
+
+def vapi_live(message: dict[str, Any], **call: Any) -> dict[str, Any]:
+    """A mid-call Vapi message of the status-update fixture's call."""
+    body = load("vapi_status_update")
+    base = {k: body["message"][k] for k in ("timestamp", "call", "customer", "assistant")}
+    base["call"] = {**base["call"], **call}
+    return {"message": {**base, **message}}
+
+
+def test_vapi_final_transcripts_are_turns_said() -> None:
+    started_at = "2025-10-14T17:10:00.512Z"
+    body = vapi_live(
+        {
+            "type": "transcript",
+            "role": "user",
+            "transcriptType": "final",
+            "transcript": " I'd like to move my cleaning to Friday. ",
+            "timestamp": VAPI_STARTED_MS + 74_250,
+        },
+        startedAt=started_at,
+    )
+    result = vapi_message(body)
+    [said] = result.events
+    assert isinstance(said, TurnSaid)
+    assert said.topic == "live" and said.subject == "acme/+14155550123"
+    assert said.data.conversation_id == VAPI_CALL == said.correlation_id
+    assert said.data.started_at == VAPI_STARTED
+    assert said.began == VAPI_STARTED
+    assert said.data.turns == (
+        Turn(role="user", text="I'd like to move my cleaning to Friday.", offset_ms=74_250),
+    )
+    assert said.occurred_at == VAPI_STARTED + timedelta(milliseconds=74_250)
+    assert vapi_message(body).events[0].id == said.id  # redelivered: the same event
+    # The agent's turn at the same moment, or another text, is another event.
+    agent = vapi_live({**body["message"], "role": "assistant"}, startedAt=started_at)
+    assert vapi_message(agent).events[0].id != said.id
+    assert vapi_message(agent).events[0].data.turns[0].role == "agent"
+    other = vapi_live({**body["message"], "transcript": "Friday works"}, startedAt=started_at)
+    assert vapi_message(other).events[0].id != said.id
+
+
+@pytest.mark.parametrize(
+    ("message", "signal", "role"),
+    [
+        (
+            {"type": "speech-update", "status": "started", "role": "assistant"},
+            "speech-started",
+            "agent",
+        ),
+        ({"type": "speech-update", "status": "stopped", "role": "user"}, "speech-stopped", "user"),
+        ({"type": "user-interrupted"}, "user-interrupted", None),
+        ({"type": "hang"}, "hang", None),
+        ({"type": "conversation-update", "messages": []}, "conversation-update", None),
+    ],
+)
+def test_vapi_mid_call_messages_are_live_signals(
+    message: dict[str, Any], signal: str, role: str | None
+) -> None:
+    [event] = vapi_message(vapi_live(message)).events
+    assert isinstance(event, CallSignalled)
+    assert event.data.signal == signal and event.data.role == role
+    assert event.data.conversation_id == VAPI_CALL
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "transcript", "role": "user", "transcriptType": "partial", "transcript": "I'd"},
+        {"type": "transcript", "role": "user", "transcriptType": "final", "transcript": "  "},
+        {"type": "transcript", "role": "system", "transcriptType": "final", "transcript": "x"},
+        {"type": "speech-update", "status": "paused", "role": "user"},
+    ],
+)
+def test_vapi_partial_and_empty_mid_call_messages_give_no_events(message: dict[str, Any]) -> None:
+    assert vapi_message(vapi_live(message)).events == []
 
 
 def test_vapi_assistant_request_becomes_conversation_started() -> None:
@@ -782,7 +873,8 @@ def test_vapi_web_call_started_has_the_web_channel() -> None:
         {"type": "transcript", "role": "user", "transcriptType": "final", "transcript": "Hi"},
         {"type": "speech-update", "status": "started", "role": "assistant"},
         {"type": "conversation-update", "messages": [], "call": "not an object"},
-        {"type": "hang", "call": {"id": VAPI_CALL}},
+        {"type": "hang", "call": {"id": ["not", "an", "id"]}},
+        {"type": "transcript", "transcriptType": "final", "transcript": 3, "call": {"id": "c"}},
         {"type": "tool-calls", "toolCallList": [], "call": {"id": VAPI_CALL}},
         {"type": "a-type-added-next-year", "call": {"id": VAPI_CALL}},
     ],
@@ -792,7 +884,8 @@ def test_vapi_informational_messages_give_no_events(message: dict[str, Any]) -> 
     assert result.events == []
     assert result.kind == f"vapi.{message['type']}"
     call = message.get("call")
-    assert result.conversation_id == (call["id"] if isinstance(call, dict) else None)
+    call_id = call["id"] if isinstance(call, dict) else None
+    assert result.conversation_id == (call_id if isinstance(call_id, str) else None)
 
 
 def vapi_entry(body: dict[str, Any], index: int) -> dict[str, Any]:
@@ -929,7 +1022,22 @@ def test_retell_turn_without_words_keeps_the_previous_offset() -> None:
     assert [turn.offset_ms for turn in turns] == [620, 4870, 4870, 15020, 17440]
 
 
-@pytest.mark.parametrize("event", ["call_started", "transcript_updated", "an_event_added_later"])
+def test_retell_call_started_starts_a_live_call() -> None:
+    body = load("retell_call_analyzed")
+    body["event"] = "call_started"
+    result = retell_webhook(body)
+    event = started(result)
+    assert len(result.events) == 2  # and the live topic's signal: the call is in progress
+    assert event.id == tenant_event_id(TENANT, "retell", "call_started", RETELL_CALL)
+    assert event.subject == result.subject == result.events[1].subject
+    assert event.occurred_at == unix(RETELL_START_MS / 1000)
+    assert event.data.caller_phone is not None
+    assert event.subject.endswith(event.data.caller_phone)
+    assert result.events[1].topic == "live"
+    assert retell_webhook(body).events == result.events  # redelivered: the same events
+
+
+@pytest.mark.parametrize("event", ["transcript_updated", "an_event_added_later"])
 def test_retell_other_events_give_no_events(event: str) -> None:
     body = load("retell_call_analyzed")
     body["event"] = event
@@ -1048,6 +1156,8 @@ def test_the_same_webhook_sent_to_two_tenants_is_two_events(fixture: str) -> Non
     assert staging.events and len(staging.events) == len(production.events)
     for one, other in zip(staging.events, production.events, strict=True):
         assert one.id != other.id
+        if other.topic == "live":
+            continue  # a live event's id names the message within the call as well
         platform, webhook_type = production.kind.split(".", 1)
         assert other.id == tenant_event_id(
             "acme", platform, webhook_type, other.data.conversation_id
@@ -1063,6 +1173,9 @@ def test_a_tenant_from_before_the_upgrade_keeps_the_earlier_ids_of_earlier_calls
     later = parse_for(fixture, TENANT, legacy_ids_before=datetime(2020, 1, 1, tzinfo=UTC))
     platform, webhook_type = earlier.kind.split(".", 1)
     for old, new in zip(earlier.events, later.events, strict=True):
+        if old.topic == "live":
+            assert old == new  # new types: no event of theirs was appended before
+            continue
         conversation_id = old.data.conversation_id
         assert old.id == derived_event_id(platform, webhook_type, conversation_id)
         assert new.id == tenant_event_id(TENANT, platform, webhook_type, conversation_id)

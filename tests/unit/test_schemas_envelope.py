@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from schemas import (
     EVENT_TYPES,
     LOGICAL_TOPICS,
+    CallSignalled,
+    ContextPrefetched,
     ConversationEnded,
     ConversationEndedData,
     ConversationFailed,
@@ -32,6 +34,7 @@ from schemas import (
     Source,
     SummaryGenerated,
     Turn,
+    TurnSaid,
     UnknownEventType,
     UserForgotten,
     decode_event,
@@ -274,6 +277,9 @@ EXPECTED_TYPES = {
     ("embedding.computed", 1): (EmbeddingComputed, "embeddings"),
     ("passages.embedded", 1): (PassagesEmbedded, "embeddings"),
     ("summary.generated", 1): (SummaryGenerated, "summaries"),
+    ("turn.said", 1): (TurnSaid, "live"),
+    ("call.signalled", 1): (CallSignalled, "live"),
+    ("context.prefetched", 1): (ContextPrefetched, "live"),
 }
 
 

@@ -5,7 +5,9 @@ Every webhook is ``{"event": ..., "call": {...}}``:
 - ``call_ended`` and ``call_analyzed`` → one ``conversation.ended`` each. They are
   two deliveries about one call (the second adds ``call_analysis``), so they get
   two event ids, both correlated by the call id; a read model keeps the latest.
-- every other event (``call_started``, events added later) → no events.
+- ``call_started`` → one ``conversation.started``, and one ``call.signalled``
+  (status ``in-progress``) on the live topic: the call is live (services/live);
+- every other event (events added later) → no events.
 
 The transcript is read from ``transcript_object`` (turns with their words'
 timing). ``transcript_with_tool_calls`` is not read yet, so Retell turns carry
@@ -17,7 +19,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas import Analysis, ConversationEnded, ConversationEndedData, Turn
+from schemas import (
+    Analysis,
+    CallSignalled,
+    CallSignalledData,
+    ConversationEnded,
+    ConversationEndedData,
+    ConversationStarted,
+    ConversationStartedData,
+    Event,
+    Turn,
+)
 from schemas.events import TurnRole
 from services.identity import caller_subject
 from services.ingest.platforms.exceptions import PayloadError
@@ -73,6 +85,17 @@ def parse_webhook(
     event = root["event"].identifier()
     kind = f"{PLATFORM}.{event}"
     call = root["call"]
+    if event == "call_started":
+        if call.missing:
+            raise call.error("is required")
+        # New events: no earlier release appended them, so no earlier ids to keep.
+        events = _call_started(tenant, call, received_at, default_region)
+        return NormalisedWebhook(
+            events=events,
+            kind=kind,
+            conversation_id=events[0].correlation_id,
+            subject=events[0].subject,
+        )
     if event not in ENDED_EVENTS:
         call_id = call.raw.get("call_id") if isinstance(call.raw, dict) else None
         return NormalisedWebhook(
@@ -87,6 +110,70 @@ def parse_webhook(
     return NormalisedWebhook(
         events=[ended], kind=kind, conversation_id=ended.correlation_id, subject=ended.subject
     )
+
+
+def _call_subject(
+    tenant: str, call: Node, call_id: str, default_region: str | None
+) -> tuple[str, str | None]:
+    """The caller's subject and phone number (E.164), as ``caller_subject`` gives them."""
+    variables = call["retell_llm_dynamic_variables"]
+    # The person the agent talked to: the caller, or the one called on an outbound call.
+    outbound = call["direction"].optional_string() == "outbound"
+    return caller_subject(
+        tenant,
+        user_id=variables["user_id"].optional_identifier(integers=True),
+        phone=call["to_number" if outbound else "from_number"].optional_string(),
+        conversation_id=call_id,
+        default_region=default_region,
+    )
+
+
+def _call_started(
+    tenant: str, call: Node, received_at: datetime, default_region: str | None
+) -> list[Event]:
+    call_id = call["call_id"].identifier()
+    subject, phone = _call_subject(tenant, call, call_id, default_region)
+    started_at = call["start_timestamp"].optional_unix_ms() or received_at
+    envelope: dict[str, Any] = {
+        "platform": PLATFORM,
+        "tenant": tenant,
+        "subject": subject,
+        "conversation_id": call_id,
+        "agent_id": call["agent_id"].optional_identifier(),
+        "occurred_at": started_at,
+        "received_at": received_at,
+    }
+    variables = call["retell_llm_dynamic_variables"]
+    return [
+        platform_event(
+            ConversationStarted,
+            webhook_type="call_started",
+            data=ConversationStartedData(
+                conversation_id=call_id,
+                caller_phone=phone,
+                user_id=variables["user_id"].optional_identifier(integers=True),
+                agent_id=envelope["agent_id"],
+                dynamic_variables={
+                    name: value
+                    for name, value in variables.object().items()
+                    if value is None or isinstance(value, str | int | float | bool)
+                },
+                channel="phone" if phone else "unknown",
+            ),
+            **envelope,
+        ),
+        platform_event(
+            CallSignalled,
+            webhook_type="call_started/live",
+            data=CallSignalledData(
+                conversation_id=call_id,
+                signal="status",
+                status="in-progress",
+                started_at=started_at,
+            ),
+            **envelope,
+        ),
+    ]
 
 
 def _call_ended(
@@ -118,15 +205,7 @@ def _call_ended(
         ended_at = started_at + timedelta(seconds=duration)
 
     variables = call["retell_llm_dynamic_variables"]
-    # The person the agent talked to: the caller, or the one called on an outbound call.
-    outbound = call["direction"].optional_string() == "outbound"
-    subject, _ = caller_subject(
-        tenant,
-        user_id=variables["user_id"].optional_identifier(integers=True),
-        phone=call["to_number" if outbound else "from_number"].optional_string(),
-        conversation_id=call_id,
-        default_region=default_region,
-    )
+    subject, _ = _call_subject(tenant, call, call_id, default_region)
 
     metadata = call.object_except(_CALL_FIELDS_MAPPED)
     analysis_node = call["call_analysis"]

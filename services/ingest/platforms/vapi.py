@@ -8,25 +8,39 @@ Every message is ``{"message": {"type": ..., "call": {...}, ...}}``, dispatched 
   follows carries the transcript and everything else about the end;
 - ``assistant-request`` → one ``conversation.started`` (the call is ringing; the
   HTTP layer also has to answer it, within about 5 s);
-- every other type (``transcript``, ``conversation-update``, ``hang``,
-  ``speech-update``, the ``tool-calls`` and other requests whose replies the HTTP
-  layer builds, types added later) → no events.
+- mid-call messages → one event on the live topic (services/live reads it):
+  ``transcript`` with ``transcriptType: final`` → ``turn.said`` (partials → nothing);
+  ``speech-update``, ``user-interrupted``, ``hang``, ``conversation-update`` and every
+  ``status-update`` (``in-progress`` as well as its ``conversation.started``) →
+  ``call.signalled``;
+- every other type (the ``tool-calls`` and other requests whose replies the HTTP layer
+  builds, types added later) → no events.
+
+A live event's id is derived from the call, the message type and what identifies the
+message within the call (its role, time and text), so a redelivered message is the
+same event and two messages are two events.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import (
     Analysis,
+    CallSignalled,
+    CallSignalledData,
     ConversationEnded,
     ConversationEndedData,
     ConversationStarted,
     ConversationStartedData,
     Turn,
+    TurnSaid,
+    TurnSaidData,
 )
-from schemas.events import Channel, TurnRole
+from schemas.events import Channel, LiveSignal, TurnRole
 from services.identity import caller_subject
 from services.ingest.platforms.exceptions import PayloadError
 from services.ingest.platforms.payload import Node, tool_arguments, tool_result_text
@@ -34,6 +48,8 @@ from services.ingest.platforms.transcript import PendingTurn, TranscriptBuilder
 from services.ingest.platforms.webhook import NormalisedWebhook, platform_event, require_aware
 
 __all__ = ["PLATFORM", "parse_server_message"]
+
+logger = logging.getLogger(__name__)
 
 PLATFORM = "vapi"
 
@@ -112,21 +128,134 @@ def parse_server_message(
         return NormalisedWebhook(
             events=[ended], kind=kind, conversation_id=ended.correlation_id, subject=ended.subject
         )
+    events: list[Any] = []
     if message_type == "assistant-request" or (
         message_type == "status-update" and message["status"].optional_string() == "in-progress"
     ):
-        started = _started(
-            tenant, message, message_type, received_at, default_region, legacy_ids_before
+        events.append(
+            _started(tenant, message, message_type, received_at, default_region, legacy_ids_before)
         )
+    live = _live(tenant, message, message_type, received_at, default_region)
+    if live is not None:
+        events.append(live)
+    if events:
         return NormalisedWebhook(
-            events=[started],
+            events=events,
             kind=kind,
-            conversation_id=started.correlation_id,
-            subject=started.subject,
+            conversation_id=events[0].correlation_id,
+            subject=events[0].subject,
         )
     return NormalisedWebhook(
         events=[], kind=kind, conversation_id=_call_id_if_any(message), subject=None
     )
+
+
+# ------------------------------------------------------------------------ live messages
+
+_SIGNALS: dict[str, LiveSignal] = {
+    "status-update": "status",
+    "user-interrupted": "user-interrupted",
+    "hang": "hang",
+    "conversation-update": "conversation-update",
+}
+
+
+def _live(
+    tenant: str,
+    message: Node,
+    message_type: str,
+    received_at: datetime,
+    default_region: str | None,
+) -> TurnSaid | CallSignalled | None:
+    """The live-topic event of a mid-call message, None for a message that has none (a
+    partial transcript, an empty one, a type that is not mid-call)."""
+    if message_type not in _SIGNALS and message_type not in ("transcript", "speech-update"):
+        return None
+    try:
+        return _live_event(tenant, message, message_type, received_at, default_region)
+    except PayloadError as exc:
+        # Mid-call messages are signals, not the record of the call (the report is): one
+        # that cannot be read is acknowledged without an event, as before live events.
+        logger.info("vapi %s message without a live event: %s", message_type, exc)
+        return None
+
+
+def _live_event(
+    tenant: str,
+    message: Node,
+    message_type: str,
+    received_at: datetime,
+    default_region: str | None,
+) -> TurnSaid | CallSignalled | None:
+    if message_type == "transcript":
+        if message["transcriptType"].optional_string() != "final":
+            return None
+        text = (message["transcript"].optional_string() or "").strip()
+        role = _ROLES.get(message["role"].optional_string() or "")
+        if not text or role not in ("user", "agent"):
+            return None
+    elif message_type == "speech-update" and message["status"].optional_string() not in (
+        "started",
+        "stopped",
+    ):
+        return None
+    call = message["call"]
+    call_id = call["id"].identifier()
+    subject, _ = _subject(tenant, message, call_id, default_region)
+    started_at = call["startedAt"].optional_instant()
+    occurred_at = message["timestamp"].optional_instant() or received_at
+    envelope: dict[str, Any] = {
+        "platform": PLATFORM,
+        "tenant": tenant,
+        "subject": subject,
+        "conversation_id": call_id,
+        "agent_id": _agent_id(message),
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+    }
+    at_ms = round(occurred_at.timestamp() * 1000)
+    if message_type == "transcript":
+        offset = (occurred_at - started_at) // timedelta(milliseconds=1) if started_at else 0
+        return platform_event(
+            TurnSaid,
+            webhook_type=f"transcript/{role}/{at_ms}/{_digest(text)}",
+            data=TurnSaidData(
+                conversation_id=call_id,
+                started_at=started_at,
+                turns=(Turn(role=role, text=text, offset_ms=max(offset, 0)),),
+            ),
+            **envelope,
+        )
+    signal: LiveSignal
+    signal_role: TurnRole | None = None
+    status: str | None = None
+    if message_type == "speech-update":
+        signal = (
+            "speech-started"
+            if message["status"].optional_string() == "started"
+            else "speech-stopped"
+        )
+        signal_role = _ROLES.get(message["role"].optional_string() or "")
+    else:
+        signal = _SIGNALS[message_type]
+        if signal == "status":
+            status = (message["status"].optional_string() or "")[:64] or None
+    return platform_event(
+        CallSignalled,
+        webhook_type=f"{message_type}/{signal_role or ''}/{status or ''}/{at_ms}",
+        data=CallSignalledData(
+            conversation_id=call_id,
+            signal=signal,
+            role=signal_role,
+            status=status,
+            started_at=started_at,
+        ),
+        **envelope,
+    )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------ helpers
