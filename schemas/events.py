@@ -574,6 +574,8 @@ class PrefetchedHit(EventData):
     said_at: AwareDatetime | None = None
     conversation_id: str | None = None
     turns: tuple[int, ...] = ()
+    speaker: Literal["caller", "agent"] | None = None
+    """A passage's speaker."""
 
 
 class ContextPrefetchedData(EventData):

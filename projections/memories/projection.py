@@ -12,8 +12,9 @@ that gives the same rows whatever the order and however often an event is seen:
   values), keeping any state already recorded;
 - states only move towards ``retracted`` (active → superseded → retracted); a state
   change that arrives first leaves a row without content, filled in later;
-- the reinforcement count is the number of distinct ``memory.reinforced`` events
-  (kept in ``reinforcements``), recomputed for the memories a batch touches;
+- the reinforcement count is the number of other calls (distinct conversations but the
+  memory's own) whose ``memory.reinforced`` events (kept in ``reinforcements``) said it
+  again, recomputed for the memories a batch touches;
 - ``user.forgotten`` deletes the user's rows and records the erasure time (by their
   pseudonym: projections/erasures.py), and any memory event about what they said before
   that time is dropped, whether it arrives before or after the erasure.
@@ -150,17 +151,23 @@ ON CONFLICT (tenant, memory_id) DO UPDATE SET
     updated_at = GREATEST(m.updated_at, EXCLUDED.updated_at)
 """
 
-# For the memories a batch touched: the count of distinct reinforcements and the last
-# time the memory was said.
+# For the memories a batch touched: the number of other calls that said the memory again
+# (one call's reports count once: Retell's call_ended and call_analyzed, a live call's
+# reconstruction and its late report, are several reports of one call), and the last
+# time it was said.
 _RECOUNT_SQL = """
 UPDATE memories m
    SET reinforcement_count = r.n,
        last_seen_at = GREATEST(m.observed_at, r.last_seen_at)
-  FROM (SELECT t.tenant, t.memory_id, count(r.event_id)::int AS n,
+  FROM (SELECT t.tenant, t.memory_id,
+               (count(DISTINCT r.provenance->>'conversation_id')
+                  FILTER (WHERE r.provenance->>'conversation_id'
+                                IS DISTINCT FROM mm.conversation_id))::int AS n,
                max(r.observed_at) AS last_seen_at
           FROM json_to_recordset(%s::json) AS t(tenant text, memory_id uuid)
+          JOIN memories mm ON mm.tenant = t.tenant AND mm.memory_id = t.memory_id
           LEFT JOIN reinforcements r ON r.tenant = t.tenant AND r.memory_id = t.memory_id
-         GROUP BY t.tenant, t.memory_id) r
+         GROUP BY t.tenant, t.memory_id, mm.conversation_id) r
  WHERE m.tenant = r.tenant AND m.memory_id = r.memory_id
 """
 

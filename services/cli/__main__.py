@@ -136,6 +136,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     query.set_defaults(handler=_query)
 
+    live = commands.add_parser(
+        "live",
+        help="run the live processor alone (per-call state, prefetches, reconstructions)",
+        description="Run the live processor (a faust app: services/live) against the "
+        "configured (or running local) Kafka and PostgreSQL. Several processes share the "
+        "live partitions as one app; `memstream run` starts one unless "
+        "MEMSTREAM_LIVE_PROCESSOR=off.",
+    )
+    live.set_defaults(handler=_live)
+
     infra = commands.add_parser("infra", help="the local Kafka and PostgreSQL")
     infra_commands = infra.add_subparsers(dest="infra_command", required=True, metavar="ACTION")
     for name, handler, text in (
@@ -328,6 +338,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         # Each projection's live version, following switches (`projections swap`).
         runners: list[Worker] = [LiveProjection(name, settings) for name in PROJECTIONS]
         runners.append(RetentionWorker(settings))  # the tenants' transcript retention
+        if settings.live_processor:
+            from services.live.worker import LiveProcessor  # faust: only where it runs
+
+            runners.append(LiveProcessor(settings))  # calls in progress (services/live)
         services = [
             HttpService("ingest", _ingest_app, settings.ingest_host, settings.ingest_port),
             HttpService("query", _query_app, settings.query_host, settings.query_port),
@@ -335,6 +349,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(serve(settings, runners, services))
     finally:
         infrastructure.down()
+
+
+def _live(settings: Settings, args: argparse.Namespace) -> int:
+    from services.live.worker import LiveProcessor
+
+    settings = require_endpoints(settings)
+    migrate(settings.require_database())
+    return asyncio.run(serve(settings, [LiveProcessor(settings)], []))
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ from services.cli.common import (
     require_endpoints,
 )
 from services.cli.serve import serve
+from services.live.status import live_status
 from streams import Settings, checkpoints, versions
 from streams.projection import version_schema
 from streams.runtime import ProjectionRunner
@@ -238,6 +239,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     settings = require_endpoints(settings)
     migrate(settings.require_database())
 
+    live: dict[str, Any] = {}  # the live processor's, when every projection is shown
+
     async def work() -> list[dict[str, Any]]:
         async with await connect(settings) as conn:
             infos = await versions.registry(conn, args.name)
@@ -278,6 +281,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
                         }
                     )
                 report.append(entry)
+            if not args.name:
+                live.update(await live_status(settings, conn))
             if args.interval > 0:
                 began = time.monotonic()
                 await asyncio.sleep(args.interval)
@@ -290,9 +295,11 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
     report = asyncio.run(work())
     if args.json:
-        emit(args, {"projections": report}, "")
+        emit(args, {"projections": report, **({"live_processor": live} if live else {})}, "")
         return EXIT_OK
     out = console()
+    if live:
+        _print_live(out, live)
     for entry in report:
         table = Table(title=f"{entry['name']}", title_justify="left", expand=False)
         for column in ("version", "state", "lag", "events/s", "partitions (checkpoint/end)",
@@ -315,6 +322,24 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             table.add_row("-", "never run", "", "", "", "")
         out.print(table)
     return EXIT_OK
+
+
+def _print_live(out: Any, live: dict[str, Any]) -> None:
+    table = Table(title="live processor", title_justify="left", expand=False)
+    for column in ("group", "lag", "partitions (committed/end)", "calls", "prefetches"):
+        table.add_column(column)
+    parts = ", ".join(
+        f"[{p['partition']}] {'-' if p['committed'] is None else p['committed']}/{p['log_end']}"
+        for p in live["partitions"]
+    )
+    table.add_row(
+        live["group"],
+        str(live["lag"]),
+        parts,
+        str(live["calls_with_prefetches"]),
+        str(live["prefetches"]),
+    )
+    out.print(table)
 
 
 def _projection_run(settings: Settings, args: argparse.Namespace) -> int:

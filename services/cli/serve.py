@@ -126,6 +126,9 @@ class HttpService:
             log_config=None,  # keep memstream's logging configuration
             access_log=False,  # requests are counted in /metrics; errors are logged
             lifespan="on",
+            # Open streams (a call's context, GET /v1/calls/{id}/context) end at a stop
+            # rather than holding it up until their own timeout.
+            timeout_graceful_shutdown=5,
         )
         logger.info("%s on http://%s:%d", self.name, self.host, self.port)
         return _QuietServer(config, self.name)

@@ -13,7 +13,11 @@ key's tenant is the only tenant a request can see):
 - ``POST /v1/tools/elevenlabs/memory-search`` — the search as an ElevenLabs server
   tool: the caller bound from ``{{system__caller_id}}``, a short text answer;
 - ``POST /v1/tools/vapi`` — Vapi ``tool-calls``: every call answered, in order, with one
-  line of text;
+  line of text; both tools answer from what the live processor prefetched for the call
+  when that covers the question (projections/live.py), without a search;
+- ``GET /v1/calls/{call_id}/context`` — a call in progress as Server-Sent Events: the
+  briefing, then each topic's prefetched memories and passages as the live processor
+  finds them, and optionally a deeper search;
 - the resources (services/query/resources.py): users, their memories and
   conversations, ``POST`` / ``DELETE`` a memory;
 - ``GET /v1/audit`` — the audit trail of a user or an API key (admin keys);
@@ -36,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -52,14 +57,15 @@ from projections import PROJECTIONS
 from projections.audit import audit_trail, entry_json
 from projections.conversations.queries import get_conversation
 from projections.embeddings.processor import Embedder
+from projections.live import Prefetch, call_prefetches, covering
 from projections.memories import top_memories
 from projections.providers.exceptions import ProviderUnavailable
 from projections.providers.resilience import fell_back
-from schemas import Event, utc_now
+from schemas import Event, PrefetchedHit, utc_now
 from services import tenants
 from services.auth import ApiKeys
 from services.briefing import Briefing, load_briefing
-from services.database import add_unavailable_handler, connection_pool
+from services.database import add_unavailable_handler, connection_pool, unavailable
 from services.errors import ApiError, refuse_framework_errors
 from services.expiring import Expiring
 from services.health import add_health_routes
@@ -87,6 +93,7 @@ from services.query.metrics import (
     REQUEST_SECONDS,
     REQUESTS,
     SEARCH_SECONDS,
+    TOOL_ANSWERS,
 )
 from services.query.requests import (
     ContextRequest,
@@ -114,6 +121,15 @@ logger = logging.getLogger(__name__)
 TRANSCRIPT_WEIGHTS = SearchWeights(merge_neighbours=False)
 
 _USER: TypeAdapter[str] = TypeAdapter(User)
+
+#: A call's context stream: how often it looks for new prefetches, how long it lasts by
+#: default and at most, how often it sends a comment through idle proxies.
+PREFETCH_POLL_S = 0.25
+CALL_STREAM_DEFAULT_S = 900
+CALL_STREAM_MAX_S = 3600
+KEEP_ALIVE_S = 15.0
+#: The deeper search of a call's context stream (tier 2).
+DEEP_RESULTS = 20
 
 
 def _embedders(model: str | None, settings: Settings) -> tuple[Embedder, Embedder | None]:
@@ -444,6 +460,15 @@ class QueryService:
         )
         return hits, top, assembled
 
+    async def prefetches(self, tenant: str, conversation_id: str, subject: str) -> list[Prefetch]:
+        """What the live processor prefetched for the call, topic by topic, of `subject`
+        only (projections/live.py; one indexed query). Empty when the live read model does
+        not exist (a database not migrated to 0010_live yet)."""
+        if not await self.read_model_exists("live.prefetches"):
+            return []
+        async with self.pool.connection() as conn:
+            return await call_prefetches(conn, tenant, conversation_id, subject)
+
     async def briefing(self, tenant: str, subject: str) -> Briefing:
         if not await self.read_model_exists("conversations.users"):
             raise ApiError(
@@ -469,6 +494,25 @@ def context_json(user: str, context: Context) -> dict[str, Any]:
         "included": [{"section": p.section, "ref": p.ref} for p in context.included],
         "dropped": context.dropped,
     }
+
+
+def briefing_json(user: str, found: Briefing) -> dict[str, Any]:
+    """The briefing as ``GET /v1/users/{user}/briefing`` answers it."""
+    return {"user": user, **found.variables(), "greeting": found.greeting()}
+
+
+def prefetch_json(prefetch: Prefetch) -> dict[str, Any]:
+    """One topic's prefetch as a call's context stream sends it (tier 1)."""
+    return {
+        "tier": 1,
+        "seq": prefetch.seq,
+        "topic": prefetch.topic,
+        "hits": [prefetched_hit_json(hit) for hit in prefetch.hits],
+    }
+
+
+def prefetched_hit_json(hit: PrefetchedHit) -> dict[str, Any]:
+    return hit.model_dump(mode="json")
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -498,6 +542,81 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "said_at": hit.observed_at.isoformat() if hit.type == "passage" else None,
         "context": hit.context,
     }
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    """A boolean query parameter: true/false, 1/0 (absent: false); 422 otherwise."""
+    if raw is None or raw.lower() in ("false", "0"):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    raise ApiError(422, "invalid_request", f"{name} must be true or false", path=name)
+
+
+def _stream_seconds(raw: str | None) -> int:
+    """``?timeout=`` of a call's context stream: whole seconds, 1..3600 (default 900)."""
+    if raw is None:
+        return CALL_STREAM_DEFAULT_S
+    if raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= CALL_STREAM_MAX_S:
+        return int(raw)
+    raise ApiError(
+        422,
+        "invalid_request",
+        f"timeout must be whole seconds, 1..{CALL_STREAM_MAX_S}",
+        path="timeout",
+    )
+
+
+#: The call context stream's parameters and answer, for the OpenAPI document (the route
+#: reads its query parameters itself, after the key: a request without one is a 401).
+_CALL_CONTEXT_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "in": "query",
+            "name": "caller_id",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 256},
+            "description": "The caller's number the platform bound to the call, when memstream"
+            " has not recorded the call's caller (as the agent tools' caller_id).",
+        },
+        {
+            "in": "query",
+            "name": "user",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 256},
+            "description": "The user, only when nothing is bound to the call and the key"
+            " allows a user argument (as the agent tools').",
+        },
+        {
+            "in": "query",
+            "name": "deep",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": "Also send, once, a full search for the call's latest topic (tier 2).",
+        },
+        {
+            "in": "query",
+            "name": "timeout",
+            "required": False,
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": CALL_STREAM_MAX_S,
+                "default": CALL_STREAM_DEFAULT_S,
+            },
+            "description": "Seconds after which the stream ends.",
+        },
+    ],
+    "responses": {
+        "200": {
+            "description": 'Server-Sent Events: `event: context`, data `{"tier": 0,'
+            ' "briefing"}`, then `{"tier": 1, "seq", "topic", "hits"}` per prefetched'
+            ' topic, and with deep=true `{"tier": 2, "seq", "topic", "hits"}` once;'
+            " `: keep-alive` comments (docs/query.md).",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+}
 
 
 def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
@@ -613,10 +732,22 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     async def tool_answer(
         request: Request, key: tenants.ApiKey, subject: str, text: str, call: str | None
     ) -> str:
-        """The search (memories and passages) as one line; audited per tool call."""
+        """One line for the agent; audited per tool call. From what the live processor
+        prefetched for the call when that covers the question (its own caller's only: one
+        indexed query, no embedding); otherwise the search (memories and passages)."""
+        if call:
+            covered = covering(await service.prefetches(key.tenant, call, subject), text)
+            if covered:
+                best = covered[: tools.TOOL_RESULTS]
+                await service.audited(
+                    request, key, subject, results=len(best), conversation_id=call
+                )
+                TOOL_ANSWERS.labels("prefetched").inc()
+                return tools.prefetched_answer_text(text, best)
         query = SearchQuery(key.tenant, subject, text, limit=tools.TOOL_RESULTS)
         hits, _ = await service.search(query)
         await service.audited(request, key, subject, results=len(hits), conversation_id=call)
+        TOOL_ANSWERS.labels("search").inc()
         return tools.answer_text(text, hits)
 
     @app.get("/v1/users/{user}/briefing")
@@ -652,7 +783,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
         found = await service.briefing(key.tenant, subject)
         known = sum(1 for value in found.variables().values() if value)
         await service.audited(request, key, subject, results=known, conversation_id=conversation_id)
-        return JSONResponse({"user": user, **found.variables(), "greeting": found.greeting()})
+        return JSONResponse(briefing_json(user, found))
 
     @app.post("/v1/context", response_model=None, openapi_extra=documented_body(ContextRequest))
     async def context(request: Request) -> JSONResponse | StreamingResponse:
@@ -778,6 +909,115 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
                 continue
             results.append({"toolCallId": call.id, "result": answer})
         return JSONResponse({"results": results})
+
+    @app.get(
+        "/v1/calls/{call_id}/context",
+        response_model=None,
+        response_class=StreamingResponse,  # text/event-stream only, in the document
+        openapi_extra=_CALL_CONTEXT_OPENAPI,
+    )
+    async def call_context(call_id: str, request: Request) -> StreamingResponse:
+        """A call in progress as Server-Sent Events, most useful first: the caller's
+        briefing (tier 0), then each topic's memories and passages as the live processor
+        prefetches them (tier 1), and with ``?deep=true`` a full search for the latest
+        topic (tier 2). Bound to the call's caller like the agent tools; ends after
+        ``?timeout=`` seconds (default 900) or when the client leaves."""
+        key = await service.authorise(request, "agent", "read")
+        params = request.query_params
+        call = tools.check_id(call_id, "call_id")
+        if call is None:
+            raise ApiError(422, "invalid_request", "call_id is blank", path="call_id")
+        caller_id = tools.check_id(params.get("caller_id"), "caller_id")
+        user = tools.check_id(params.get("user"), "user")
+        deep = _flag(params.get("deep"), "deep")
+        timeout = _stream_seconds(params.get("timeout"))
+        subject = await bound_subject(key, conversation_id=call, caller_id=caller_id, user=user)
+        if not await service.read_model_exists("live.prefetches"):
+            raise ApiError(503, "read_model_unavailable", "the live read model is not built yet")
+        await service.consistent(request, key.key_id, "conversations", "memories", "summaries")
+        found = await service.briefing(key.tenant, subject)
+        known = sum(1 for value in found.variables().values() if value)
+        # Recorded once, before the first event: a refusal must come before the 200.
+        await service.audited(request, key, subject, results=known, conversation_id=call)
+        return StreamingResponse(
+            call_events(key.tenant, call, subject, found, deep=deep, timeout=timeout),
+            media_type="text/event-stream",
+            # Through proxies as it is written: nothing cached, nothing buffered.
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def call_events(
+        tenant: str, call: str, subject: str, found: Briefing, *, deep: bool, timeout: int
+    ) -> AsyncIterator[bytes]:
+        """The events of a call's context stream (``call_context``)."""
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + timeout
+        yield sse(
+            "context", {"tier": 0, "briefing": briefing_json(subject.partition("/")[2], found)}
+        )
+        written = clock()
+        sent: set[uuid.UUID] = set()
+        searched = not deep
+        while True:
+            try:
+                prefetches = await service.prefetches(tenant, call, subject)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                # The stream outlives a database blip: the next poll tries again.
+                logger.warning(
+                    "call context poll failed: %s",
+                    type(exc).__name__,
+                    extra=call_fields(tenant=tenant, subject=subject, conversation_id=call),
+                )
+                prefetches = []
+            for prefetch in prefetches:
+                if prefetch.event_id not in sent:
+                    sent.add(prefetch.event_id)
+                    yield sse("context", prefetch_json(prefetch))
+                    written = clock()
+            if not searched and prefetches:
+                searched = True
+                yield await deep_event(tenant, subject, prefetches[-1])
+                written = clock()
+            now = clock()
+            if now >= deadline:
+                return
+            if now - written >= KEEP_ALIVE_S:
+                yield b": keep-alive\n\n"
+                written = now
+            await asyncio.sleep(min(PREFETCH_POLL_S, deadline - now))
+
+    async def deep_event(tenant: str, subject: str, latest: Prefetch) -> bytes:
+        """Tier 2: the full search (memories and passages) for the call's latest topic;
+        an ``error`` event when it cannot be made (the stream goes on)."""
+        text = latest.topic[: tools.MAX_QUERY_CHARS]
+        try:
+            hits, _ = await service.search(SearchQuery(tenant, subject, text, limit=DEEP_RESULTS))
+        except ApiError as exc:
+            return sse("error", {"tier": 2, **exc.body()})
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return sse(
+                "error",
+                {
+                    "tier": 2,
+                    "error": {
+                        "code": "database_unavailable",
+                        "message": "the database is unavailable",
+                    },
+                },
+            )
+        return sse(
+            "context",
+            {
+                "tier": 2,
+                "seq": latest.seq,
+                "topic": latest.topic,
+                "hits": [hit_json(h) for h in hits],
+            },
+        )
 
     @app.get("/v1/audit")
     async def audit(request: Request) -> JSONResponse:

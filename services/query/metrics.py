@@ -27,3 +27,11 @@ SEARCH_SECONDS = Histogram(
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25),
 )
+TOOL_ANSWERS = Counter(
+    "memstream_tool_answers_total",
+    "Agent tool calls answered, by source: prefetched (the live processor's prefetches for"
+    " the call covered the question) or search (a search answered it).",
+    ["source"],
+)
+for _source in ("prefetched", "search"):
+    TOOL_ANSWERS.labels(_source)  # both series exist from the start, at 0

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from schemas import PrefetchedHit
 from services.errors import ApiError
 from services.query.search import Hit
 
@@ -18,8 +20,10 @@ __all__ = [
     "ToolCall",
     "VapiToolCalls",
     "answer_text",
+    "check_id",
     "check_query",
     "elevenlabs_arguments",
+    "prefetched_answer_text",
     "vapi_tool_calls",
 ]
 
@@ -40,24 +44,49 @@ def answer_text(query: str, hits: Sequence[Hit]) -> str:
     before it is what gives it sense ("Friday works"), that question; a memory with the
     best turn that says it, when it was found."""
     if not hits:
-        return f'No memories of this caller match "{_one_line(query)}".'
-    parts = [_hit_text(h) for h in hits[:TOOL_RESULTS]]
-    text = "Known about this caller: " + "; ".join(parts) + "."
+        return _nothing_known(query)
+    return _known([_hit_text(h) for h in hits[:TOOL_RESULTS]])
 
+
+def prefetched_answer_text(query: str, hits: Sequence[PrefetchedHit]) -> str:
+    """:func:`answer_text` for what the live processor prefetched for the call
+    (projections/live.py): a memory's content with its date, a passage as its speaker's
+    words with their date. A prefetched hit carries neither the turn that says a memory nor a
+    passage's neighbours: only its own text."""
+    if not hits:
+        return _nothing_known(query)
+    return _known([_prefetched_text(h) for h in hits[:TOOL_RESULTS]])
+
+
+def _nothing_known(query: str) -> str:
+    return f'No memories of this caller match "{_one_line(query)}".'
+
+
+def _known(parts: Sequence[str]) -> str:
+    text = "Known about this caller: " + "; ".join(parts) + "."
     if len(text) > _MAX_ANSWER_CHARS:
         text = text[: _MAX_ANSWER_CHARS - 1].rstrip() + "…"
     return text
 
 
+def _dated(content: str, at: datetime | None, said: str | None = None) -> str:
+    """``content (2026-03-04; they said "...")``: what is known, its date and the words
+    that said it, each when there is one."""
+    notes = "; ".join(n for n in (f"{at:%Y-%m-%d}" if at else None, said) if n)
+    return " ".join(p for p in (_one_line(content), f"({notes})" if notes else "") if p)
+
+
+def _said(speaker: str, text: str) -> str:
+    who = "they" if speaker == "caller" else "the agent"
+    return f'{who} said "{_one_line(text)}"'
+
+
 def _hit_text(hit: Hit) -> str:
     if hit.type == "memory":
-        if not hit.context:
-            return f"{_one_line(hit.content)} ({hit.observed_at:%Y-%m-%d})"
         # The best turn that says it: the caller's own words carry what the fact leaves out.
-        quote = hit.context[0]
-        who = "they" if quote["speaker"] == "caller" else "the agent"
-        said = f'{who} said "{_one_line(quote["text"])}"'
-        return f"{_one_line(hit.content)} ({hit.observed_at:%Y-%m-%d}; {said})"
+        quote = hit.context[0] if hit.context else None
+        said = _said(quote["speaker"], quote["text"]) if quote else None
+        return _dated(hit.content, hit.observed_at, said)
     said = f'"{_one_line(hit.content)}"'
     asked = [c for c in hit.context if c["seq"] < (hit.turn or 0) and c["speaker"] != hit.speaker]
     if asked and hit.speaker == "caller":
@@ -67,6 +96,12 @@ def _hit_text(hit: Hit) -> str:
     else:
         said = f"the agent said {said}"
     return f"on {hit.observed_at:%Y-%m-%d} {said}"
+
+
+def _prefetched_text(hit: PrefetchedHit) -> str:
+    if hit.kind == "memory":
+        return _dated(hit.text, hit.said_at)
+    return _dated("", hit.said_at, _said(hit.speaker or "caller", hit.text))
 
 
 def _one_line(text: str) -> str:
@@ -101,14 +136,7 @@ def elevenlabs_arguments(body: Any) -> ElevenLabsArguments:
         value = body.get(name)
         if value is not None and not isinstance(value, str):
             raise ApiError(422, "invalid_payload", f"{name} must be a string", path=name)
-        if value is not None and (len(value) > _MAX_ID_CHARS or _CONTROL.search(value)):
-            raise ApiError(
-                422,
-                "invalid_payload",
-                f"{name} is over {_MAX_ID_CHARS} characters or holds a control character",
-                path=name,
-            )
-        values[name] = value.strip() if value and value.strip() else None
+        values[name] = check_id(value, name, code="invalid_payload")
     if not any(values.values()):
         raise ApiError(
             422,
@@ -118,6 +146,22 @@ def elevenlabs_arguments(body: Any) -> ElevenLabsArguments:
             path="caller_id",
         )
     return ElevenLabsArguments(query=query.strip(), **values)
+
+
+def check_id(value: str | None, path: str, *, code: str = "invalid_request") -> str | None:
+    """An id bound to the call (a conversation id, a caller's number, a user), stripped;
+    None when absent or blank. 422 ``code`` over 256 characters or with a control
+    character."""
+    if value is None:
+        return None
+    if len(value) > _MAX_ID_CHARS or _CONTROL.search(value):
+        raise ApiError(
+            422,
+            code,
+            f"{path} is over {_MAX_ID_CHARS} characters or holds a control character",
+            path=path,
+        )
+    return value.strip() or None
 
 
 def _plain_id(value: Any) -> bool:

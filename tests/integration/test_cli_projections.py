@@ -292,8 +292,13 @@ async def test_status_shows_versions_lag_and_the_last_error(topics: Settings, db
     assert (v1["version"], v1["state"], v1["lag"], v1["last_error"]) == (1, "live", 4, "boom")
     assert v1["events_per_s"] == 0  # nothing runs it
     assert report["memories"]["versions"] == []
+    # The live processor: no worker has committed on the (empty) live topic.
+    live = json.loads(result.stdout)["live_processor"]
+    assert (live["group"], live["lag"], live["prefetches"]) == (f"{topics.topic_prefix}.live", 0, 0)
+    assert [p["committed"] for p in live["partitions"]] == [None] * topics.partitions
     human = await acli(topics, "projections", "status", "--interval", "0")
     assert human.returncode == OK and "boom" in human.stdout and "never run" in human.stdout
+    assert "live processor" in human.stdout
 
 
 async def test_commands_refuse_bad_arguments_with_documented_exit_codes(

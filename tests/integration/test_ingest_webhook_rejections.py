@@ -1065,8 +1065,9 @@ async def test_a_webhook_with_nothing_to_append_is_acknowledged_while_the_log_is
         await app.state.service.log.stop()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
-            document = payload("vapi_status_update")
-            document["message"]["status"] = "ringing"
+            document = payload("vapi_status_update")  # made a partial transcript: dropped
+            document["message"].update(type="transcript", role="user", transcriptType="partial")
+            document["message"]["transcript"] = "I'd like to"
             body = orjson.dumps(document)
             response = await client.post(url("vapi"), content=body, headers=signed("vapi", body))
     assert response.status_code == 200, response.text

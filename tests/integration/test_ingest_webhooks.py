@@ -125,7 +125,9 @@ async def test_webhooks_without_a_fact_to_keep_are_acknowledged_and_append_nothi
 ) -> None:
     body = payload(name)
     if name == "vapi_status_update":
-        body["message"]["status"] = "ringing"  # only "in-progress" starts a conversation
+        # A partial transcript: acknowledged and dropped (only final turns are live events).
+        body["message"].update(type="transcript", role="user", transcriptType="partial")
+        body["message"]["transcript"] = "I'd like to"
     response = await deliver(ingest, platform, body)
     assert response.status_code == 200, response.text
     assert response.json()["events"] == []

@@ -226,9 +226,10 @@ async def test_a_days_first_transcript_has_the_next_days_key_made_ahead(
         await log.append_many(call_at(began + timedelta(days=1), "tomorrow"))
     after = await period_keys()
     # Tomorrow's transcript is sealed with the key made ahead, which makes the next one.
-    assert after[f"transcripts/{day + timedelta(days=1)}"] == made[
-        f"transcripts/{day + timedelta(days=1)}"
-    ]
+    assert (
+        after[f"transcripts/{day + timedelta(days=1)}"]
+        == made[f"transcripts/{day + timedelta(days=1)}"]
+    )
     assert set(after) == set(made) | {f"transcripts/{day + timedelta(days=2)}"}
     assert await transcripts(topics) == {
         "today/turns": [4],

@@ -188,6 +188,11 @@ ROUTES: dict[tuple[str, str], tuple[set[str], dict[str, Any]]] = {
         {"json": {"query": "food", "caller_id": CALLER}},
     ),
     ("POST", "/v1/tools/vapi"): ({"agent", "read"}, {"json": vapi_message({"query": "food"})}),
+    # A timeout of 1 s: the client waits for the whole stream.
+    ("GET", "/v1/calls/{call_id}/context"): (
+        {"agent", "read"},
+        {"url": f"/v1/calls/{CALL}/context?timeout=1"},
+    ),
     ("GET", "/v1/users"): ({"read"}, {}),
     ("GET", "/v1/users/{user}"): ({"read"}, {"url": USER_PATH}),
     ("GET", "/v1/users/{user}/memories"): ({"read"}, {"url": f"{USER_PATH}/memories"}),

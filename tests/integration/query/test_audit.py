@@ -61,6 +61,11 @@ AUDITED: dict[tuple[str, str], tuple[int | str | None, str, dict[str, Any]]] = {
         {"json": {"query": "food", "caller_id": CALLER, "conversation_id": CALL}},
     ),
     ("POST", "/v1/tools/vapi"): (2, READ, {"json": VAPI_TWO_CALLS}),  # one per answered call
+    ("GET", "/v1/calls/{call_id}/context"): (
+        1,
+        READ,
+        {"url": f"/v1/calls/{CALL}/context?timeout=1"},  # the client waits for the end
+    ),
     ("GET", "/v1/users"): ("each user", READ, {}),
     ("GET", "/v1/users/{user}"): (1, READ, {"url": USER_PATH}),
     ("GET", "/v1/users/{user}/memories"): (1, READ, {"url": f"{USER_PATH}/memories"}),

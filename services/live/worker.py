@@ -1,0 +1,521 @@
+"""The live processor: per-call state of calls in progress, in a faust-streaming app.
+
+It consumes the live topic (``turn.said``, ``call.signalled``: what platforms stream
+mid-call, services/ingest) and the conversations topic (``conversation.started``,
+``conversation.ended``, ``user.forgotten``), keeps each call's state in a faust Table
+backed by a changelog topic (:mod:`services.live.state`), and:
+
+- on a final caller turn that opens a new topic, **prefetches** the caller's best
+  memories and passages for it through the query API's search (the same embedder and
+  ``search_memories``), writes them to ``live.prefetches`` (projections/live.py) for the
+  agent tools and the call's context stream, and appends a ``context.prefetched``;
+- when a call has live turns but no end-of-call report ``MEMSTREAM_LIVE_RECONSTRUCT_AFTER_S``
+  after its last live event, appends a ``conversation.ended`` built from the live turns,
+  with status ``reconstructed`` (once: its id is derived from the call). A real report
+  that comes later is another ``conversation.ended`` of the same call: the conversations
+  read model keeps the latest, and the memories it repeats reinforce nothing (one call's
+  reports count once, projections/memories/projection.py);
+- drops a call's state and prefetches ``MEMSTREAM_LIVE_GRACE_S`` after its end, and a
+  subject's at once when the subject is forgotten.
+
+Topics and partitions. Every memstream topic is keyed by the subject's pseudonym with the
+same partition count, so a subject's live events, reports and erasure arrive on one
+partition number; the table is keyed the same way and has as many partitions (faust
+checks the co-partitioning), so the worker that owns a partition owns those callers'
+state. Timers cannot write a table outside a stream's event (faust would not know the
+changelog partition), so the timer sends a tick to an internal control topic under the
+subject's key, and the agent does the work in the tick's event. Several workers (several
+``memstream run``, or ``MEMSTREAM_LIVE_PROCESSOR`` on in more processes) share the
+partitions as one faust app, one consumer group: the app id is
+``<MEMSTREAM_TOPIC_PREFIX>.live``.
+
+Delivery is at least once: after a crash, events since the last commit come again, and
+faust can also commit an offset past an event still being processed (faust-streaming
+issue 606), so that one event may not come again. Both are harmless here: a turn is
+folded once (its event id is kept in the call's state), a prefetch's id is derived from
+its turn's (recorded and appended idempotently), a reconstruction's from its call; and a
+turn lost that way costs at most its own prefetch — the state is in the changelog, so
+later turns are folded and prefetched as before.
+
+A new deployment starts at the live topic's end (``auto_offset_reset=latest``): calls in
+progress before the processor's very first start are not followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from projections.live import content_terms, delete_call, delete_subject, record_prefetch
+from schemas import (
+    CallSignalled,
+    ContextPrefetched,
+    ConversationEnded,
+    ConversationStarted,
+    EventDecodeError,
+    PrefetchedHit,
+    Source,
+    SubjectErased,
+    TurnSaid,
+    UserForgotten,
+    decode_event,
+    derived_event_id,
+    utc_now,
+)
+from services.live.metrics import (
+    LIVE_CALLS,
+    LIVE_EVENTS,
+    PREFETCH_SECONDS,
+    PREFETCHES,
+    RECONSTRUCTED,
+    TURN_SECONDS,
+)
+from services.live.state import MIN_TERMS, LiveCall, LiveCalls
+from services.query.app import QueryService
+from services.query.search import Hit, SearchQuery, search_memories
+from streams import Settings
+from streams.exceptions import ConfigurationError
+from streams.topics import Topics
+
+__all__ = ["PREFETCH_RESULTS", "RECONSTRUCTED_STATUS", "LiveProcessor", "app_id"]
+
+logger = logging.getLogger(__name__)
+
+#: Hits prefetched per topic.
+PREFETCH_RESULTS = 8
+#: The status of a conversation.ended the processor reconstructed from live turns.
+RECONSTRUCTED_STATUS = "reconstructed"
+_TICK = b'{"op":"tick"}'
+
+
+def app_id(settings: Settings) -> str:
+    """The faust app id: its consumer group, and the prefix of its internal topics."""
+    return f"{settings.topic_prefix}.live"
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    options = settings.kafka_options()
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    if protocol == "SASL_PLAINTEXT" or protocol == "SASL_SSL":
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            ssl_context=options.get("ssl_context"),
+            mechanism=options["sasl_mechanism"],
+        )
+    raise ConfigurationError(f"the live processor cannot connect with {protocol}")
+
+
+def _prefetched_hit(hit: Hit) -> PrefetchedHit:
+    provenance = hit.provenance[0] if hit.provenance else {}
+    conversation_id = hit.conversation_id or provenance.get("conversation_id")
+    if hit.memory_id is not None:
+        hit_id, turns = str(hit.memory_id), tuple(provenance.get("turns") or ())
+    else:
+        hit_id, turns = f"{hit.conversation_id}#{hit.turn}", (hit.turn or 0,)
+    return PrefetchedHit(
+        kind="memory" if hit.memory_id is not None else "passage",
+        id=hit_id,
+        text=hit.content,
+        score=hit.score,
+        said_at=hit.observed_at,
+        conversation_id=conversation_id,
+        turns=turns,
+        speaker=hit.speaker if hit.speaker in ("caller", "agent") else None,
+    )
+
+
+class LiveProcessor:
+    """The faust app of the live processor, started and stopped inside the caller's
+    event loop (``memstream run``, tests): no web server, no signal handlers of its own.
+
+    ``clock`` (seconds since the epoch) times reconstructions and expiry; ``tick_s`` is
+    how often the timer looks for them (by default a quarter of the reconstruction
+    delay, between 0.2 and 30 s). As a worker of ``memstream run`` (services/cli/serve.py):
+    ``start``, then ``run`` until ``stop``; elsewhere ``start`` and ``close``."""
+
+    name = "live"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: QueryService | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.clock = clock
+        self.tick_s = tick_s or min(30.0, max(0.2, settings.live_reconstruct_after_s / 4))
+        self._own_service = service is None
+        self.service = service or QueryService(settings)
+        self._app: faust.App | None = None
+        self._table: Any = None
+        self._control: Any = None
+        self.control_topic = f"{app_id(settings)}-control"
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the app: its table recovered from the changelog, its agent consuming."""
+        if self._own_service:
+            await self.service.start()
+        app = self._build()
+        await app.start()
+        self._app = app
+
+    async def run(self) -> None:
+        await self._stopped.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def close(self) -> None:
+        """Stop the app (its table's last changes flushed to the changelog)."""
+        if self._app is not None:
+            app, self._app = self._app, None
+            await app.stop()
+        if self._own_service:
+            await self.service.stop()
+
+    async def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Until the worker has its partitions (tests: before they send a call)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            app = self._app
+            if app is not None and app.consumer.assignment() and not app.rebalancing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the live processor got no partitions")
+            await asyncio.sleep(0.05)
+
+    def _build(self) -> faust.App:
+        settings = self.settings
+        bootstrap = settings.require_kafka()
+        # faust keeps its app directory there (tables are in memory: nothing else).
+        datadir = Path(settings.home) / "live" / app_id(settings)
+        datadir.parent.mkdir(parents=True, exist_ok=True)
+        app = faust.App(
+            app_id(settings),
+            broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+            broker_credentials=_credentials(settings),
+            store="memory://",
+            datadir=str(datadir),
+            web_enabled=False,
+            autodiscover=False,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="latest",
+            # A worker that died (kill -9) gives its partitions up after 10 s, as the
+            # projections' consumers do (faust's default is 60 s of a call unfollowed).
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=3.0,
+            # A new group's first commit comes within a second of its first events: until
+            # then a crash would restart it at the topics' end (see the module docstring).
+            broker_commit_interval=1.0,
+            processing_guarantee="at_least_once",
+        )
+        source = app.topic(
+            self.topics.name("live"),
+            self.topics.conversations,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self._control = app.topic(
+            self.control_topic,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            internal=True,
+        )
+        self._table = app.Table(
+            "calls",
+            default=None,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
+        )
+
+        @app.agent(source)
+        async def live_events(stream: Any) -> None:
+            async for event in stream.events():
+                await self._guarded(self._handle(event.key, event.value))
+
+        @app.agent(self._control)
+        async def ticks(stream: Any) -> None:
+            async for event in stream.events():
+                await self._guarded(self._tick(event.key))
+
+        async def look_for_due_calls() -> None:
+            await self._look_for_due_calls()
+
+        app.timer(interval=self.tick_s)(look_for_due_calls)
+
+        return app
+
+    async def _guarded(self, work: Any) -> None:
+        """An event's work; a failure (the database away while prefetching...) is logged
+        and the event skipped: an agent that raised would stop following every call."""
+        try:
+            await work
+        except Exception:
+            LIVE_EVENTS.labels("skipped_failed").inc()
+            logger.exception("live processor: an event could not be processed")
+
+    # -- the table -----------------------------------------------------------------------
+
+    def _calls(self, key: bytes) -> LiveCalls:
+        return LiveCalls.loads(self._table.get(key))
+
+    def _keep(self, key: bytes, calls: LiveCalls) -> None:
+        if calls.calls:
+            self._table[key] = calls.dumps()
+        elif self._table.get(key) is not None:
+            del self._table[key]
+
+    # -- events --------------------------------------------------------------------------
+
+    async def _handle(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None:
+            return
+        began = time.perf_counter()
+        try:
+            event = decode_event(value)
+        except SubjectErased:
+            LIVE_EVENTS.labels("skipped_erased").inc()
+            return
+        except EventDecodeError as exc:
+            LIVE_EVENTS.labels("skipped_undecodable").inc()
+            logger.warning("live processor: an undecodable event skipped: %s", exc)
+            return
+        if isinstance(event, TurnSaid):
+            await self._turn(key, event)
+        elif isinstance(event, CallSignalled):
+            self._signal(key, event)
+        elif isinstance(event, ConversationEnded):
+            self._ended(key, event)
+        elif isinstance(event, ConversationStarted):
+            self._started(key, event)
+        elif isinstance(event, UserForgotten):
+            await self._forgotten(key, event)
+        else:
+            return  # the processor's own context.prefetched, and what it does not follow
+        LIVE_EVENTS.labels(event.type).inc()
+        TURN_SECONDS.observe(time.perf_counter() - began)
+
+    def _call(self, calls: LiveCalls, event: TurnSaid | CallSignalled) -> LiveCall:
+        data = event.data
+        call = calls.calls.get(data.conversation_id)
+        if call is None:
+            call = LiveCall(
+                conversation_id=data.conversation_id,
+                tenant=event.tenant,
+                subject=event.subject,
+                platform=event.source.platform,
+                agent_id=event.source.agent_id,
+                started_at=data.started_at or event.occurred_at,
+                last_event_at=event.occurred_at,
+                seen_at=self.clock(),
+            )
+            calls.calls[data.conversation_id] = call
+        call.seen_at = self.clock()
+        call.last_event_at = max(call.last_event_at, event.occurred_at)
+        if data.started_at is not None and data.started_at < call.started_at:
+            call.started_at = data.started_at
+        return call
+
+    async def _turn(self, key: bytes, event: TurnSaid) -> None:
+        calls = self._calls(key)
+        call = self._call(calls, event)
+        if call.ended in ("reported", "reconstructed"):
+            LIVE_EVENTS.labels("skipped_after_end").inc()
+            self._keep(key, calls)
+            return
+        said = [
+            (turn, call.add_turn(f"{event.id}/{i}", turn))
+            for i, turn in enumerate(event.data.turns)
+        ]
+        topic = next(
+            (
+                turn.text
+                for turn, new in reversed(said)
+                if new and turn.role == "user" and len(content_terms(turn.text)) >= MIN_TERMS
+            ),
+            None,
+        )
+        if topic is not None:
+            vector, model = await self.service.embed(topic)
+            if not call.joins_topic(vector):
+                ids = await self._prefetch(event, call, topic, vector, model)
+                call.offer(ids)
+        self._keep(key, calls)
+
+    async def _prefetch(
+        self, event: TurnSaid, call: LiveCall, topic: str, vector: list[float], model: str
+    ) -> list[str]:
+        """Prefetch the new topic: search, keep for the readers, append; the hits' ids."""
+        query = SearchQuery(call.tenant, call.subject, topic, limit=PREFETCH_RESULTS)
+        async with self.service.pool.connection() as conn:
+            hits = await search_memories(conn, query, vector=vector, model=model, now=utc_now())
+            prefetched = ContextPrefetched.create(
+                id=derived_event_id("context.prefetched", str(event.id)),
+                tenant=call.tenant,
+                subject=call.subject,
+                source=Source(platform="memstream", event_id=str(event.id), agent_id=call.agent_id),
+                occurred_at=event.occurred_at,
+                correlation_id=call.conversation_id,
+                causation_id=event.id,
+                data={
+                    "conversation_id": call.conversation_id,
+                    "started_at": call.started_at,
+                    "topic": topic,
+                    "hits": [_prefetched_hit(hit) for hit in hits],
+                },
+            )
+            await record_prefetch(conn, prefetched, call.topics)
+        PREFETCH_SECONDS.observe(max(0.0, time.time() - event.recorded_at.timestamp()))
+        PREFETCHES.inc()
+        await self.service.log.append(prefetched)
+        return [hit.id for hit in prefetched.data.hits]
+
+    def _signal(self, key: bytes, event: CallSignalled) -> None:
+        calls = self._calls(key)
+        call = self._call(calls, event)
+        data = event.data
+        if call.ended is None and (
+            data.signal == "hang" or (data.signal == "status" and data.status == "ended")
+        ):
+            call.ended = "hung-up"
+        self._keep(key, calls)
+
+    def _started(self, key: bytes, event: ConversationStarted) -> None:
+        calls = self._calls(key)
+        call = calls.calls.get(event.data.conversation_id)
+        if call is not None and event.occurred_at < call.started_at:
+            call.started_at = event.occurred_at
+            self._keep(key, calls)
+
+    def _ended(self, key: bytes, event: ConversationEnded) -> None:
+        calls = self._calls(key)
+        call = calls.calls.get(event.data.conversation_id)
+        if call is None or call.ended == "reported":
+            return
+        ours = event.data.status == RECONSTRUCTED_STATUS and event.source.platform == "memstream"
+        if ours and call.ended == "reconstructed":
+            return  # the tick that reconstructed it marked it already
+        call.ended, call.ended_at = ("reconstructed" if ours else "reported"), self.clock()
+        self._keep(key, calls)
+
+    async def _forgotten(self, key: bytes, event: UserForgotten) -> None:
+        calls = self._calls(key)
+        if calls.calls:
+            self._keep(key, LiveCalls())
+        async with self.service.pool.connection() as conn:
+            await delete_subject(conn, event.tenant, event.subject)
+
+    # -- reconstruction and expiry -------------------------------------------------------
+
+    async def _look_for_due_calls(self) -> None:
+        """Tick the subjects with a call to reconstruct or drop (their events: the timer
+        cannot write the table)."""
+        now = self.clock()
+        after, grace = self.settings.live_reconstruct_after_s, self.settings.live_grace_s
+        held = 0
+        for key, value in list(self._table.items()):
+            if value is None:
+                continue
+            try:
+                calls = LiveCalls.loads(value)
+            except Exception:  # a value of an erased subject: dropped by its tick
+                logger.debug("live processor: a table value no longer opens", exc_info=True)
+                await self._control.send(key=key, value=_TICK)
+                continue
+            held += len(calls.calls)
+            if any(
+                call.due_for_reconstruction(now, after) or call.expired(now, grace)
+                for call in calls.calls.values()
+            ):
+                await self._control.send(key=key, value=_TICK)
+        LIVE_CALLS.set(held)
+
+    async def _tick(self, key: bytes | None) -> None:
+        if key is None:
+            return
+        try:
+            calls = self._calls(key)
+        except Exception:
+            logger.info("live processor: dropping calls whose state no longer opens")
+            self._keep(key, LiveCalls())
+            return
+        now = self.clock()
+        after, grace = self.settings.live_reconstruct_after_s, self.settings.live_grace_s
+        for conversation_id, call in list(calls.calls.items()):
+            if call.due_for_reconstruction(now, after):
+                if await self._reported(call):
+                    call.ended, call.ended_at = "reported", now
+                    continue
+                await self._reconstruct(call)
+                call.ended, call.ended_at = "reconstructed", now
+            elif call.expired(now, grace):
+                del calls.calls[conversation_id]
+                async with self.service.pool.connection() as conn:
+                    await delete_call(conn, call.tenant, conversation_id)
+        self._keep(key, calls)
+
+    async def _reported(self, call: LiveCall) -> bool:
+        """Whether the conversations read model has the call's own report."""
+        async with self.service.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT platform_status FROM conversations.conversations"
+                " WHERE tenant = %s AND conversation_id = %s AND subject = %s",
+                [call.tenant, call.conversation_id, call.subject],
+            )
+            row = await cursor.fetchone()
+        return row is not None and row[0] is not None and row[0] != RECONSTRUCTED_STATUS
+
+    async def _reconstruct(self, call: LiveCall) -> None:
+        ended_at = call.ended_at_platform
+        ended = ConversationEnded.create(
+            id=derived_event_id("conversation.reconstructed", call.tenant, call.conversation_id),
+            tenant=call.tenant,
+            subject=call.subject,
+            source=Source(
+                platform="memstream", event_id=call.conversation_id, agent_id=call.agent_id
+            ),
+            occurred_at=ended_at,
+            correlation_id=call.conversation_id,
+            data={
+                "conversation_id": call.conversation_id,
+                "started_at": call.started_at,
+                "ended_at": ended_at,
+                "duration_secs": max(0.0, (ended_at - call.started_at).total_seconds()),
+                "status": RECONSTRUCTED_STATUS,
+                "turns": call.turns,
+                "metadata": {
+                    "reconstructed": True,
+                    "platform": call.platform,
+                    "reason": "no end-of-call report within"
+                    f" {self.settings.live_reconstruct_after_s:g} s of the last live event",
+                },
+            },
+        )
+        await self.service.log.append(ended)
+        RECONSTRUCTED.inc()
+        logger.info(
+            "reconstructed a call without its report",
+            extra={"tenant": call.tenant, "conversation_id": call.conversation_id},
+        )
