@@ -22,12 +22,17 @@ Topics and partitions. Every memstream topic is keyed by the subject's pseudonym
 same partition count, so a subject's live events, reports and erasure arrive on one
 partition number; the table is keyed the same way and has as many partitions (faust
 checks the co-partitioning), so the worker that owns a partition owns those callers'
-state. Timers cannot write a table outside a stream's event (faust would not know the
-changelog partition), so the timer sends a tick to an internal control topic under the
-subject's key, and the agent does the work in the tick's event. Several workers (several
-``memstream run``, or ``MEMSTREAM_LIVE_PROCESSOR`` on in more processes) share the
-partitions as one faust app, one consumer group: the app id is
-``<MEMSTREAM_TOPIC_PREFIX>.live``.
+state. Its changelog records are placed by the producer's partitioner (murmur2 of the
+key, as ``EventLog`` places events), so a subject's state is on its events' partition
+number whoever writes it: the agent, or the timer that reconstructs and drops calls.
+Several workers (several ``memstream run``, or ``memstream live``) share the partitions
+as one faust app, one consumer group: the app id is ``<MEMSTREAM_TOPIC_PREFIX>.live``.
+
+Concurrency. The agent takes the events that arrived together (up to
+:data:`BATCH` within :data:`BATCH_WITHIN_S`), and handles each subject's in order while
+different subjects' run side by side: one call's embedding or search does not hold the
+others' turns up. A lock per subject keeps the timer from working on a subject's state
+while an event of it is handled. The batch's offsets are acknowledged when it is done.
 
 Delivery is at least once: after a crash, events since the last commit come again, and
 faust can also commit an offset past an event still being processed (faust-streaming
@@ -51,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from projections.live import content_terms, delete_call, delete_subject, record_prefetch
 from schemas import (
@@ -81,6 +88,7 @@ from services.query.app import QueryService
 from services.query.search import Hit, SearchQuery, search_memories
 from streams import Settings
 from streams.exceptions import ConfigurationError
+from streams.offsets import client_options, partitions_of
 from streams.topics import Topics
 
 __all__ = ["PREFETCH_RESULTS", "RECONSTRUCTED_STATUS", "LiveProcessor", "app_id"]
@@ -91,7 +99,9 @@ logger = logging.getLogger(__name__)
 PREFETCH_RESULTS = 8
 #: The status of a conversation.ended the processor reconstructed from live turns.
 RECONSTRUCTED_STATUS = "reconstructed"
-_TICK = b'{"op":"tick"}'
+#: Events the agent takes together, and how long it waits for more (see the docstring).
+BATCH = 256
+BATCH_WITHIN_S = 0.005
 
 
 def app_id(settings: Settings) -> str:
@@ -135,6 +145,28 @@ def _prefetched_hit(hit: Hit) -> PrefetchedHit:
     )
 
 
+async def start_at_the_end(settings: Settings, topics: list[str]) -> None:
+    """Commit, for the live processor's group, the log end of each partition of `topics`
+    it has no offset for (a first start: see the module docstring). Refused while other
+    workers of the group run, which means the group has committed already: nothing to do."""
+    partitions = await partitions_of(settings, topics)
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), group_id=app_id(settings), enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        missing = [tp for tp in partitions if await consumer.committed(tp) is None]
+        if missing:
+            ends = await consumer.end_offsets(missing)
+            await consumer.commit({tp: ends[tp] for tp in missing})
+            logger.info("live processor: starts at the end of %d partitions", len(missing))
+    except KafkaError as exc:
+        logger.info("live processor: starting offsets left to the group: %s", exc)
+    finally:
+        await consumer.stop()
+
+
 class LiveProcessor:
     """The faust app of the live processor, started and stopped inside the caller's
     event loop (``memstream run``, tests): no web server, no signal handlers of its own.
@@ -162,14 +194,14 @@ class LiveProcessor:
         self.service = service or QueryService(settings)
         self._app: faust.App | None = None
         self._table: Any = None
-        self._control: Any = None
-        self.control_topic = f"{app_id(settings)}-control"
+        self._locks: dict[bytes, asyncio.Lock] = {}
         self._stopped = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the app: its table recovered from the changelog, its agent consuming."""
+        await start_at_the_end(self.settings, [self.topics.name("live"), self.topics.conversations])
         if self._own_service:
             await self.service.start()
         app = self._build()
@@ -219,13 +251,13 @@ class LiveProcessor:
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
             table_standby_replicas=0,
-            consumer_auto_offset_reset="latest",
+            # Offsets start committed (start_at_the_end): this is for those that fall
+            # out of the live topic's retention while no worker runs.
+            consumer_auto_offset_reset="earliest",
             # A worker that died (kill -9) gives its partitions up after 10 s, as the
             # projections' consumers do (faust's default is 60 s of a call unfollowed).
             broker_session_timeout=10.0,
             broker_heartbeat_interval=3.0,
-            # A new group's first commit comes within a second of its first events: until
-            # then a crash would restart it at the topics' end (see the module docstring).
             broker_commit_interval=1.0,
             processing_guarantee="at_least_once",
         )
@@ -235,30 +267,23 @@ class LiveProcessor:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self._control = app.topic(
-            self.control_topic,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-            internal=True,
-        )
         self._table = app.Table(
             "calls",
             default=None,
             partitions=settings.partitions,
             key_type=bytes,
             value_type=bytes,
+            use_partitioner=True,
         )
 
         @app.agent(source)
         async def live_events(stream: Any) -> None:
-            async for event in stream.events():
-                await self._guarded(self._handle(event.key, event.value))
-
-        @app.agent(self._control)
-        async def ticks(stream: Any) -> None:
-            async for event in stream.events():
-                await self._guarded(self._tick(event.key))
+            async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
+                by_subject: dict[bytes, list[tuple[bytes, bytes]]] = {}
+                for event in events:
+                    if event.key is not None and event.value is not None:
+                        by_subject.setdefault(event.key, []).append((event.key, event.value))
+                await asyncio.gather(*(self._subject_events(e) for e in by_subject.values()))
 
         async def look_for_due_calls() -> None:
             await self._look_for_due_calls()
@@ -266,6 +291,18 @@ class LiveProcessor:
         app.timer(interval=self.tick_s)(look_for_due_calls)
 
         return app
+
+    async def _subject_events(self, events: list[tuple[bytes, bytes]]) -> None:
+        """One subject's events of a batch, in order, under the subject's lock."""
+        async with self._lock(events[0][0]):
+            for key, value in events:
+                await self._guarded(self._handle(key, value))
+
+    def _lock(self, key: bytes) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
     async def _guarded(self, work: Any) -> None:
         """An event's work; a failure (the database away while prefetching...) is logged
@@ -284,14 +321,16 @@ class LiveProcessor:
     def _keep(self, key: bytes, calls: LiveCalls) -> None:
         if calls.calls:
             self._table[key] = calls.dumps()
-        elif self._table.get(key) is not None:
-            del self._table[key]
+        else:
+            if self._table.get(key) is not None:
+                del self._table[key]
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked():
+                del self._locks[key]
 
     # -- events --------------------------------------------------------------------------
 
-    async def _handle(self, key: bytes | None, value: bytes | None) -> None:
-        if key is None or value is None:
-            return
+    async def _handle(self, key: bytes, value: bytes) -> None:
         began = time.perf_counter()
         try:
             event = decode_event(value)
@@ -430,8 +469,7 @@ class LiveProcessor:
     # -- reconstruction and expiry -------------------------------------------------------
 
     async def _look_for_due_calls(self) -> None:
-        """Tick the subjects with a call to reconstruct or drop (their events: the timer
-        cannot write the table)."""
+        """Reconstruct or drop the calls that are due, each subject under its lock."""
         now = self.clock()
         after, grace = self.settings.live_reconstruct_after_s, self.settings.live_grace_s
         held = 0
@@ -440,27 +478,22 @@ class LiveProcessor:
                 continue
             try:
                 calls = LiveCalls.loads(value)
-            except Exception:  # a value of an erased subject: dropped by its tick
-                logger.debug("live processor: a table value no longer opens", exc_info=True)
-                await self._control.send(key=key, value=_TICK)
+            except Exception:  # an erased subject's state: its key is gone
+                logger.info("live processor: dropping calls whose state no longer opens")
+                async with self._lock(key):
+                    self._keep(key, LiveCalls())
                 continue
             held += len(calls.calls)
             if any(
                 call.due_for_reconstruction(now, after) or call.expired(now, grace)
                 for call in calls.calls.values()
             ):
-                await self._control.send(key=key, value=_TICK)
+                async with self._lock(key):
+                    await self._guarded(self._tick(key))
         LIVE_CALLS.set(held)
 
-    async def _tick(self, key: bytes | None) -> None:
-        if key is None:
-            return
-        try:
-            calls = self._calls(key)
-        except Exception:
-            logger.info("live processor: dropping calls whose state no longer opens")
-            self._keep(key, LiveCalls())
-            return
+    async def _tick(self, key: bytes) -> None:
+        calls = self._calls(key)  # again, under the lock: an event may have changed it
         now = self.clock()
         after, grace = self.settings.live_reconstruct_after_s, self.settings.live_grace_s
         for conversation_id, call in list(calls.calls.items()):
