@@ -58,6 +58,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from projections.live import content_terms, delete_call, delete_subject, record_prefetch
 from schemas import (
@@ -167,6 +168,21 @@ async def start_at_the_end(settings: Settings, topics: list[str]) -> None:
         await consumer.stop()
 
 
+class _SubjectTable(faust.Table[bytes, bytes]):
+    """A table whose changelog partition is its key's, as ``EventLog`` places events
+    (murmur2 of the key over the partition count): a subject's state is on its events'
+    partition number whoever writes it, the agent or the timer. (faust's own
+    ``use_partitioner`` asks the producer, whose metadata may not know the changelog
+    topic yet on its first write.)"""
+
+    _partitioner = DefaultPartitioner()
+
+    def partition_for_key(self, key: Any) -> int:
+        partitions = list(range(self.partitions or 1))  # always given (settings.partitions)
+        partition: int = self._partitioner(key, partitions, partitions)
+        return partition
+
+
 class LiveProcessor:
     """The faust app of the live processor, started and stopped inside the caller's
     event loop (``memstream run``, tests): no web server, no signal handlers of its own.
@@ -267,13 +283,16 @@ class LiveProcessor:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self._table = app.Table(
-            "calls",
-            default=None,
-            partitions=settings.partitions,
-            key_type=bytes,
-            value_type=bytes,
-            use_partitioner=True,
+        self._table = app.tables.add(
+            _SubjectTable(
+                app,
+                name="calls",
+                default=None,
+                beacon=app.tables.beacon,
+                partitions=settings.partitions,
+                key_type=bytes,
+                value_type=bytes,
+            )
         )
 
         @app.agent(source)

@@ -211,6 +211,10 @@ async def test_a_live_call_streamed_as_vapi_messages_is_prefetched_at_each_topic
     changelog = await read_topic(topics, f"{app_id(topics)}-calls-changelog")
     state = b"".join(r.value or b"" for r in changelog)
     assert changelog and b"conversation_id" in state
+    # On the partition number of the subject's events, as every topic places a subject.
+    live_records = await read_topic(topics, live_topic)
+    assert {r.partition for r in changelog} == {r.partition for r in live_records}
+    assert len({r.partition for r in live_records}) == 1
     assert b"penicillin" not in state and b"Emma" not in state and b"Amoxicillin" not in state
 
     # The agent's memory-search tool, asked mid-call, answers from the prefetched set.
