@@ -51,13 +51,16 @@ def personal_data_codec(settings: Settings) -> Iterator[None]:
             installed.store.close()
 
 
-def call_events(tenant: str, n: int, *, turns: int = 4, users: int = 7) -> list[Event]:
-    """n calls (started + ended each) spread over `users` callers, deterministic content."""
+def call_events(
+    tenant: str, n: int, *, turns: int = 4, users: int = 7, spacing: timedelta = timedelta(hours=1)
+) -> list[Event]:
+    """n calls (started + ended each) spread over `users` callers, deterministic content,
+    `spacing` apart."""
     events: list[Event] = []
     for i in range(n):
         subject = f"{tenant}/+1555000{i % users:04d}"
         source = Source(platform="elevenlabs", event_id=f"conv-{i}", agent_id="agent-1")
-        at = BASE_TIME + timedelta(hours=i)
+        at = BASE_TIME + spacing * i
         events.append(
             ConversationStarted.create(
                 tenant=tenant,

@@ -88,7 +88,7 @@ from services.live.state import MIN_TERMS, LiveCall, LiveCalls
 from services.query.app import QueryService
 from services.query.search import Hit, SearchQuery, search_memories
 from streams import Settings
-from streams.exceptions import ConfigurationError
+from streams.exceptions import BrokerUnavailable, ConfigurationError
 from streams.offsets import client_options, partitions_of
 from streams.topics import Topics
 
@@ -100,6 +100,8 @@ logger = logging.getLogger(__name__)
 PREFETCH_RESULTS = 8
 #: The status of a conversation.ended the processor reconstructed from live turns.
 RECONSTRUCTED_STATUS = "reconstructed"
+#: How long the app may take to start (its table recovered from the changelog included).
+START_TIMEOUT_S = 300.0
 #: Events the agent takes together, and how long it waits for more (see the docstring).
 BATCH = 256
 BATCH_WITHIN_S = 0.005
@@ -220,8 +222,17 @@ class LiveProcessor:
         await start_at_the_end(self.settings, [self.topics.name("live"), self.topics.conversations])
         if self._own_service:
             await self.service.start()
+        for name in ("faust", "mode"):  # some 80 lines at INFO per start and stop
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.root.level))
         app = self._build()
-        await app.start()
+        try:
+            # A start that cannot create faust's own topics would hang rather than fail.
+            await asyncio.wait_for(app.start(), START_TIMEOUT_S)
+        except TimeoutError:
+            await app.stop()
+            raise BrokerUnavailable(
+                self.settings.require_kafka(), "the live processor did not start"
+            ) from None
         self._app = app
 
     async def run(self) -> None:
@@ -276,6 +287,7 @@ class LiveProcessor:
             broker_heartbeat_interval=3.0,
             broker_commit_interval=1.0,
             processing_guarantee="at_least_once",
+            env={},  # faust's own environment variables (TOPIC_PARTITIONS...) do not apply
         )
         source = app.topic(
             self.topics.name("live"),
@@ -292,6 +304,9 @@ class LiveProcessor:
                 partitions=settings.partitions,
                 key_type=bytes,
                 value_type=bytes,
+                # Compacted (faust's default) in hourly segments: a dropped call's state
+                # and tombstone leave the changelog within hours, not weeks.
+                extra_topic_configs={"segment.ms": "3600000", "delete.retention.ms": "3600000"},
             )
         )
 
@@ -492,8 +507,16 @@ class LiveProcessor:
         now = self.clock()
         after, grace = self.settings.live_reconstruct_after_s, self.settings.live_grace_s
         held = 0
+        # The table's memory keeps the subjects of partitions handed to another worker at
+        # a rebalance: only those of this worker's partitions are its to end or drop.
+        app, live = self._app, self.topics.name("live")
+        owned = (
+            {tp.partition for tp in app.consumer.assignment() if tp.topic == live}
+            if app is not None
+            else set()
+        )
         for key, value in list(self._table.items()):
-            if value is None:
+            if value is None or self._table.partition_for_key(key) not in owned:
                 continue
             try:
                 calls = LiveCalls.loads(value)
