@@ -31,12 +31,11 @@ from schemas import ConversationEnded, Source, decode_event
 from services import tenants
 from services.live.worker import RECONSTRUCTED_STATUS, LiveProcessor, app_id
 from services.query.app import QueryService
-from services.query.app import create_app as create_query_app
 from streams import EventLog, Settings
 from streams.topics import Topics
 from tests.helpers import eventually, group_state, read_topic, scalar
 from tests.integration.ingest_fixtures import TENANT, deliver, ingest, payload, tenant
-from tests.integration.query.corpus import EMBEDDER
+from tests.integration.query.corpus import EMBEDDER, serving
 from tests.integration.test_erasure import pipeline, running, settle
 
 __all__ = ["ingest", "tenant"]  # fixtures used by name below
@@ -220,15 +219,12 @@ async def test_a_live_call_streamed_as_vapi_messages_is_prefetched_at_each_topic
     # The agent's memory-search tool, asked mid-call, answers from the prefetched set.
     token = (await tenants.issue_api_key(db, TENANT, "agent", scopes=["agent"])).token
     before = prefetched_answers()
-    app = create_query_app(topics, embedder=EMBEDDER)
-    async with app.router.lifespan_context(app):
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q")
-        async with client:
-            response = await client.post(
-                "/v1/tools/vapi",
-                headers={"Authorization": f"Bearer {token}"},
-                json=vapi_tool_call("live-1", TOOL_QUESTION),
-            )
+    async with serving(topics) as client:
+        response = await client.post(
+            "/v1/tools/vapi",
+            headers={"Authorization": f"Bearer {token}"},
+            json=vapi_tool_call("live-1", TOOL_QUESTION),
+        )
     assert response.status_code == 200, response.text
     [result] = response.json()["results"]
     assert "penicillin" in result["result"].lower(), result

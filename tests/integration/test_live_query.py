@@ -35,7 +35,7 @@ from streams.audit import decode_entry, subject_hash
 from streams.topics import Topics
 from tests.helpers import eventually, free_port, read_topic
 from tests.integration.query.conftest import corpus_database, settings
-from tests.integration.query.corpus import EMBEDDER, OTHER, SUBJECT, TENANT
+from tests.integration.query.corpus import EMBEDDER, OTHER, SUBJECT, TENANT, serving
 
 __all__ = ["corpus_database", "settings"]  # the query tests' corpus fixtures, used by name
 
@@ -117,16 +117,6 @@ async def keys(db: AsyncConnection[Any]) -> dict[str, tenants.IssuedKey]:
 
 def auth(key: tenants.IssuedKey) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.token}"}
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The query app from start to a clean shutdown, over ASGI (whole responses only)."""
-    app = create_app(settings, embedder=EMBEDDER)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
-            yield client
 
 
 @pytest.fixture

@@ -7,11 +7,17 @@ package's conftest.py.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
+
 from projections.embeddings.local import LocalEmbedder
 from schemas import ConversationEnded, MemoryExtracted, Source
+from services.query.app import create_app
+from streams import Settings
 from tests.helpers import BASE_TIME
 from tests.integration.test_memories_projection import TENANT, superseded
 from tests.integration.test_memories_projection import extracted as _extracted
@@ -69,3 +75,14 @@ def corpus_events() -> list[Any]:
         ),
     ]
     return events
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The query app (with the corpus' embedder) from start to a clean shutdown, over ASGI
+    in process: a client gets whole responses only."""
+    app = create_app(settings, embedder=EMBEDDER)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
+            yield client

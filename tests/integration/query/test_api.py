@@ -20,6 +20,7 @@ from tests.integration.query.corpus import (
     EMBEDDER,
     SUBJECT,
     TENANT,
+    serving,
 )
 
 USER = SUBJECT.partition("/")[2]
@@ -37,11 +38,8 @@ async def keys(db: Any) -> dict[str, str]:
 
 
 async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, embedder=EMBEDDER)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
-            yield client
+    async with serving(settings) as client:
+        yield client
 
 
 @pytest.fixture
