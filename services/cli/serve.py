@@ -62,7 +62,9 @@ async def serve(
         )
     for runner in runners:
         await runner.start()
-    if runners:
+    if any(not getattr(runner, "keeps_default_gc", False) for runner in runners):
+        # Projections in this process (`memstream live` alone keeps CPython's defaults:
+        # see LiveProcessor.keeps_default_gc).
         tune_gc_for_projecting()
     else:
         # An ingest process: what is loaded by now (modules, the app, pydantic models)

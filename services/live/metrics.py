@@ -34,5 +34,6 @@ RECONSTRUCTED = Counter(
     "Calls whose end-of-call report never came, ended from their live turns.",
 )
 LIVE_CALLS = Gauge(
-    "memstream_live_calls", "Calls the live processor holds state for (its partitions)."
+    "memstream_live_calls",
+    "Callers whose calls in progress the live processor holds state for (its partitions).",
 )

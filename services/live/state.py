@@ -130,6 +130,18 @@ class LiveCall(BaseModel):
             return now - self.ended_at >= grace_s
         return not self.turns and now - self.seen_at >= 86400.0
 
+    def next_due(self, after_s: float, grace_s: float) -> float | None:
+        """The earliest clock time at which the call is due for reconstruction or expired
+        (None: never, as things stand): what the processor's timer waits for."""
+        due = []
+        if self.ended in (None, "hung-up") and self.turns:
+            due.append(self.seen_at + after_s)
+        if self.ended_at is not None and self.ended in ("reported", "reconstructed"):
+            due.append(self.ended_at + grace_s)
+        if not self.turns:
+            due.append(self.seen_at + 86400.0)
+        return min(due) if due else None
+
     @property
     def ended_at_platform(self) -> datetime:
         """The call's end for a reconstruction: its last live event, or a moment after its

@@ -195,6 +195,11 @@ class LiveProcessor:
     ``start``, then ``run`` until ``stop``; elsewhere ``start`` and ``close``."""
 
     name = "live"
+    #: Run alone (`memstream live`), the process keeps CPython's garbage collector
+    #: settings: the projections' (a young generation of 100,000 objects) made its
+    #: collections long enough to show in the turn-to-prefetch p95 (bench_live: 124 and
+    #: 234 ms in two runs against 58 and 128 ms with the defaults).
+    keeps_default_gc = True
 
     def __init__(
         self,
@@ -209,10 +214,17 @@ class LiveProcessor:
         self.clock = clock
         self.tick_s = tick_s or min(30.0, max(0.2, settings.live_reconstruct_after_s / 4))
         self._own_service = service is None
-        self.service = service or QueryService(settings)
+        # One thread for the local model: onnxruntime's default (a spinning thread per
+        # core) made the processor spend 69% of a core where one thread spends 42%
+        # (bench_live, 200 calls), with the broker and the database on the same cores.
+        self.service = service or QueryService(settings, embed_threads=1)
         self._app: faust.App | None = None
         self._table: Any = None
         self._locks: dict[bytes, asyncio.Lock] = {}
+        # When each subject's next call is due (reconstruction or expiry), kept as its
+        # state is written: the timer opens only the states that are due. None until the
+        # first timer run has read the whole table (after a start, the recovered states).
+        self._due: dict[bytes, float] | None = None
         self._stopped = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -355,7 +367,11 @@ class LiveProcessor:
     def _keep(self, key: bytes, calls: LiveCalls) -> None:
         if calls.calls:
             self._table[key] = calls.dumps()
+            if self._due is not None:
+                self._remember_due(key, calls)
         else:
+            if self._due is not None:
+                self._due.pop(key, None)
             if self._table.get(key) is not None:
                 del self._table[key]
             lock = self._locks.get(key)
@@ -502,11 +518,20 @@ class LiveProcessor:
 
     # -- reconstruction and expiry -------------------------------------------------------
 
-    async def _look_for_due_calls(self) -> None:
-        """Reconstruct or drop the calls that are due, each subject under its lock."""
-        now = self.clock()
+    def _remember_due(self, key: bytes, calls: LiveCalls) -> None:
+        assert self._due is not None
         after, grace = self.settings.live_reconstruct_after_s, self.settings.live_grace_s
-        held = 0
+        due = [d for c in calls.calls.values() if (d := c.next_due(after, grace)) is not None]
+        if due:
+            self._due[key] = min(due)
+        else:
+            self._due.pop(key, None)
+
+    async def _look_for_due_calls(self) -> None:
+        """Reconstruct or drop the calls that are due, each subject under its lock. The
+        first run reads every state (those recovered from the changelog); later runs open
+        only the subjects whose next call is due."""
+        now = self.clock()
         # The table's memory keeps the subjects of partitions handed to another worker at
         # a rebalance: only those of this worker's partitions are its to end or drop.
         app, live = self._app, self.topics.name("live")
@@ -515,27 +540,29 @@ class LiveProcessor:
             if app is not None
             else set()
         )
-        for key, value in list(self._table.items()):
-            if value is None or self._table.partition_for_key(key) not in owned:
+        if self._due is None:
+            self._due = {}
+            for key, value in list(self._table.items()):
+                if value is None:
+                    continue
+                try:
+                    self._remember_due(key, LiveCalls.loads(value))
+                except Exception:  # an erased subject's state: its key is gone
+                    self._due[key] = now
+        for key, due in list(self._due.items()):
+            if due > now or self._table.partition_for_key(key) not in owned:
                 continue
-            try:
-                calls = LiveCalls.loads(value)
-            except Exception:  # an erased subject's state: its key is gone
-                logger.info("live processor: dropping calls whose state no longer opens")
-                async with self._lock(key):
-                    self._keep(key, LiveCalls())
-                continue
-            held += len(calls.calls)
-            if any(
-                call.due_for_reconstruction(now, after) or call.expired(now, grace)
-                for call in calls.calls.values()
-            ):
-                async with self._lock(key):
-                    await self._guarded(self._tick(key))
-        LIVE_CALLS.set(held)
+            async with self._lock(key):
+                await self._guarded(self._tick(key))
+        LIVE_CALLS.set(len(self._due))
 
     async def _tick(self, key: bytes) -> None:
-        calls = self._calls(key)  # again, under the lock: an event may have changed it
+        try:
+            calls = self._calls(key)  # again, under the lock: an event may have changed it
+        except Exception:  # an erased subject's state: its key is gone
+            logger.info("live processor: dropping calls whose state no longer opens")
+            self._keep(key, LiveCalls())
+            return
         now = self.clock()
         after, grace = self.settings.live_reconstruct_after_s, self.settings.live_grace_s
         for conversation_id, call in list(calls.calls.items()):

@@ -132,15 +132,19 @@ KEEP_ALIVE_S = 15.0
 DEEP_RESULTS = 20
 
 
-def _embedders(model: str | None, settings: Settings) -> tuple[Embedder, Embedder | None]:
-    """The query embedder for `model` (None: the local model) and its fallback."""
+def _embedders(
+    model: str | None, settings: Settings, threads: int | None = None
+) -> tuple[Embedder, Embedder | None]:
+    """The query embedder for `model` (None: the local model) and its fallback; `threads`
+    is the local model's (None: onnxruntime's choice, one per core)."""
     from projections.embeddings.local import LocalEmbedder
 
     if not model:
-        return LocalEmbedder(), None
+        return LocalEmbedder(threads=threads), None
     from projections.embeddings.openai_embedder import OpenAIEmbedder
 
-    return OpenAIEmbedder.from_settings(settings.replace(embedding_model=model)), LocalEmbedder()
+    remote = OpenAIEmbedder.from_settings(settings.replace(embedding_model=model))
+    return remote, LocalEmbedder(threads=threads)
 
 
 class QueryService:
@@ -151,10 +155,16 @@ class QueryService:
         settings: Settings,
         embedder: Embedder | None = None,
         fallback: Embedder | None = None,
+        *,
+        embed_threads: int | None = None,
     ) -> None:
         """``embedder`` embeds queries with the model the embedding processor uses (from
-        settings when not given); ``fallback`` (the local model) when it is unavailable."""
+        settings when not given); ``fallback`` (the local model) when it is unavailable.
+        ``embed_threads``: the local model's threads (None: one per core, the lowest
+        latency for one question; the live processor takes 1, which spends a third less
+        CPU per text on a busy machine: docs/benchmarks.md, "live")."""
         self.settings = settings
+        self._embed_threads = embed_threads
         # Given embedders are used as they are; otherwise the model follows the live
         # embedder version (`memstream reprocess embeddings --model ... --swap`).
         self._follow_embedder = embedder is None
@@ -162,7 +172,7 @@ class QueryService:
         self._model: str | None = settings.embedding_model
         self.pool = connection_pool(settings, min_size=2)
         if embedder is None:
-            embedder, fallback = _embedders(settings.embedding_model, settings)
+            embedder, fallback = _embedders(settings.embedding_model, settings, embed_threads)
         self.embedder = embedder
         self.fallback = fallback
         self.limiter = RateLimiter(
@@ -368,7 +378,9 @@ class QueryService:
 
         model = await self._embedder_model.get("embedder", load)
         if model != self._model:
-            embedder, fallback = await asyncio.to_thread(_embedders, model, self.settings)
+            embedder, fallback = await asyncio.to_thread(
+                _embedders, model, self.settings, self._embed_threads
+            )
             logger.info("questions are now embedded with %s", embedder.name)
             self.embedder, self.fallback, self._model = embedder, fallback, model
 

@@ -87,3 +87,15 @@ def test_the_table_value_round_trips() -> None:
     again = LiveCalls.loads(calls.dumps())
     assert again == calls
     assert LiveCalls.loads(None) == LiveCalls() == LiveCalls.loads(b"")
+
+
+def test_the_next_due_time_is_the_earliest_of_reconstruction_and_expiry() -> None:
+    call = a_call()
+    assert call.next_due(900.0, 300.0) == 1000.0 + 86400  # no turns: dropped after a day
+    call.add_turn("e1/0", Turn(role="user", text="Hello there", offset_ms=0))
+    assert call.next_due(900.0, 300.0) == 1900.0  # reconstructed if nothing else comes
+    assert not call.due_for_reconstruction(1899.9, 900.0)
+    assert call.due_for_reconstruction(1900.0, 900.0)
+    call.ended, call.ended_at = "reported", 1500.0
+    assert call.next_due(900.0, 300.0) == 1800.0  # dropped a grace period after the end
+    assert call.expired(1800.0, 300.0)
