@@ -192,7 +192,7 @@ class Build:
     remaining: int = 0
 
 
-async def catch_up(
+async def run_to_log_end(
     settings: Settings,
     builds: Sequence[Build],
     *,

@@ -247,7 +247,7 @@ async def record_ids(
         )
 
 
-async def catch_up(
+async def update_ledger(
     conn: AsyncConnection[Any],
     settings: Settings,
     logical_topics: Sequence[str] = EVENT_TOPICS,
@@ -384,7 +384,7 @@ class Importer:
     recorded. `on_rejected` is called for every rejected line as it is found. The ledger
     catches up with a topic just before the first batch with events for it (platform
     payloads only ever need the conversations topic, not the much larger derived ones);
-    `on_catch_up(logical topic, records read, records to read)` reports that scan.
+    `on_ledger_scan(logical topic, records read, records to read)` reports that scan.
     """
 
     def __init__(
@@ -399,7 +399,7 @@ class Importer:
         received_at: datetime,
         legacy_ids_before: datetime | None = None,
         on_rejected: Callable[[Rejection], None] | None = None,
-        on_catch_up: Callable[[str, int, int], None] | None = None,
+        on_ledger_scan: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if platform not in FORMATS:
             raise ValueError(f"unknown format {platform!r}; known: {FORMATS}")
@@ -412,7 +412,7 @@ class Importer:
         self._received_at = received_at
         self._on_rejected = on_rejected
         self._settings = settings
-        self._on_catch_up = on_catch_up
+        self._on_ledger_scan = on_ledger_scan
         self._caught_up: set[str] = set()
         self._pending: list[tuple[int, list[Event]]] = []
         self._seen: set[tuple[str, uuid.UUID]] = set()
@@ -447,7 +447,7 @@ class Importer:
         if not batch:
             return
         for topic in sorted({e.topic for _, events in batch for e in events} - self._caught_up):
-            await self._catch_up(topic)
+            await self._update_ledger(topic)
         known = await known_ids(
             self._conn, [(e.tenant, e.id) for _, events in batch for e in events]
         )
@@ -486,14 +486,14 @@ class Importer:
             self.summary.imported += len(lines)
         self.summary.events += len(appended)
 
-    async def _catch_up(self, topic: str) -> None:
-        report = self._on_catch_up
+    async def _update_ledger(self, topic: str) -> None:
+        report = self._on_ledger_scan
 
         def progress(done: int, total: int) -> None:
             if report is not None:
                 report(topic, done, total)
 
-        await catch_up(self._conn, self._settings, [topic], progress)
+        await update_ledger(self._conn, self._settings, [topic], progress)
         self._caught_up.add(topic)
 
     def _reject(self, rejection: Rejection) -> None:

@@ -466,7 +466,7 @@ async def _import_file(
                     on_rejected=lambda r: bar.console.print(
                         Text(f"line {r.line}: {r.code}: {r.reason}", style="red")
                     ),
-                    on_catch_up=scanning,
+                    on_ledger_scan=scanning,
                 )
                 size = _size(source)
                 task = bar.add_task("importing", total=size)

@@ -31,9 +31,9 @@ from projections import PROJECTIONS, build
 from projections.lifecycle import (
     Build,
     LiveProjection,
-    catch_up,
     downstream,
     new_version_config,
+    run_to_log_end,
 )
 from services.cli.common import (
     EXIT_INCOMPLETE,
@@ -535,7 +535,7 @@ async def _finish(
                     rate=f"{b.done / elapsed:,.0f}",
                 )
 
-        caught_up = await catch_up(settings, plan, timeout_s=args.timeout, on_progress=show)
+        caught_up = await run_to_log_end(settings, plan, timeout_s=args.timeout, on_progress=show)
     seconds = time.monotonic() - began
     result: dict[str, Any] = {
         "caught_up": caught_up,
