@@ -25,13 +25,17 @@ The fused score, normalised so a document first in both lists has relevance 1, i
     passage: 0.6 * relevance + 0.2 * passage_salience + 0.1 * recency
 
 ``passage_salience`` is below any extracted memory's salience, so a fact ranks above a
-passage that is as relevant. Two rules join the kinds:
+passage that is as relevant. Three rules join the kinds:
 
 - a passage cited by a candidate memory's provenance is **folded** into that memory: the
-  memory ranks at the better of the two scores and the passage is not listed again;
+  best memory citing it ranks at the better of the two scores, every citing memory quotes
+  it, and the passage is not listed again;
 - a passage whose window (its turn and its neighbours) is cited only by memories that
   were superseded or retracted said something no longer true (or asked for it): its
-  relevance is multiplied by ``stale_factor``.
+  relevance is multiplied by ``stale_factor``;
+- a memory hit quotes the turn that says it with that turn's neighbours, and a passage
+  it already shows is **merged** into it (the turn joins its provenance), as a passage
+  already shown by a better passage is merged into that one.
 
 Each :class:`Hit` carries its breakdown, the lists it came from and its provenance in one
 shape for both kinds (conversation id and turn indexes).
@@ -111,6 +115,15 @@ class SearchWeights:
     passage_salience: float = 0.3
     #: Relevance kept by a passage whose only memories were superseded or retracted.
     stale_factor: float = 0.5
+    #: A folded passage ranks only the best of the memories citing it (the others keep
+    #: their own score and still quote it), so one turn does not fill several slots.
+    fold_once: bool = True
+    #: A memory hit quotes the turn that says it with that turn's neighbours, as a
+    #: passage shows its own: its best folded passage, or else its first source turn.
+    memory_context: bool = True
+    #: A passage whose turn a better memory hit already quotes is merged into that hit
+    #: (added to its provenance) and its slot goes to another answer.
+    merge_into_memories: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,8 +163,9 @@ class Hit:
     """A passage's speaker: ``caller`` or ``agent``."""
     context: list[dict[str, Any]] = field(default_factory=list)
     """A passage's neighbouring turns, in order: ``seq``, ``speaker``, ``text``. A
-    memory's: the turns that say it among the candidates (the passages folded into it,
-    at most :data:`QUOTES`, best first), each with its ``conversation_id`` too."""
+    memory's, each with its ``conversation_id`` too: the turn that says it best (the best
+    passage folded into it, else its first source turn), that turn's neighbours in
+    order, then the other passages folded into it (at most :data:`QUOTES` quotes)."""
     conversation_id: str | None = None
     """A passage's conversation."""
     turn: int | None = None
@@ -311,7 +325,7 @@ SELECT w.conversation_id, w.seq AS around, n.seq, n.role, n.text
       UNION ALL
       (SELECT seq, role, text FROM conversations.passages p
         WHERE p.tenant = %(tenant)s AND p.conversation_id = w.conversation_id
-          AND p.seq > w.seq ORDER BY p.seq LIMIT %(window)s)
+          AND p.seq >= w.seq ORDER BY p.seq LIMIT %(window)s + 1)
   ) n
  ORDER BY w.conversation_id, w.seq, n.seq
 """
@@ -515,6 +529,10 @@ async def search_memories(
             }
             for memory_id in citing:
                 quotes.setdefault(memory_id, []).append((score, quote))
+            ranked_by = (
+                [max(citing, key=lambda m: (hits[m].score, str(m)))] if w.fold_once else citing
+            )
+            for memory_id in ranked_by:
                 memory = hits[memory_id]
                 if score > memory.score:
                     hits[memory_id] = replace(memory, score=score, via=(*memory.via, "passage"))
@@ -545,21 +563,32 @@ async def search_memories(
         key=_rank_order,
     )
     if not w.merge_neighbours:
-        return await _with_context(cursor, params, ranked_hits[: query.limit])
+        return await _with_context(cursor, params, ranked_hits[: query.limit], w.memory_context)
     # Enough candidates that merging neighbours still leaves ``limit`` hits.
-    candidates = await _with_context(cursor, params, ranked_hits[: 3 * query.limit])
-    return _merge_neighbours(candidates)[: query.limit]
+    candidates = await _with_context(
+        cursor, params, ranked_hits[: 3 * query.limit], w.memory_context
+    )
+    return _merge_neighbours(candidates, into_memories=w.merge_into_memories)[: query.limit]
 
 
-def _merge_neighbours(hits: list[Hit]) -> list[Hit]:
-    """Each passage that a better passage already quotes as context is merged into it:
-    the better one cites both turns, and the slot goes to another answer."""
+def _merge_neighbours(hits: list[Hit], *, into_memories: bool) -> list[Hit]:
+    """Each passage that a better hit already shows (a passage's context, or with
+    `into_memories` a memory's quotes) is merged into it: the better one cites both
+    turns, and the slot goes to another answer."""
     merged: list[Hit] = []
     quoted: dict[tuple[str, int], int] = {}  # a turn shown by a kept passage -> its index
     for hit in hits:
+        if hit.type == "memory" and into_memories:
+            for q in hit.context:
+                quoted.setdefault((q["conversation_id"], q["seq"]), len(merged))
         if hit.type == "passage":
             conversation, seq = _passage(hit)
             holder = quoted.get((conversation, seq))
+            if holder is not None and merged[holder].type == "memory":
+                kept = merged[holder]
+                cited = [*kept.provenance, {"conversation_id": conversation, "turns": [seq]}]
+                merged[holder] = replace(kept, provenance=cited)
+                continue
             if holder is not None:
                 kept = merged[holder]
                 turns = sorted({*kept.provenance[0]["turns"], seq})
@@ -586,9 +615,29 @@ def _passage(hit: Hit) -> tuple[str, int]:
     return hit.conversation_id, hit.turn
 
 
-async def _with_context(cursor: Any, params: dict[str, Any], hits: list[Hit]) -> list[Hit]:
-    """``hits`` with each passage's neighbouring turns."""
+def _sourced(hit: Hit) -> Hit:
+    """A memory hit with a placeholder quote of its first source turn (text filled in
+    by ``_quoting``)."""
+    for cited in hit.provenance:
+        if cited.get("turns"):
+            quote = {"conversation_id": cited["conversation_id"], "seq": cited["turns"][0]}
+            return replace(hit, context=[quote])
+    return hit
+
+
+async def _with_context(
+    cursor: Any, params: dict[str, Any], hits: list[Hit], memories: bool
+) -> list[Hit]:
+    """``hits`` with each passage's neighbouring turns and, with ``memories``, each
+    memory's best quote (else its first source turn) with that turn's neighbours."""
     wanted = [_passage(h) for h in hits if h.type == "passage"]
+    if memories:
+        hits = [_sourced(h) if h.type == "memory" and not h.context else h for h in hits]
+        wanted += [
+            (h.context[0]["conversation_id"], h.context[0]["seq"])
+            for h in hits
+            if h.type == "memory" and h.context
+        ]
     if not wanted:
         return hits
     params["conversations"] = [c for c, _ in wanted]
@@ -596,7 +645,11 @@ async def _with_context(cursor: Any, params: dict[str, Any], hits: list[Hit]) ->
     params["window"] = WINDOW
     await cursor.execute(_CONTEXT_SQL, params)
     context: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    own: dict[tuple[str, int], dict[str, Any]] = {}
     for row in await cursor.fetchall():
+        if row["seq"] == row["around"]:
+            own[(row["conversation_id"], row["seq"])] = row
+            continue
         context.setdefault((row["conversation_id"], row["around"]), []).append(
             {
                 "seq": row["seq"],
@@ -604,6 +657,37 @@ async def _with_context(cursor: Any, params: dict[str, Any], hits: list[Hit]) ->
                 "text": row["text"],
             }
         )
+    if memories:
+        hits = [_quoting(h, context, own) if h.type == "memory" and h.context else h for h in hits]
     return [
         replace(h, context=context.get(_passage(h), [])) if h.type == "passage" else h for h in hits
     ]
+
+
+def _quoting(
+    hit: Hit,
+    context: dict[tuple[str, int], list[dict[str, Any]]],
+    own: dict[tuple[str, int], dict[str, Any]],
+) -> Hit:
+    """A memory hit's context: its best quote first, then that turn's neighbours in
+    order, then its other quotes."""
+    best = hit.context[0]
+    conversation = best["conversation_id"]
+    if "text" not in best:  # a source turn, not a candidate: its text is read here
+        row = own.get((conversation, best["seq"]))
+        if row is None:
+            return replace(hit, context=[])
+        best = {
+            "conversation_id": conversation,
+            "seq": row["seq"],
+            "speaker": _SPEAKERS.get(row["role"], row["role"]),
+            "text": row["text"],
+        }
+    others = hit.context[1:]
+    shown = {(q["conversation_id"], q["seq"]) for q in others}
+    near = [
+        {"conversation_id": conversation, **turn}
+        for turn in context.get((conversation, best["seq"]), [])
+        if (conversation, turn["seq"]) not in shown
+    ]
+    return replace(hit, context=[best, *near, *others])

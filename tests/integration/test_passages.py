@@ -262,6 +262,69 @@ async def test_a_passage_cited_by_a_memory_is_folded_into_it(topics: Settings, d
     assert any(h.type == "passage" for h in hits)  # the others are still there
 
 
+async def test_a_memory_quotes_what_says_it_with_its_neighbours(topics: Settings, db: Any) -> None:
+    # The memory cites the caller's "Friday works" (turn 3): its context is that turn
+    # first, then the agent's question before it and the turn after, as a passage shows.
+    booked = memory("Cleaning moved to Friday the 7th at 9", "call-1", [3])
+    await project_all(topics, [call("call-1", DENTAL), booked])
+    for text in ("Friday the 7th cleaning", "appointment moved"):  # folded, or not a candidate
+        [hit] = [h for h in await search(db, text) if h.memory_id == booked.data.memory_id]
+        # The tool turn (4) has no text and is no passage: the next one is 5.
+        assert [(c["seq"], c["speaker"]) for c in hit.context] == [
+            (3, "caller"),
+            (2, "agent"),
+            (5, "agent"),
+        ]
+        assert hit.context[0]["text"] == "Yeah, Friday works."
+        assert hit.context[1]["text"] == "Sure. How about Friday the 7th at 9?"
+        assert all(c["conversation_id"] == "call-1" for c in hit.context)
+    off = await search(db, "Friday the 7th cleaning", weights=SearchWeights(memory_context=False))
+    [bare] = [h for h in off if h.memory_id == booked.data.memory_id]
+    assert [c["seq"] for c in bare.context] == [3]  # the folded passage only
+
+
+async def test_a_passage_a_memory_already_shows_is_merged_into_it(
+    topics: Settings, db: Any
+) -> None:
+    booked = memory("Cleaning moved to Friday the 7th at 9", "call-1", [3])
+    await project_all(topics, [call("call-1", DENTAL), booked])
+    hits = await search(db, "Friday the 7th at 9")
+    [held] = [h for h in hits if h.memory_id == booked.data.memory_id]
+    shown = {c["seq"] for c in held.context}
+    # No passage below it repeats a turn it shows; those turns joined its provenance.
+    below = hits[hits.index(held) + 1 :]
+    assert not [h for h in below if h.type == "passage" and h.turn in shown]
+    cited = {t for p in held.provenance for t in p["turns"]}
+    assert 3 in cited and cited <= shown
+    apart = await search(
+        db, "Friday the 7th at 9", weights=SearchWeights(merge_into_memories=False)
+    )
+    assert [h for h in apart if h.type == "passage" and h.turn == 2]  # listed apart
+
+
+async def test_a_turn_two_memories_cite_ranks_only_one_of_them(topics: Settings, db: Any) -> None:
+    # Both memories come from the caller's turn 1; the passage's rank goes to one only.
+    # Worded apart from the turn, so the passage ranks above both of them.
+    cleaning = memory("Dental appointment to change", "call-1", [1])
+    moving = memory("Wants a different appointment day", "call-1", [1])
+    await project_all(topics, [call("call-1", DENTAL), cleaning, moving])
+    ids = {cleaning.data.memory_id, moving.data.memory_id}
+    once = [
+        h for h in await search(db, "I need to move my cleaning appointment") if h.memory_id in ids
+    ]
+    both = [
+        h
+        for h in await search(
+            db, "I need to move my cleaning appointment", weights=SearchWeights(fold_once=False)
+        )
+        if h.memory_id in ids
+    ]
+    assert len(once) == len(both) == 2
+    assert ["passage" in h.via for h in once].count(True) == 1
+    assert ["passage" in h.via for h in both].count(True) == 2
+    assert all(h.context[0]["seq"] == 1 for h in once)  # both still quote it
+
+
 async def test_a_passage_only_superseded_memories_cite_ranks_below_the_current_one(
     topics: Settings, db: Any
 ) -> None:
