@@ -19,6 +19,7 @@ import importlib
 import inspect
 import logging
 import math
+import os
 import pkgutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -176,7 +177,9 @@ def database_url(url: str, database: str) -> str:
 
 @asynccontextmanager
 async def isolated_settings(base: Settings, benchmark: str) -> AsyncIterator[Settings]:
-    """`base` with a topic prefix and a migrated database of their own; both removed after."""
+    """`base` with a topic prefix and a migrated database of their own; both removed after
+    (``MEMSTREAM_BENCH_KEEP_DB=1`` keeps the database, named in the log, to profile the
+    read models a benchmark loaded)."""
     name = f"bench_{benchmark}_{uuid.uuid4().hex[:8]}"
     admin_url = database_url(base.require_database(), "postgres")
     url = database_url(admin_url, name)
@@ -187,8 +190,11 @@ async def isolated_settings(base: Settings, benchmark: str) -> AsyncIterator[Set
         await asyncio.to_thread(migrate, url)
         yield settings
     finally:
-        async with await AsyncConnection.connect(admin_url, autocommit=True) as conn:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if os.environ.get("MEMSTREAM_BENCH_KEEP_DB") == "1":
+            logger.warning("kept database %s (MEMSTREAM_BENCH_KEEP_DB=1): drop it by hand", name)
+        else:
+            async with await AsyncConnection.connect(admin_url, autocommit=True) as conn:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await _delete_topics(settings)
 
 
