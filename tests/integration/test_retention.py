@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 from projections.conversations import ConversationsProjection
 from schemas import ConversationEnded, Event, PassagesEmbedded, decode_event
 from services import tenants
-from services.retention import RetentionWorker, expire_transcripts, expired_before
+from services.retention import RetentionWorker, carry_out_retention, expired_before
 from streams import EventLog, Settings
 from streams.topics import Topics
 from tests.helpers import BASE_TIME, eventually, read_topic, scalar
@@ -122,7 +122,7 @@ async def test_after_the_retention_old_transcripts_are_unreadable_and_memories_r
         # A day's retention, carried out now: the call of three days ago expires, with
         # its day's key and the next day's (made ahead of that day's first call).
         await tenants.set_transcript_retention(db, "acme", timedelta(days=1))
-        [expiry] = await expire_transcripts(db, now=now)
+        [expiry] = await carry_out_retention(db, now=now)
         assert expiry.tenant == "acme" and expiry.period_keys == 2
         assert expiry.rows == {
             "turns": 4,
@@ -150,11 +150,11 @@ async def test_after_the_retention_old_transcripts_are_unreadable_and_memories_r
         assert (await transcripts(topics))["old/turns"] == [0, 0]
 
         # A second run finds nothing more to do.
-        [again] = await expire_transcripts(db, now=now)
+        [again] = await carry_out_retention(db, now=now)
         assert again.period_keys == 0 and not any(again.rows.values())
 
         # The clock moved forward two days: today's call expires too, the memories stay.
-        [later] = await expire_transcripts(db, now=now + timedelta(days=2))
+        [later] = await carry_out_retention(db, now=now + timedelta(days=2))
         assert later.period_keys == 1
         assert await held(db, "recent") == gone
         assert await memories(db) == remembered
