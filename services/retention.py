@@ -199,12 +199,16 @@ _MEMORY_PURGES: tuple[_Purge, ...] = (
     ),
     # The summariser's copy: the users' profiles are due again, without them.
     _Purge(
-        "summary_memories",
-        "WITH gone AS (DELETE FROM summarizer.memories"
-        " WHERE tenant = %(tenant)s AND observed_at < %(before)s RETURNING tenant, subject)"
-        " UPDATE summarizer.profiles p SET pending = true FROM (SELECT DISTINCT * FROM gone) g"
-        " WHERE p.tenant = g.tenant AND p.subject = g.subject",
+        "profiles_due",
+        "UPDATE summarizer.profiles p SET pending = true WHERE p.tenant = %(tenant)s"
+        " AND NOT p.pending AND EXISTS (SELECT 1 FROM summarizer.memories m"
+        " WHERE m.tenant = p.tenant AND m.subject = p.subject AND m.observed_at < %(before)s)",
         ("summarizer.memories", "summarizer.profiles"),
+    ),
+    _Purge(
+        "summary_memories",
+        "DELETE FROM summarizer.memories WHERE tenant = %(tenant)s AND observed_at < %(before)s",
+        ("summarizer.memories",),
     ),
     _Purge(
         "reinforcements",
