@@ -445,13 +445,14 @@ def _tenants_update(settings: Settings, args: argparse.Namespace) -> int:
             if exc.code != "unknown_tenant":
                 raise
             raise CommandError(f"{exc} (memstream tenants list)", EXIT_NOT_FOUND) from None
-        said = []
-        for what, retention in (
-            ("transcripts", tenant.transcript_retention),
-            ("memories", tenant.memory_retention),
+        said = []  # what was set
+        for what, kept_what, retention in (
+            ("transcript", "transcripts", tenant.transcript_retention),
+            ("memory", "memories", tenant.memory_retention),
         ):
-            kept = "for ever" if retention is None else f"for {_retention(retention)}"
-            said.append(f"{what} kept {kept}")
+            if what in retentions:
+                kept = "for ever" if retention is None else f"for {_retention(retention)}"
+                said.append(f"{kept_what} kept {kept}")
         emit(args, _tenant_json(tenant), f"tenant {tenant.tenant}: {', '.join(said)}")
         return EXIT_OK
 
