@@ -345,7 +345,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         migrate(settings.require_database())
         # Each projection's live version, following switches (`projections swap`).
         runners: list[Worker] = [LiveProjection(name, settings) for name in PROJECTIONS]
-        runners.append(RetentionWorker(settings))  # the tenants' transcript retention
+        runners.append(RetentionWorker(settings))  # the tenants' transcript and memory retention
         if settings.live_processor:
             from services.live.worker import LiveProcessor  # faust: only where it runs
 
