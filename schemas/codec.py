@@ -35,10 +35,15 @@ What ``decode`` must do with what it did not write or cannot read:
 
 A transcript — a field typed :data:`TranscriptJSONArray` (the turns of a call, the vectors
 of its passages) — is personal like a :data:`PersonalJSONArray`, and more: a codec that is
-also a :class:`TranscriptSealingCodec` stores it with ``encode_transcript(subject, text,
-began)``, under a key of the period the call began in as well as the subject's, so that
-transcript retention can make it unreadable while the subject's other data stays
-(docs/architecture.md, "Retention"). It decodes through ``decode`` like any value.
+also a :class:`PeriodSealingCodec` stores it with ``encode_period(subject, text, began,
+"transcripts")``, under a key of the period the call began in as well as the subject's, so
+that transcript retention can make it unreadable while the subject's other data stays
+(docs/architecture.md, "Retention"). A memory's content (:data:`MemoryText`) and its vector
+(:data:`MemoryJSONArray`) are sealed the same way with a key of the second family,
+``"memories"``, of the period the memory was first said in (``began``), which memory
+retention destroys. Both decode through ``decode`` like any value: past retention, as
+:data:`ERASED` (a memory's content reads ``ERASED``, its vector ``[]``), which the
+projections skip.
 
 A codec that is also a :class:`SubjectSealingCodec` protects the envelope's subject too:
 :func:`schemas.wire.encode_event` stores ``seal_subject(subject)`` instead of the
@@ -69,16 +74,21 @@ from pydantic_core import CoreSchema
 
 __all__ = [
     "ERASED",
+    "MEMORY_JSON_SCHEMA_KEY",
+    "MEMORY_PERIODS",
     "PERSONAL_JSON_SCHEMA_KEY",
     "TRANSCRIPT_JSON_SCHEMA_KEY",
+    "TRANSCRIPT_PERIODS",
     "IdentityCodec",
+    "MemoryJSONArray",
+    "MemoryText",
+    "PeriodSealingCodec",
     "PersonalDataCodec",
     "PersonalJSON",
     "PersonalJSONArray",
     "PersonalText",
     "SubjectSealingCodec",
     "TranscriptJSONArray",
-    "TranscriptSealingCodec",
     "get_personal_codec",
     "set_personal_codec",
     "subject_sealing_codec",
@@ -90,6 +100,13 @@ __all__ = [
 PERSONAL_JSON_SCHEMA_KEY = "x-memstream-personal"
 #: Marks transcripts, which are also sealed with a key of the period their call began in.
 TRANSCRIPT_JSON_SCHEMA_KEY = "x-memstream-transcript"
+#: Marks a memory's content and vector, also sealed with a key of the period it was said in.
+MEMORY_JSON_SCHEMA_KEY = "x-memstream-memory"
+
+#: The families of period keys: one per tenant and UTC day each, destroyed by the
+#: tenant's transcript retention and memory retention respectively.
+TRANSCRIPT_PERIODS = "transcripts"
+MEMORY_PERIODS = "memories"
 
 #: What ``decode`` returns for a value whose key was destroyed (the subject was erased).
 ERASED = "[erased]"
@@ -130,12 +147,15 @@ class SubjectSealingCodec(PersonalDataCodec, Protocol):
 
 
 @runtime_checkable
-class TranscriptSealingCodec(PersonalDataCodec, Protocol):
-    """A codec that seals transcripts with a key of the period their call began in too."""
+class PeriodSealingCodec(PersonalDataCodec, Protocol):
+    """A codec that seals transcripts (and memories) with a key of the period what they are
+    about began in too."""
 
-    def encode_transcript(self, subject: str, value: str, began: datetime) -> str:
-        """The stored form of the transcript ``value`` of ``subject``'s call that began at
-        ``began``; :data:`ERASED` when that period is past the tenant's retention."""
+    def encode_period(self, subject: str, value: str, began: datetime, family: str) -> str:
+        """The stored form of ``value`` of ``subject``, about what began at ``began``,
+        sealed with the tenant's key of that period of ``family`` (:data:`TRANSCRIPT_PERIODS`
+        or :data:`MEMORY_PERIODS`) as well; :data:`ERASED` when that period is past the
+        tenant's retention of that family."""
         ...
 
 
@@ -156,19 +176,19 @@ _codec: PersonalDataCodec = IdentityCodec()
 # Cached so the hot decode path does not pay for a codec that does nothing.
 _codec_is_identity = True
 _sealing: SubjectSealingCodec | None = None
-_transcripts: TranscriptSealingCodec | None = None
+_periods: PeriodSealingCodec | None = None
 
 
 def set_personal_codec(codec: PersonalDataCodec) -> PersonalDataCodec:
     """Install ``codec`` for the whole process and return the previous one (to restore it)."""
-    global _codec, _codec_is_identity, _sealing, _transcripts
+    global _codec, _codec_is_identity, _sealing, _periods
     if not isinstance(codec, PersonalDataCodec):
         raise TypeError(f"{codec!r} does not implement PersonalDataCodec (encode/decode)")
     previous = _codec
     _codec = codec
     _codec_is_identity = type(codec) is IdentityCodec
     _sealing = codec if isinstance(codec, SubjectSealingCodec) else None
-    _transcripts = codec if isinstance(codec, TranscriptSealingCodec) else None
+    _periods = codec if isinstance(codec, PeriodSealingCodec) else None
     return previous
 
 
@@ -250,6 +270,13 @@ def _encode_personal_json(
     return _codec.encode(subject, orjson.dumps(plain).decode())
 
 
+def _seal_period(text: str, info: SerializationInfo, subject: str, family: str) -> str:
+    began = (info.context or {}).get("began")
+    if _periods is not None and isinstance(began, datetime):
+        return _periods.encode_period(subject, text, began, family)
+    return _codec.encode(subject, text)
+
+
 def _encode_transcript(
     value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
 ) -> Any:
@@ -259,11 +286,26 @@ def _encode_transcript(
     subject = _wire_subject(info.context)
     if subject is None:
         return plain
-    text = orjson.dumps(plain).decode()
-    began = (info.context or {}).get("began")
-    if _transcripts is not None and isinstance(began, datetime):
-        return _transcripts.encode_transcript(subject, text, began)
-    return _codec.encode(subject, text)
+    return _seal_period(orjson.dumps(plain).decode(), info, subject, TRANSCRIPT_PERIODS)
+
+
+def _encode_memory_json(
+    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+) -> Any:
+    plain = handler(value)
+    if _codec_is_identity or not plain:
+        return plain
+    subject = _wire_subject(info.context)
+    if subject is None:
+        return plain
+    return _seal_period(orjson.dumps(plain).decode(), info, subject, MEMORY_PERIODS)
+
+
+def _encode_memory_text(value: str, info: SerializationInfo) -> str:
+    if _codec_is_identity or not value:
+        return value
+    subject = _wire_subject(info.context)
+    return value if subject is None else _seal_period(value, info, subject, MEMORY_PERIODS)
 
 
 class _PersonalJsonSchema:
@@ -294,6 +336,26 @@ class _TranscriptJsonSchema(_PersonalObjectJsonSchema):
             **super().__get_pydantic_json_schema__(core_schema, handler),
             TRANSCRIPT_JSON_SCHEMA_KEY: True,
         }
+
+
+class _MemoryJsonSchema(_PersonalObjectJsonSchema):
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            **super().__get_pydantic_json_schema__(core_schema, handler),
+            MEMORY_JSON_SCHEMA_KEY: True,
+        }
+
+
+class _MemoryTextJsonSchema:
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema[PERSONAL_JSON_SCHEMA_KEY] = True
+        schema[MEMORY_JSON_SCHEMA_KEY] = True
+        return schema
 
 
 PersonalText = Annotated[
@@ -331,6 +393,25 @@ TranscriptJSONArray = Annotated[
     _TranscriptJsonSchema(),
 ]
 """A call's transcript (``TranscriptJSONArray[tuple[Turn, ...]]``): a
-:data:`PersonalJSONArray` that a :class:`TranscriptSealingCodec` also seals with the key of
+:data:`PersonalJSONArray` that a :class:`PeriodSealingCodec` also seals with the key of
 the period the call began in (``Event.began``). Erased or past retention, it reads
 ``[]``."""
+
+MemoryText = Annotated[
+    str,
+    AfterValidator(_decode_personal),
+    PlainSerializer(_encode_memory_text, return_type=str),
+    _MemoryTextJsonSchema(),
+]
+"""A memory's content: a :data:`PersonalText` that a :class:`PeriodSealingCodec` also
+seals with the ``memories`` key of the period the memory was first said in
+(``Event.began``). Past the tenant's memory retention it reads :data:`ERASED`."""
+
+MemoryJSONArray = Annotated[
+    _T,
+    BeforeValidator(_decode_personal_array),
+    WrapSerializer(_encode_memory_json),
+    _MemoryJsonSchema(),
+]
+"""A memory's vector (``MemoryJSONArray[tuple[float, ...]]``), sealed like its content
+(:data:`MemoryText`). Past the tenant's memory retention it reads ``[]``."""

@@ -250,6 +250,10 @@ class Event(BaseModel):
     has_transcript: ClassVar[bool] = False
     """Whether the type has a :data:`schemas.codec.TranscriptJSONArray` field, sealed with
     the key of the period the event ``began`` in as well (``EventLog`` prepares that key)."""
+    period_family: ClassVar[str | None] = None
+    """The family of the period key a field of the type is sealed with as well (``began``'s
+    UTC day): ``transcripts`` for a transcript, ``memories`` for a memory's content or
+    vector (:data:`schemas.codec.MemoryText`); None when no field is."""
 
     @property
     def began(self) -> datetime:

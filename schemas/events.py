@@ -20,6 +20,10 @@ from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, mo
 
 from schemas.codec import (
     ERASED,
+    MEMORY_PERIODS,
+    TRANSCRIPT_PERIODS,
+    MemoryJSONArray,
+    MemoryText,
     PersonalJSON,
     PersonalJSONArray,
     PersonalText,
@@ -175,6 +179,7 @@ class ConversationEnded(Event):
     data: ConversationEndedData
     topic: ClassVar[str] = "conversations"
     has_transcript: ClassVar[bool] = True
+    period_family: ClassVar[str | None] = TRANSCRIPT_PERIODS
 
     @property
     def began(self) -> datetime:
@@ -236,7 +241,9 @@ class ConversationFailed(Event):
 
 class MemoryAssertedData(EventData):
     memory_id: uuid.UUID
-    content: Annotated[PersonalText, StringConstraints(min_length=1)]
+    content: Annotated[MemoryText, StringConstraints(min_length=1)]
+    """Sealed with the key of the day it was asserted (``occurred_at``) as well: past the
+    tenant's memory retention it reads ``ERASED``, and the projections skip it."""
     sector: Sector
     salience: float = Field(default=0.5, ge=0.0, le=1.0)
     asserted_by: str | None = None
@@ -250,6 +257,7 @@ class MemoryAsserted(Event):
     v: Literal[1] = 1
     data: MemoryAssertedData
     topic: ClassVar[str] = "conversations"
+    period_family: ClassVar[str | None] = MEMORY_PERIODS
 
 
 class MemoryRetractedData(EventData):
@@ -293,7 +301,9 @@ class Provenance(EventData):
 
 class MemoryExtractedData(EventData):
     memory_id: uuid.UUID
-    content: Annotated[PersonalText, StringConstraints(min_length=1)]
+    content: Annotated[MemoryText, StringConstraints(min_length=1)]
+    """Sealed with the key of the day it was said (``observed_at``) as well: past the
+    tenant's memory retention it reads ``ERASED``, and the projections skip it."""
     sector: Sector
     salience: float = Field(ge=0.0, le=1.0)
     kind: NonEmptyStr
@@ -315,6 +325,7 @@ class MemoryExtracted(Event):
     v: Literal[1] = 1
     data: MemoryExtractedData
     topic: ClassVar[str] = "memories"
+    period_family: ClassVar[str | None] = MEMORY_PERIODS
 
     @property
     def began(self) -> datetime:
@@ -374,17 +385,19 @@ class EmbeddingComputedData(EventData):
     """The embedding model, e.g. ``local/all-minilm-l6-v2-int8``; vectors of different
     models are never compared."""
     dimension: int = Field(ge=1, le=16_000)
-    vector: tuple[float, ...]
+    vector: MemoryJSONArray[tuple[float, ...]]
     """Unit length (cosine similarity is a dot product), finite. The embedder records
     float32 values in their shortest decimal form (older events: doubles); both read the
-    same."""
+    same. As personal as the memory's content: sealed like it, with the key of the day the
+    memory was said (the event's ``occurred_at``); empty once the tenant's memory retention
+    is over (older events carry it plain), and the projection skips it."""
 
     @model_validator(mode="after")
     def _vector_has_the_dimension(self) -> EmbeddingComputedData:
         # No per-value finiteness check here: pydantic's core already rejects NaN and
         # infinity (allow_inf_nan is off), and a Python loop over the 384 values was about
         # a fifth of decoding this event on a rebuild.
-        if len(self.vector) != self.dimension:
+        if self.vector and len(self.vector) != self.dimension:
             raise ValueError(f"vector has {len(self.vector)} values, dimension is {self.dimension}")
         return self
 
@@ -396,6 +409,7 @@ class EmbeddingComputed(Event):
     v: Literal[1] = 1
     data: EmbeddingComputedData
     topic: ClassVar[str] = "embeddings"
+    period_family: ClassVar[str | None] = MEMORY_PERIODS
 
 
 class PassageVector(EventData):
@@ -443,6 +457,7 @@ class PassagesEmbedded(Event):
     data: PassagesEmbeddedData
     topic: ClassVar[str] = "embeddings"
     has_transcript: ClassVar[bool] = True
+    period_family: ClassVar[str | None] = TRANSCRIPT_PERIODS
 
 
 # ---------------------------------------------------------- derived by summarising (summaries)
@@ -531,6 +546,7 @@ class TurnSaid(Event):
     data: TurnSaidData
     topic: ClassVar[str] = "live"
     has_transcript: ClassVar[bool] = True
+    period_family: ClassVar[str | None] = TRANSCRIPT_PERIODS
 
     @property
     def began(self) -> datetime:

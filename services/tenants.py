@@ -29,12 +29,13 @@ PLATFORMS = ("elevenlabs", "elevenlabs-init", "vapi", "retell")
 #: conversation events on ``/v1/events``, ``admin`` all of it and erasure.
 SCOPES = ("agent", "read", "write", "ingest", "admin")
 _TOKEN = re.compile(r"^msk_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
-#: A transcript retention (migration 0009): at least an hour (what the column's CHECK
-#: allows), at most 100 years (a longer one is a typo; ``off`` keeps transcripts for ever).
+#: A transcript or memory retention (migrations 0009, 0011): at least an hour (what the
+#: columns' CHECK allows), at most 100 years (a longer one is a typo; ``off`` keeps for ever).
 MIN_RETENTION = timedelta(hours=1)
 MAX_RETENTION = timedelta(days=36525)
-_RETENTION = re.compile(r"(-?)([0-9]+)([hdw])")
-_RETENTION_HOURS = {"h": 1, "d": 24, "w": 7 * 24}
+_RETENTION = re.compile(r"(-?)([0-9]+)([hdwy])")
+#: A year is 365 days (a retention counts days, not calendar years).
+_RETENTION_HOURS = {"h": 1, "d": 24, "w": 7 * 24, "y": 365 * 24}
 _MAX_HOURS = MAX_RETENTION // MIN_RETENTION
 _RETENTION_OFF = ("off", "none", "forever")
 
@@ -60,6 +61,10 @@ class Tenant:
     """How long the tenant's call transcripts (turn texts and passages) stay readable after
     the call, at least an hour; None keeps them for ever (migration 0009). The retention
     worker purges them once it is over; memories and summaries stay."""
+    memory_retention: timedelta | None = None
+    """How long the tenant's memories stay readable after the UTC day each was first
+    extracted (or asserted), at least an hour; None keeps them for ever (migration 0011).
+    Reinforcement does not extend it."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,8 @@ class WebhookSecret:
 
 
 _TENANT_COLUMNS = (
-    "tenant, name, default_region, created_at, legacy_ids_before, transcript_retention"
+    "tenant, name, default_region, created_at, legacy_ids_before, transcript_retention,"
+    " memory_retention"
 )
 
 
@@ -159,13 +165,19 @@ async def _require_tenant(conn: AsyncConnection[Any], tenant: str) -> None:
         raise _unknown_tenant(tenant)
 
 
-# -- transcript retention ---------------------------------------------------------------
+# -- transcript and memory retention ----------------------------------------------------
+
+#: What each retention is of: its column in memstream.tenants, and what it keeps.
+RETENTIONS = {"transcript": "transcript_retention", "memory": "memory_retention"}
+_KEPT = {"transcript": "transcripts", "memory": "memories"}
 
 
-def parse_retention(text: str) -> timedelta | None:
-    """A transcript retention as written on the command line: hours, days or weeks
-    (``36h``, ``90d``, ``2w``), or ``off`` / ``none`` / ``forever`` for None (kept for
-    ever). Anything else, and a retention under an hour or over 100 years, is refused."""
+def parse_retention(text: str, what: str = "transcript") -> timedelta | None:
+    """A `what` retention (``transcript`` or ``memory``) as written on the command line:
+    hours, days, weeks or years of 365 days (``36h``, ``90d``, ``2w``, ``1y``), or ``off``
+    / ``none`` / ``forever`` for None (kept for ever). Anything else, and a retention under
+    an hour or over 100 years, is refused."""
+    kept = _KEPT[what]
     word = text.strip().lower()
     if word in _RETENTION_OFF:
         return None
@@ -173,22 +185,21 @@ def parse_retention(text: str) -> timedelta | None:
     if match is None:
         raise TenantError(
             "invalid_retention",
-            f"a transcript retention is a number of hours, days or weeks (36h, 90d, 2w), or"
-            f" 'off' to keep transcripts for ever; got {text!r}",
+            f"a {what} retention is a number of hours, days, weeks or years (36h, 90d, 2w,"
+            f" 1y), or 'off' to keep {kept} for ever; got {text!r}",
         )
     sign, amount, unit = match.groups()
     digits = amount.lstrip("0")
     if sign == "-" or not digits:
         raise TenantError(
-            "invalid_retention", f"a transcript retention is at least 1 hour; got {text!r}"
+            "invalid_retention", f"a {what} retention is at least 1 hour; got {text!r}"
         )
     # Counted in whole hours: ten digits are over 100 years in any unit, and a long run of
     # them would overflow a timedelta (or int()).
     if len(digits) >= 10 or (hours := int(digits) * _RETENTION_HOURS[unit]) > _MAX_HOURS:
         raise TenantError(
             "invalid_retention",
-            f"a transcript retention is at most 100 years ('off' keeps transcripts for ever);"
-            f" got {text!r}",
+            f"a {what} retention is at most 100 years ('off' keeps {kept} for ever); got {text!r}",
         )
     return timedelta(hours=hours)
 
@@ -198,15 +209,30 @@ async def set_transcript_retention(
 ) -> Tenant:
     """Keep the tenant's transcripts readable for ``retention`` after each call (None: for
     ever). The retention worker carries it out on its next pass."""
+    return await set_retention(conn, tenant, "transcript", retention)
+
+
+async def set_memory_retention(
+    conn: AsyncConnection[Any], tenant: str, retention: timedelta | None
+) -> Tenant:
+    """Keep the tenant's memories readable for ``retention`` after the day each was first
+    said (None: for ever). The retention worker carries it out on its next pass."""
+    return await set_retention(conn, tenant, "memory", retention)
+
+
+async def set_retention(
+    conn: AsyncConnection[Any], tenant: str, what: str, retention: timedelta | None
+) -> Tenant:
+    """Set the tenant's `what` retention (``transcript`` or ``memory``; None: for ever)."""
+    column = RETENTIONS[what]
     if retention is not None and not MIN_RETENTION <= retention <= MAX_RETENTION:
         raise TenantError(
             "invalid_retention",
-            f"a transcript retention is between 1 hour and 100 years; got {retention}",
+            f"a {what} retention is between 1 hour and 100 years; got {retention}",
         )
     cursor = conn.cursor(row_factory=class_row(Tenant))
     await cursor.execute(
-        "UPDATE memstream.tenants SET transcript_retention = %s WHERE tenant = %s"
-        f" RETURNING {_TENANT_COLUMNS}",
+        f"UPDATE memstream.tenants SET {column} = %s WHERE tenant = %s RETURNING {_TENANT_COLUMNS}",
         [retention, tenant],
     )
     row = await cursor.fetchone()

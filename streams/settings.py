@@ -75,7 +75,7 @@ class Settings:
     previous_master_keys: str | None = field(default=None, repr=False)
     key_cache_s: float = 5.0
     personal_data_encryption: bool = True
-    # How often `memstream run` carries out the tenants' transcript retention
+    # How often `memstream run` carries out the tenants' transcript and memory retention
     # (services/retention.py); 0: never (run `memstream retention run` from a scheduler).
     retention_interval_s: float = 3600.0
     # Live calls (services/live): how long the live topic keeps mid-call events (set when

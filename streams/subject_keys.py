@@ -19,11 +19,16 @@ personal data codec that uses them (docs/architecture.md, "Personal data and era
 - :class:`SubjectKeyCodec`: the :class:`schemas.codec.SubjectSealingCodec` on top. A
   stored value is ``enc:v1:<key id>:<base64 of nonce + ciphertext>`` (AES-256-GCM, the
   key id as associated data); anything else is plain text from before encryption and
-  decodes as itself. It is a :class:`schemas.codec.TranscriptSealingCodec` too: a
+  decodes as itself. It is a :class:`schemas.codec.PeriodSealingCodec` too: a
   transcript is ``enc:p1:<period key id>:<subject key id>:<base64>``, sealed with a key
   derived from both the subject's key and the key of the tenant's UTC day the call began
-  in (:func:`period_owner`), so destroying either makes it unreadable: erasure destroys
-  the one, transcript retention (``services/retention.py``) the other.
+  in (:func:`period_owner`: ``transcripts/<day>``), so destroying either makes it
+  unreadable: erasure destroys the one, transcript retention (``services/retention.py``)
+  the other. A memory's content and vector are sealed the same way with a period key of
+  the second family, ``memories/<day>`` (the day the memory was first said), which memory
+  retention destroys. Both families are the same kind of row, made, cached, rotated,
+  destroyed and polled alike; each is refused creation for a day already past the
+  tenant's retention of that family.
 - :func:`install_personal_codec` (each process, from its settings, once),
   :func:`carry_out_erasure` / :func:`destroy_subject_key` (erasure),
   :func:`latest_erasures` (what ``EventLog`` refuses to append),
@@ -62,6 +67,7 @@ from schemas import (
     get_personal_codec,
     set_personal_codec,
 )
+from schemas.codec import MEMORY_PERIODS, TRANSCRIPT_PERIODS
 from streams.exceptions import ConfigurationError, DatabaseUnavailable
 from streams.settings import Settings
 
@@ -94,8 +100,12 @@ SEALED = "enc:v1:"
 _SEALED_LENGTH = len(SEALED)
 #: The prefix of a transcript sealed with its subject's key and its period's.
 SEALED_TRANSCRIPT = "enc:p1:"
-#: A period key's owner (its row's `subject_hash`): this prefix and the UTC day.
-_PERIODS = "transcripts/"
+#: A period key's owner (its row's `subject_hash`) is ``<family>/<UTC day>``; each family
+#: is destroyed by the tenant's retention in this column of memstream.tenants.
+_RETENTION_COLUMNS = {
+    TRANSCRIPT_PERIODS: "transcript_retention",
+    MEMORY_PERIODS: "memory_retention",
+}
 #: Deployment keys: the one that keys subjects' pseudonyms, and the one that seals the
 #: subject of a user.forgotten (the record of who was forgotten outlives their key).
 PSEUDONYMS = "pseudonyms"
@@ -229,15 +239,22 @@ class _Subject:
     erased_at: datetime | None  # the latest erasure (None: never erased)
 
 
-def period_owner(began: datetime) -> str:
-    """The owner of the period key for what began at `began`: ``transcripts/<UTC day>``."""
-    return f"{_PERIODS}{began.astimezone(UTC).date().isoformat()}"
+def period_owner(began: datetime, family: str = TRANSCRIPT_PERIODS) -> str:
+    """The owner of the period key of `family` (``transcripts``, ``memories``) for what
+    began at `began`: ``<family>/<UTC day>``."""
+    return f"{family}/{began.astimezone(UTC).date().isoformat()}"
 
 
 def next_period(owner: str) -> str:
-    """The owner of the period after `owner` (the next UTC day)."""
-    day = datetime.fromisoformat(owner[len(_PERIODS) :]).date() + timedelta(days=1)
-    return f"{_PERIODS}{day.isoformat()}"
+    """The owner of the period after `owner` (the next UTC day, the same family)."""
+    family, _, day = owner.partition("/")
+    return f"{family}/{(datetime.fromisoformat(day).date() + timedelta(days=1)).isoformat()}"
+
+
+def period_family(owner: str) -> str | None:
+    """The family of a period key's owner; None for a subject's key (a hash has no '/')."""
+    family, slash, _ = owner.partition("/")
+    return family if slash and family in _RETENTION_COLUMNS else None
 
 
 def _wrap_context(tenant: str, subject_hash: str) -> bytes:
@@ -279,16 +296,17 @@ SELECT %(tenant)s, %(subject_hash)s, COALESCE(prior.version, 0) + 1, %(master)s,
 ON CONFLICT DO NOTHING
 RETURNING key_id, version, (SELECT erased_at FROM prior)
 """
-# A tenant's key of one period, unless the period is past the tenant's transcript
-# retention already (a call that ends, or is redelivered, after its day expired): then
-# nothing is inserted, and the transcript is stored as erased. A period key is never
-# replaced: a destroyed one stays the period's (version 1, the unique index).
+# A tenant's key of one period, unless the period is past the tenant's retention of its
+# family already (a call that ends, or is redelivered, after its day expired; a memory
+# extracted again from an old call): then nothing is inserted, and the value is stored as
+# erased. A period key is never replaced: a destroyed one stays the period's (version 1,
+# the unique index). {column}: the family's retention (_RETENTION_COLUMNS).
 _CREATE_PERIOD_SQL = """
 INSERT INTO memstream.subject_keys (tenant, subject_hash, version, master_key_id, wrapped_key)
 SELECT %(tenant)s, %(subject_hash)s, 1, %(master)s, %(wrapped)s
  WHERE NOT EXISTS (
      SELECT 1 FROM memstream.tenants t
-      WHERE t.tenant = %(tenant)s AND %(ends)s + t.transcript_retention <= now())
+      WHERE t.tenant = %(tenant)s AND %(ends)s + t.{column} <= now())
 ON CONFLICT DO NOTHING
 RETURNING key_id, version, erased_at
 """
@@ -504,7 +522,8 @@ class SubjectKeyStore:
 
     def period_key(self, tenant: str, owner: str) -> _Key | None:
         """The tenant's key of the period `owner` (:func:`period_owner`), created if the
-        period has none; None when it was destroyed or is past the tenant's retention."""
+        period has none; None when it was destroyed or is past the tenant's retention of
+        the period's family."""
         self._poll()
         state = self._subjects.get((tenant, owner))
         if state is None:
@@ -513,11 +532,11 @@ class SubjectKeyStore:
                 if state is not None:
                     return state.live
                 raw = AESGCM.generate_key(bit_length=256)
-                ends = datetime.fromisoformat(owner[len(_PERIODS) :]).replace(
-                    tzinfo=UTC
-                ) + timedelta(days=1)
+                family, _, day = owner.partition("/")
+                ends = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
                 created = self._execute(
-                    _CREATE_PERIOD_SQL, {**self._creation(tenant, owner, raw), "ends": ends}
+                    _CREATE_PERIOD_SQL.format(column=_RETENTION_COLUMNS[family]),
+                    {**self._creation(tenant, owner, raw), "ends": ends},
                 )
                 if created:
                     return self._keep_created(tenant, owner, created[0], raw)
@@ -530,7 +549,7 @@ class SubjectKeyStore:
 
     def ensure_periods(self, periods: Iterable[tuple[str, str]]) -> None:
         """Create or load the key of each (tenant, period owner) not cached: EventLog calls
-        it in a worker thread before sealing transcripts, like `ensure_keys`."""
+        it in a worker thread before sealing transcripts and memories, like `ensure_keys`."""
         for tenant, owner in sorted(set(periods)):
             if (tenant, owner) not in self._subjects:
                 self.period_key(tenant, owner)
@@ -758,11 +777,11 @@ class SubjectKeyCodec:
         assert key.aead is not None
         return _seal(key.aead, key.kid, value)
 
-    def encode_transcript(self, subject: str, value: str, began: datetime) -> str:
+    def encode_period(self, subject: str, value: str, began: datetime, family: str) -> str:
         if not value:
             return value
         tenant = subject.partition("/")[0]
-        period = self.store.period_key(tenant, period_owner(began))
+        period = self.store.period_key(tenant, period_owner(began, family))
         if period is None:
             return ERASED  # the period is past the tenant's retention: nothing to keep
         key = self.store.live_key(tenant, self.store.subject_hash(subject))
@@ -773,8 +792,9 @@ class SubjectKeyCodec:
         return f"{SEALED_TRANSCRIPT}{period.kid}:{key.kid}:{payload}"
 
     def _transcript_key(self, period: _Key, key: _Key) -> tuple[AESGCM, bytes]:
-        """The key a transcript is sealed with: HMAC-SHA256 of the subject's key under the
-        period's (both must be live), and the associated data naming the two."""
+        """The key a transcript (or memory) is sealed with: HMAC-SHA256 of the subject's
+        key under the period's (both must be live), and the associated data naming the two.
+        The label says transcript for both families: their period keys differ."""
         pair = (period.kid, key.kid)
         aead = self._transcript_keys.get(pair)
         if aead is None:
@@ -795,11 +815,11 @@ class SubjectKeyCodec:
         pkid, kid, payload = value[start:first], value[first + 1 : second], value[second + 1 :]
         period = self.store.key(pkid)
         if period.aead is None:
-            return ERASED  # past retention
+            return ERASED  # past retention (of transcripts, or memories)
         key = self._subject_key(kid, subject)
         if key is None:
             return ERASED  # the subject was erased
-        if not period.subject_hash.startswith(_PERIODS) or period.tenant != key.tenant:
+        if period_family(period.subject_hash) is None or period.tenant != key.tenant:
             raise ValueError(f"key {pkid} is not a period key of the transcript's tenant")
         aead, associated = self._transcript_key(period, key)
         try:
@@ -902,7 +922,7 @@ _AHEAD_TASKS: set[asyncio.Future[None]] = set()
 
 async def prepare_keys(events: Iterable[Event]) -> None:
     """Have the keys that sealing `events` needs in memory (`EventLog` calls it): the live
-    key of each subject and, for a transcript, its period's key. One missing costs a
+    key of each subject and, for a transcript or memory, its period's key. One missing costs a
     worker thread's trip to the database, never the event loop's. Nothing to do without
     encryption, or when every key is cached.
 
@@ -916,8 +936,8 @@ async def prepare_keys(events: Iterable[Event]) -> None:
         periods: set[tuple[str, str]] = set()
         for event in events:
             subjects.add(event.subject)
-            if event.has_transcript:
-                periods.add((event.tenant, period_owner(event.began)))
+            if event.period_family is not None:
+                periods.add((event.tenant, period_owner(event.began, event.period_family)))
         wanted = [s for s in subjects if store.lacks_live_key(s)]
         missing = [p for p in periods if not store.has_period(*p)]
         _create_ahead(store, [(tenant, next_period(owner)) for tenant, owner in periods])

@@ -40,6 +40,7 @@ from projections.conversations.passages import WINDOW, passages
 from projections.providers.exceptions import ProviderUnavailable
 from projections.providers.resilience import fell_back
 from schemas import (
+    ERASED,
     ConversationEnded,
     EmbeddingComputed,
     Event,
@@ -124,8 +125,12 @@ class EmbeddingProcessor(Projection):
         self._log = log
 
     def prepare(self, records: Sequence[LogRecord]) -> list[Event]:
+        # A memory past its tenant's memory retention reads ERASED: nothing to embed.
         memories = [
-            r.event for r in records if isinstance(r.event, MemoryExtracted | MemoryAsserted)
+            r.event
+            for r in records
+            if isinstance(r.event, MemoryExtracted | MemoryAsserted)
+            and r.event.data.content != ERASED
         ]
         transcripts = [
             (r.event, found)

@@ -28,6 +28,10 @@ every insert made a rebuild several times slower than building it once over the 
 rows (figures in docs/memory.md). Until it exists, a query on that model is an exact
 scan: slower, the same answers. After that, new vectors maintain it.
 
+A memory's vector is sealed like its content, with the key of the day the memory was
+said: past the tenant's memory retention it decodes empty and is skipped (its memory is
+skipped by the memories projection alike), so a rebuild links nothing to it.
+
 Passages (``passages.embedded``) go to ``passage_vectors`` the same way, staged by
 binary COPY and inserted in one statement per run, without links; a conversation whose
 transcript was replaced gets the newer vectors.
@@ -278,6 +282,8 @@ class _RunBuilder:
 
     def add(self, event: EmbeddingComputed) -> None:
         data = event.data
+        if not data.vector:
+            return  # past its tenant's memory retention: the vector no longer opens
         key = (event.tenant, data.memory_id, data.model)
         if key in self.keys:  # the same event twice in the run: the first one counts
             return

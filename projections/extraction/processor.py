@@ -10,9 +10,12 @@ held another, e.g. a new home city), appended to the ``memories`` topic.
 Its own tables are the state those decisions need, kept in the same transaction as
 its checkpoints:
 
-- ``facts``: the user's known memories (normalised content, slot, state), from
-  earlier extractions and from ``memory.asserted``; ``memory.retracted`` and
-  ``user.forgotten`` take facts out of play;
+- ``facts``: the user's known memories (normalised content, slot, state, when first
+  said), from earlier extractions and from ``memory.asserted``; ``memory.retracted`` and
+  ``user.forgotten`` take facts out of play, and memory retention (services/retention.py)
+  deletes the facts whose memory expired, so that a fact said again afterwards is
+  extracted as a new memory (an assertion whose content decodes as erased, past the
+  retention, is no fact);
 - ``processed``: the conversation events already extracted, so a conversation
   appended twice (a redelivered webhook) is not extracted twice;
 - ``forgotten``: each forgotten user's latest erasure, by pseudonym (projections/
@@ -45,6 +48,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,6 +72,7 @@ from projections.extraction.candidates import (
 )
 from projections.extraction.rules import RuleExtractor
 from schemas import (
+    ERASED,
     ConversationEnded,
     Event,
     MemoryAsserted,
@@ -97,6 +102,8 @@ class _Fact:
     normalised: str
     key: str | None
     state: str = "active"
+    observed_at: datetime | None = None
+    """When the memory was first said (None: loaded, not changed; or from before 0011)."""
 
 
 @dataclass
@@ -205,7 +212,14 @@ class ExtractionProcessor(Projection):
                 known = facts[(event.tenant, event.subject)]
                 output.extend(self._decide(event, item.result, known, changed))
             elif isinstance(item, MemoryAsserted):
-                fact = _Fact(item.data.memory_id, normalise_content(str(item.data.content)), None)
+                if item.data.content == ERASED:
+                    continue  # past the tenant's memory retention: no memory to know
+                fact = _Fact(
+                    item.data.memory_id,
+                    normalise_content(str(item.data.content)),
+                    None,
+                    observed_at=item.began,
+                )
                 facts[(item.tenant, item.subject)].append(fact)
                 changed[(item.tenant, fact.memory_id)] = (item.subject, fact)
             elif isinstance(item, MemoryRetracted):
@@ -339,7 +353,7 @@ class ExtractionProcessor(Projection):
                                 **envelope,
                             )
                         )
-            fact = _Fact(memory_id, normalised, candidate.key)
+            fact = _Fact(memory_id, normalised, candidate.key, observed_at=said_at)
             known.append(fact)
             changed[(event.tenant, memory_id)] = (event.subject, fact)
         return out
@@ -458,14 +472,16 @@ class ExtractionProcessor(Projection):
                 [[t for t, _ in forgotten], [s for _, s in forgotten]],
             )
         rows = [
-            (tenant, subject, fact.memory_id, fact.normalised, fact.key, fact.state)
+            (tenant, subject, fact.memory_id, fact.normalised, fact.key, fact.state,
+             fact.observed_at)
             for (tenant, _), (subject, fact) in changed.items()
-        ]
+        ]  # fmt: skip
         if rows:
             async with conn.cursor() as cursor:
                 await cursor.executemany(
-                    "INSERT INTO facts (tenant, subject, memory_id, normalised, key, state)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                    "INSERT INTO facts"
+                    " (tenant, subject, memory_id, normalised, key, state, observed_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (tenant, memory_id) DO UPDATE SET state = EXCLUDED.state",
                     rows,
                 )

@@ -15,6 +15,11 @@ CREATE TABLE IF NOT EXISTS facts (
     PRIMARY KEY (tenant, memory_id)
 );
 CREATE INDEX IF NOT EXISTS facts_by_subject ON facts (tenant, subject);
+-- When the memory was first said (its extraction's observed_at, an assertion's time):
+-- memory retention (services/retention.py) forgets the facts past the tenant's period, so
+-- a fact said again after its memory expired is a new memory. NULL in rows of before it;
+-- retention finds those through the memories read model.
+ALTER TABLE facts ADD COLUMN IF NOT EXISTS observed_at timestamptz;
 
 -- Conversation events already extracted (a redelivered webhook is appended twice).
 CREATE TABLE IF NOT EXISTS processed (

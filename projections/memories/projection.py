@@ -10,8 +10,14 @@ that gives the same rows whatever the order and however often an event is seen:
 
 - a memory row is upserted from its ``extracted``/``asserted`` event (same id, same
   values), keeping any state already recorded;
-- states only move towards ``retracted`` (active → superseded → retracted); a state
-  change that arrives first leaves a row without content, filled in later;
+- states only move towards ``retracted`` (active → superseded → retracted); a
+  retraction that arrives first leaves a row without content, filled in later (a
+  supersession never arrives first: the extractor appends it after its memory, on the
+  same partition);
+- a memory whose content decodes as erased — past its tenant's memory retention
+  (services/retention.py), its day's key destroyed — is skipped, and so is a supersession
+  of it; its reinforcements are kept but count for no memory: a rebuild yields no
+  expired memory;
 - the reinforcement count is the number of other calls (distinct conversations but the
   memory's own) whose ``memory.reinforced`` events (kept in ``reinforcements``) said it
   again, recomputed for the memories a batch touches;
@@ -46,6 +52,7 @@ from projections.erasures import (
     refolded,
 )
 from schemas import (
+    ERASED,
     Event,
     MemoryAsserted,
     MemoryExtracted,
@@ -139,10 +146,16 @@ SELECT tenant, event_id, memory_id, subject, observed_at, provenance
 ON CONFLICT (tenant, event_id) DO NOTHING
 """
 
+# A retraction (from the API, on the conversations topic) may arrive before the memory it
+# retracts and leaves a row without content; a supersession (the extractor's, on the
+# memories topic) always follows its memory in the log, so one about a memory that is not
+# here is about one that was skipped (past retention) and changes nothing.
 _UPSERT_STATES_SQL = """
 INSERT INTO memories AS m (tenant, memory_id, subject, state, superseded_by, updated_at)
 SELECT tenant, memory_id, subject, state, superseded_by, updated_at
   FROM json_populate_recordset(NULL::memories, %s::json) AS s
+ WHERE s.state = 'retracted'
+    OR EXISTS (SELECT 1 FROM memories k WHERE k.tenant = s.tenant AND k.memory_id = s.memory_id)
 ON CONFLICT (tenant, memory_id) DO UPDATE SET
     state = CASE WHEN 'retracted' IN (m.state, EXCLUDED.state) THEN 'retracted'
                  WHEN 'superseded' IN (m.state, EXCLUDED.state) THEN 'superseded'
@@ -217,6 +230,8 @@ class MemoriesProjection(Projection):
             about.append(event)
             if erasures.covers(event):
                 continue
+            if isinstance(event, MemoryExtracted | MemoryAsserted) and event.data.content == ERASED:
+                continue  # past its tenant's memory retention: not a memory any more
             if isinstance(event, MemoryExtracted):
                 data = event.data
                 memories[(event.tenant, str(data.memory_id))] = _memory_row(

@@ -84,6 +84,7 @@ from projections.summaries.summariser import (
     Summary,
 )
 from schemas import (
+    ERASED,
     ConversationEnded,
     Event,
     MemoryAsserted,
@@ -402,6 +403,8 @@ def _row(user: _User, memory_id: uuid.UUID, at: datetime) -> _Memory:
 
 def _merge(user: _User, event: _MemoryEvent | MemoryRetracted) -> bool:
     """Merge a memory event into the user's memories; whether anything changed."""
+    if isinstance(event, MemoryExtracted | MemoryAsserted) and event.data.content == ERASED:
+        return False  # past its tenant's memory retention: not a memory any more
     at = event.began
     known = event.data.memory_id in user.memories
     memory = _row(user, event.data.memory_id, at)

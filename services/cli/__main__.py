@@ -17,7 +17,7 @@
     memstream encryption ...           the keys that seal personal data (encryption.py)
     memstream audit ...                who read or erased a user's data (audit.py)
     memstream users forget|export      erase a user, or export what is held about them (users.py)
-    memstream retention run            expire transcripts past tenants' retention (retention.py)
+    memstream retention run            expire what is past tenants' retention (retention.py)
 
 Exit codes are in services/cli/common.py and docs/operations.md.
 """
@@ -182,20 +182,28 @@ def _parser() -> argparse.ArgumentParser:
     tenant_list.set_defaults(handler=_tenants_list)
     update = tenants.add_parser(
         "update",
-        help="set how long a tenant's transcripts stay readable",
-        description="Set how long a tenant's call transcripts stay readable. Once the "
-        "retention is over after the UTC day a call began in, the call's turn texts and "
-        "passages are purged from the read models and their copies in the log no longer "
-        "decrypt; memories and summaries stay. The retention worker of `memstream run` "
-        "does it every hour, `memstream retention run` at once (docs/operations.md).",
+        help="set how long a tenant's transcripts and memories stay readable",
+        description="Set how long a tenant's call transcripts, and its memories, stay "
+        "readable. Once the transcript retention is over after the UTC day a call began in, "
+        "the call's turn texts and passages are purged from the read models and their "
+        "copies in the log no longer decrypt; memories and summaries stay. Once the memory "
+        "retention is over after the UTC day a memory was first said in (reinforcement does "
+        "not extend it), the memory, its vector and links are purged and its copies in the "
+        "log no longer decrypt. The retention worker of `memstream run` does it every "
+        "hour, `memstream retention run` at once (docs/operations.md).",
     )
     update.add_argument("tenant", help="the tenant's id")
     update.add_argument(
         "--transcript-retention",
-        required=True,
         metavar="DURATION",
-        help="hours, days or weeks (36h, 90d, 2w; 1 hour to 100 years), or off to keep"
-        " transcripts for ever",
+        help="hours, days, weeks or years (36h, 90d, 2w, 1y; 1 hour to 100 years), or off"
+        " to keep transcripts for ever",
+    )
+    update.add_argument(
+        "--memory-retention",
+        metavar="DURATION",
+        help="hours, days, weeks or years (36h, 365d, 52w, 1y; 1 hour to 100 years), or off"
+        " to keep memories for ever",
     )
     update.set_defaults(handler=_tenants_update)
 
@@ -337,7 +345,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         migrate(settings.require_database())
         # Each projection's live version, following switches (`projections swap`).
         runners: list[Worker] = [LiveProjection(name, settings) for name in PROJECTIONS]
-        runners.append(RetentionWorker(settings))  # the tenants' transcript retention
+        runners.append(RetentionWorker(settings))  # the tenants' transcript and memory retention
         if settings.live_processor:
             from services.live.worker import LiveProcessor  # faust: only where it runs
 
@@ -403,6 +411,7 @@ def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
         text = (
             "\n".join(
                 f"{t.tenant:<24} {t.name:<24} transcripts: {_retention(t.transcript_retention)}"
+                f"  memories: {_retention(t.memory_retention)}"
                 for t in found
             )
             or "no tenants"
@@ -415,31 +424,47 @@ def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def _tenants_update(settings: Settings, args: argparse.Namespace) -> int:
     # Checked before connecting: a mistyped duration needs no database to be refused.
-    retention = tenants_store.parse_retention(args.transcript_retention)
+    given = {
+        what: text
+        for what, text in (
+            ("transcript", args.transcript_retention),
+            ("memory", args.memory_retention),
+        )
+        if text is not None
+    }
+    if not given:
+        raise CommandError("say --transcript-retention, --memory-retention or both", EXIT_USAGE)
+    retentions = {what: tenants_store.parse_retention(text, what) for what, text in given.items()}
 
     async def work(conn: AsyncConnection[Any]) -> int:
         try:
-            tenant = await tenants_store.set_transcript_retention(conn, args.tenant, retention)
+            async with conn.transaction():
+                for what, retention in retentions.items():
+                    tenant = await tenants_store.set_retention(conn, args.tenant, what, retention)
         except TenantError as exc:
             if exc.code != "unknown_tenant":
                 raise
             raise CommandError(f"{exc} (memstream tenants list)", EXIT_NOT_FOUND) from None
-        kept = (
-            "for ever"
-            if tenant.transcript_retention is None
-            else f"for {_retention(tenant.transcript_retention)}"
-        )
-        emit(args, _tenant_json(tenant), f"tenant {tenant.tenant}: transcripts kept {kept}")
+        said = []  # what was set
+        for what, kept_what, retention in (
+            ("transcript", "transcripts", tenant.transcript_retention),
+            ("memory", "memories", tenant.memory_retention),
+        ):
+            if what in retentions:
+                kept = "for ever" if retention is None else f"for {_retention(retention)}"
+                said.append(f"{kept_what} kept {kept}")
+        emit(args, _tenant_json(tenant), f"tenant {tenant.tenant}: {', '.join(said)}")
         return EXIT_OK
 
     return with_database(work, settings)
 
 
 def _tenant_json(tenant: tenants_store.Tenant) -> dict[str, Any]:
-    """A tenant for --json: the retention in seconds (null: kept for ever)."""
+    """A tenant for --json: each retention in seconds (null: kept for ever)."""
     row = dataclasses.asdict(tenant)
-    retention = row.pop("transcript_retention")
-    row["transcript_retention_s"] = None if retention is None else int(retention.total_seconds())
+    for column in tenants_store.RETENTIONS.values():
+        retention = row.pop(column)
+        row[f"{column}_s"] = None if retention is None else int(retention.total_seconds())
     return row
 
 

@@ -146,8 +146,8 @@ async def test_the_cli_sets_and_lists_a_tenants_transcript_retention(
     text = _cli(settings, "tenants", "list")
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert lines[0].startswith("acme") and lines[0].endswith("transcripts: 90 days")
-    assert lines[1].startswith("bayview") and lines[1].endswith("transcripts: kept")
+    assert lines[0].startswith("acme") and lines[0].endswith("transcripts: 90 days  memories: kept")
+    assert lines[1].startswith("bayview") and lines[1].endswith("transcripts: kept  memories: kept")
 
     off = _cli(settings, "tenants", "update", "acme", "--transcript-retention", "off", "--json")
     assert off.returncode == 0, off.stderr
