@@ -271,7 +271,7 @@ class ProcessorContract:
         await project(topics, processor)
 
         again = await derived(topics, processor)
-        assert await self.state(db, schema) == tables
+        assert await self.state(db, schema) == tables, "a redelivery changed its tables"
         by_id = {d.event.id: d.event for d in first}
         assert len(by_id) == len(first), "version 1 appended one event twice"
         assert {d.event.id for d in again} == set(by_id), "a redelivery derived a new event"
