@@ -85,17 +85,23 @@ class TestExtractionProcessorContract(ProcessorContract):
         return calls()
 
     async def state(self, conn: AsyncConnection[Any], schema: str) -> dict[str, list[Any]]:
-        tables = await snapshot(conn, schema, ("processed", "forgotten"))
+        tables = await snapshot(conn, schema, ExtractionProcessor.tables)
         # ``seq`` numbers facts in the order they became known; two versions agree on
-        # that order per user, not on numbers interleaved across users by batching.
+        # that order per user, not on numbers interleaved across users by batching: each
+        # row's seq becomes its rank among its user's facts.
         cursor = await conn.execute(
-            sql.SQL(
-                "SELECT tenant, subject, memory_id, normalised, key, state,"
-                " row_number() OVER (PARTITION BY tenant, subject ORDER BY seq)"
-                " FROM {}.facts ORDER BY 1, 2, 7"
-            ).format(sql.Identifier(schema))
+            sql.SQL("SELECT * FROM {}.facts LIMIT 0").format(sql.Identifier(schema))
         )
-        tables["facts"] = await cursor.fetchall()
+        assert cursor.description is not None
+        columns = [c.name for c in cursor.description]
+        tenant, subject, seq = (columns.index(c) for c in ("tenant", "subject", "seq"))
+        ranked: list[Any] = []
+        rank: dict[tuple[str, str], int] = {}
+        for row in sorted(tables["facts"], key=lambda r: r[seq]):
+            user = (row[tenant], row[subject])
+            rank[user] = rank.get(user, 0) + 1
+            ranked.append((*row[:seq], rank[user], *row[seq + 1 :]))
+        tables["facts"] = sorted(ranked)
         return tables
 
 
