@@ -38,6 +38,7 @@ counts in ``memstream_query_rejected_total``; a key over its rate gets 429 with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -107,7 +108,14 @@ from services.query.requests import (
     validated,
 )
 from services.query.resources import add_resource_routes
-from services.query.search import Hit, SearchQuery, SearchWeights, search_memories
+from services.query.search import (
+    Hit,
+    SearchQuery,
+    SearchWeights,
+    dense_candidates,
+    lexical_candidates,
+    rank_candidates,
+)
 from services.ratelimit import FailedAuthentications, RateLimiter
 from streams import BrokerUnavailable, EventLog, Settings, versions
 from streams.audit import READ, AuditTrail, EntryType
@@ -418,15 +426,35 @@ class QueryService:
             # Versions built before passages existed: memories only until a rebuild
             # (docs/operations.md, "Passages after an upgrade").
             query = replace(query, sources=tuple(s for s in query.sources if s != "passages"))
+        # The lexical list needs no vector: it runs while the question is embedded, and
+        # the dense list on a second connection, so the database computes both at once
+        # (docs/query.md, "Latency").
         began = time.perf_counter()
-        vector, model = await self.embed(query.text)
-        embedded = time.perf_counter()
-        SEARCH_SECONDS.labels("embed").observe(embedded - began)
+
+        async def dense() -> tuple[list[dict[str, Any]], str]:
+            vector, model = await self.embed(query.text)
+            SEARCH_SECONDS.labels("embed").observe(time.perf_counter() - began)
+            async with self.pool.connection() as conn:
+                rows = await dense_candidates(
+                    conn, query, vector=vector, model=model, weights=weights
+                )
+            return rows, model
+
         async with self.pool.connection() as conn:
-            hits = await search_memories(
-                conn, query, vector=vector, model=model, now=utc_now(), weights=weights
+            lexical = asyncio.create_task(lexical_candidates(conn, query, weights))
+            try:
+                dense_rows, model = await dense()
+                lexical_rows = await lexical
+            except BaseException:
+                # Not back to the pool with its query still running.
+                lexical.cancel()
+                with contextlib.suppress(BaseException):
+                    await lexical
+                raise
+            hits = await rank_candidates(
+                conn, query, lexical_rows, dense_rows, model=model, now=utc_now(), weights=weights
             )
-        SEARCH_SECONDS.labels("rank").observe(time.perf_counter() - embedded)
+        SEARCH_SECONDS.labels("rank").observe(time.perf_counter() - began)
         return hits, model
 
     async def context(

@@ -23,7 +23,8 @@ REJECTED = Counter(
 RATE_LIMITED = Counter("memstream_query_rate_limited_total", "Requests refused with 429.")
 SEARCH_SECONDS = Histogram(
     "memstream_query_search_seconds",
-    "Memory search by stage: embed (the query text), rank (the database round trips).",
+    "Memory search by stage: embed (the query text), rank (the whole search: both lists,"
+    " the lexical one while the text is embedded, and the ranking).",
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25),
 )

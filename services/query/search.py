@@ -350,51 +350,108 @@ async def search_memories(
     weights: SearchWeights | None = None,
 ) -> list[Hit]:
     """The user's memories and passages for ``query.text``, best first (``vector`` is the
-    text embedded by ``model``)."""
+    text embedded by ``model``): the two candidate lists one after the other, then
+    :func:`rank_candidates`. The query service runs the lists side by side instead."""
     w = weights or SearchWeights()
-    with_memories = "memories" in query.sources
-    # A sector filter is about memories: passages have no sector.
-    with_passages = "passages" in query.sources and not query.sectors
-    if not (with_memories or with_passages):
-        return []
-    params: dict[str, Any] = {
+    lexical_rows = await lexical_candidates(conn, query, w)
+    dense_rows = await dense_candidates(conn, query, vector=vector, model=model, weights=w)
+    return await rank_candidates(
+        conn, query, lexical_rows, dense_rows, model=model, now=now, weights=w
+    )
+
+
+def _sources(query: SearchQuery) -> tuple[bool, bool]:
+    """Whether the search draws on memories, and on passages (a sector filter is about
+    memories: passages have no sector)."""
+    return "memories" in query.sources, "passages" in query.sources and not query.sectors
+
+
+def _params(query: SearchQuery, w: SearchWeights, **more: Any) -> dict[str, Any]:
+    return {
         "tenant": query.tenant,
         "subject": query.subject,
         "text": query.text,
-        "vector": "[" + ",".join(repr(float(x)) for x in vector) + "]",
         "sectors": list(query.sectors) if query.sectors else None,
         "depth": max(w.depth, 2 * query.limit),
         "max_distance": 1.0 - w.min_cosine,
-        "now": now,
         "boost": REINFORCEMENT_BOOST,
         "k1": w.bm25_k1,
         "b": w.bm25_b,
         "context_weight": w.context_weight,
+        **more,
     }
-    literals = {
-        "dimension": sql.Literal(len(vector)),
-        "model": sql.Literal(model),
-        "any_term": sql.SQL(ANY_TERM_QUERY),
-        "ranking": sql.SQL("bm25" if w.lexical_ranking == "bm25" else "ts_rank"),
-    }
+
+
+async def lexical_candidates(
+    conn: AsyncConnection[Any], query: SearchQuery, weights: SearchWeights | None = None
+) -> list[dict[str, Any]]:
+    """The lexical list: the user's documents ranked by BM25 (or ``ts_rank``), best
+    first. It needs no vector, so it can run while the question is embedded."""
+    w = weights or SearchWeights()
+    with_memories, with_passages = _sources(query)
     docs = [
         text
         for text, wanted in ((_MEMORY_DOCS, with_memories), (_PASSAGE_DOCS, with_passages))
         if wanted
     ]
+    if not docs:
+        return []
+    statement = sql.SQL(_LEXICAL_SQL).format(
+        docs=sql.SQL(" UNION ALL ".join(docs)),
+        any_term=sql.SQL(ANY_TERM_QUERY),
+        ranking=sql.SQL("bm25" if w.lexical_ranking == "bm25" else "ts_rank"),
+    )
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(statement, _params(query, w))
+    return await cursor.fetchall()
+
+
+async def dense_candidates(
+    conn: AsyncConnection[Any],
+    query: SearchQuery,
+    *,
+    vector: Sequence[float],
+    model: str,
+    weights: SearchWeights | None = None,
+) -> list[dict[str, Any]]:
+    """The dense list: the user's memories' and passages' vectors of ``model`` nearest
+    ``vector``, at least ``min_cosine``, nearest first."""
+    w = weights or SearchWeights()
+    with_memories, with_passages = _sources(query)
     dense = [
         text
         for text, wanted in ((_MEMORY_DENSE, with_memories), (_PASSAGE_DENSE, with_passages))
         if wanted
     ]
-    lexical_sql = sql.SQL(_LEXICAL_SQL).format(docs=sql.SQL(" UNION ALL ".join(docs)), **literals)
-    dense_sql = sql.SQL(" UNION ALL ".join(f"({part})" for part in dense)).format(**literals)
-
+    if not dense:
+        return []
+    statement = sql.SQL(" UNION ALL ".join(f"({part})" for part in dense)).format(
+        dimension=sql.Literal(len(vector)), model=sql.Literal(model)
+    )
+    params = _params(query, w, vector="[" + ",".join(repr(float(x)) for x in vector) + "]")
     cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(lexical_sql, params)
-    lexical_rows = await cursor.fetchall()
-    await cursor.execute(dense_sql, params)
-    dense_rows = sorted(await cursor.fetchall(), key=lambda r: float(r["distance"]))
+    await cursor.execute(statement, params)
+    return sorted(await cursor.fetchall(), key=lambda r: float(r["distance"]))
+
+
+async def rank_candidates(
+    conn: AsyncConnection[Any],
+    query: SearchQuery,
+    lexical_rows: Sequence[dict[str, Any]],
+    dense_rows: Sequence[dict[str, Any]],
+    *,
+    model: str,
+    now: datetime,
+    weights: SearchWeights | None = None,
+) -> list[Hit]:
+    """The two lists fused and ranked (the module docstring), with what each hit shows."""
+    w = weights or SearchWeights()
+    with_memories, with_passages = _sources(query)
+    if not (with_memories or with_passages):
+        return []
+    params = _params(query, w, now=now)
+    literals = {"model": sql.Literal(model)}
+    cursor = conn.cursor(row_factory=dict_row)
 
     # 1. Fuse the two lists by weighted reciprocal rank.
     fused: dict[Key, float] = {}
