@@ -121,6 +121,14 @@ class Erasures:
         """The latest erasure known so far of the user `subject` (None: none)."""
         return self._at.get((tenant, self._name(subject))) if self._at else None
 
+    def carried_out(self, event: UserForgotten) -> bool:
+        """Whether an erasure of `event`'s user at or after `event`'s is known already: a
+        redelivery of it, or an older one arriving late. Carrying it out again would
+        only reach what was said after the known one (a processor deriving events must
+        not: the caller's later facts are not erased)."""
+        known = self.latest(event.tenant, event.subject)
+        return known is not None and event.occurred_at <= known
+
     def erase(self, event: UserForgotten) -> Erasure:
         """Take `event`'s erasure into account from now on; it, as the projection applies it."""
         user = self.user(event)

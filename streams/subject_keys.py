@@ -614,11 +614,14 @@ class SubjectKeyStore:
         return bool(row and row[0])
 
     def forget(self, tenant: str, subject_hash: str) -> None:
-        """Drop what this process holds of a subject's keys (after destroying them)."""
+        """Drop what this process holds of a subject's keys (after an erasure): the next
+        use reads them again from the database. Not "destroyed" in the cache: an erasure
+        already carried out (a redelivered ``user.forgotten``) destroys nothing, and the
+        subject's live key must keep opening what was sealed with it."""
         with self._lock:
             state = self._subjects.pop((tenant, subject_hash), None)
             if state is not None and state.live is not None:
-                self._keys[state.live.kid] = _Key(state.live.kid, tenant, subject_hash, None)
+                self._keys.pop(state.live.kid, None)
             self.polled_at = 0.0  # what the codec remembers is stale: poll on next use
 
     def close(self) -> None:

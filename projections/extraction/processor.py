@@ -245,15 +245,17 @@ class ExtractionProcessor(Projection):
         conn: AsyncConnection[Any], prepared: PreparedBatch
     ) -> tuple[list[Erasure], set[int]]:
         """The batch's erasures, and the indexes of its items an erasure covers: one
-        recorded earlier, or one before the item in the batch."""
+        recorded earlier, or one before the item in the batch. An erasure already carried
+        out (a redelivery: one as late is recorded) is covered too: forgetting the user's
+        facts again would forget those said since."""
         about = [i.event if isinstance(i, _Extraction) else i for i in prepared.items]
-        erasures = Erasures(
-            await covering(conn, earliest(e for e in about if not isinstance(e, UserForgotten)))
-        )
+        erasures = Erasures(await covering(conn, earliest(about)))
         erased: list[Erasure] = []
         covered: set[int] = set()
         for index, event in enumerate(about):
             if isinstance(event, UserForgotten):
+                if erasures.carried_out(event):
+                    covered.add(index)
                 erased.append(erasures.erase(event))
             elif erasures.covers(event):
                 covered.add(index)

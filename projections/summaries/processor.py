@@ -239,11 +239,7 @@ class SummaryProcessor(Projection):
         #    earlier that cover one of the batch's events.
         users = await _lock_users(conn, prepared.subjects)
         await _load_memories(conn, users)
-        erasures = Erasures(
-            await covering(
-                conn, earliest(i for i in prepared.items if not isinstance(i, UserForgotten))
-            )
-        )
+        erasures = Erasures(await covering(conn, earliest(prepared.items)))
         for user in users.values():
             user.forgotten_at = erasures.latest(user.tenant, user.subject)
         erased: list[Erasure] = []
@@ -259,8 +255,11 @@ class SummaryProcessor(Projection):
                 if not user.erased(item.began):
                     calls.append(self._conversation_summary(item))
             elif isinstance(item, UserForgotten):
+                # One already carried out (a redelivery) changes nothing: forgetting
+                # again would only reset the profile of what was said since.
+                if not erasures.carried_out(item):
+                    _forget(user, item)
                 erased.append(erasures.erase(item))
-                _forget(user, item)
             elif isinstance(item, MemoryReinforced):
                 if (item.tenant, item.id) in known or user.erased(item.began):
                     continue

@@ -391,7 +391,7 @@ async def scalar_keys(settings: Settings) -> list[tuple[int, bool]]:
     async with await AsyncConnection.connect(settings.require_database()) as conn:
         cursor = await conn.execute(
             "SELECT version, wrapped_key IS NOT NULL FROM memstream.subject_keys"
-            " WHERE subject_hash NOT LIKE 'transcripts/%' ORDER BY version"  # subjects' keys
+            " WHERE subject_hash !~ '/' ORDER BY version"  # subjects' keys, not periods
         )
         return [(v, live) for v, live in await cursor.fetchall()]
 

@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 import numpy as np
-import pytest
 from psycopg import AsyncConnection, sql
 
 from projections.embeddings.processor import EmbeddingProcessor
@@ -232,9 +231,9 @@ class TestSummaryProcessorContract(ProcessorContract):
 
 # -- across an erasure -------------------------------------------------------------------------
 #
-# The same contracts with a caller's erasure among the inputs. A redelivered user.forgotten
-# is not idempotent in either processor (a production bug, reported, not fixed here): the
-# redelivery tests are strict xfails, which fail as soon as the bug is fixed.
+# The same contracts with a caller's erasure among the inputs: a redelivered user.forgotten
+# is carried out once (Erasures.carried_out), so the facts said after it stay known and
+# the profile is not built again.
 
 
 def erased_then_called() -> list[Event]:
@@ -252,15 +251,6 @@ class TestExtractionProcessorContractAcrossAnErasure(TestExtractionProcessorCont
     def events(self) -> list[Event]:
         return erased_then_called()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a user.forgotten seen again deletes every fact of the user, those said"
-        " after the erasure too (processor.py apply/_save: DELETE FROM facts by subject, not"
-        " bounded by the erasure's time), so the next call re-extracts a known memory",
-    )
-    async def test_redelivery_derives_no_new_event(self, topics: Settings, db: Any) -> None:
-        await super().test_redelivery_derives_no_new_event(topics, db)
-
 
 class TestSummaryProcessorContractAcrossAnErasure(TestSummaryProcessorContract):
     def events(self) -> list[Event]:
@@ -270,11 +260,3 @@ class TestSummaryProcessorContractAcrossAnErasure(TestSummaryProcessorContract):
             extracted("Allergic to penicillin", days=20),
             *erased_then_called()[::2],
         ]
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a user.forgotten seen again makes the user's profile pending (_forget),"
-        " so the redelivery appends a new profile (sequence + 1, a new id)",
-    )
-    async def test_redelivery_derives_no_new_event(self, topics: Settings, db: Any) -> None:
-        await super().test_redelivery_derives_no_new_event(topics, db)
