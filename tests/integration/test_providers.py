@@ -328,7 +328,7 @@ async def test_memstream_projections_run_builds_the_extractor_from_the_environme
     topics: Settings, fake: FakeOpenAI
 ) -> None:
     # A cold process on a loaded machine can take over the other tests' 1 s to read an
-    # answer; a retry would be correct behaviour but would make the call count 2.
+    # answer: a longer timeout, and a retry (correct behaviour) is allowed.
     settings = with_provider(topics, fake, provider_timeout_s=10.0)
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "projections", "run", "extraction"],
@@ -341,7 +341,9 @@ async def test_memstream_projections_run_builds_the_extractor_from_the_environme
             await log.append(DENVER)
         made = await eventually(lambda: extracted(settings), lambda e: len(e) == 2, timeout=90)
         assert {e.data.extractor for e in made} == {f"llm:{LLM}"}
-        assert fake.calls(CHAT) == 1
+        # Asked once, or again by the provider's retry if an answer took over 10 s; the
+        # memories above are the one call's either way (two, not four).
+        assert 1 <= fake.calls(CHAT) <= 1 + settings.provider_retries
         assert_no_pii_sent(fake)
     finally:
         process.send_signal(signal.SIGINT)
