@@ -27,7 +27,7 @@ import base64
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
@@ -50,11 +50,16 @@ from services.query.requests import (
     validated,
 )
 from services.query.search import SECTORS
+from services.query.serialise import (
+    conversation_json,
+    iso,
+    listed_user_json,
+    memory_json,
+    user_json,
+)
+from services.query.service import QueryService
 from streams import BrokerUnavailable
 from streams.audit import ERASURE
-
-if TYPE_CHECKING:
-    from services.query.app import QueryService
 
 __all__ = ["AssertRequest", "add_resource_routes"]
 
@@ -125,49 +130,6 @@ def page_limit(raw: str | None, default: int = 50) -> int:
     return int(raw)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def memory_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "memory_id": str(row["memory_id"]),
-        "content": row["content"],
-        "sector": row["sector"],
-        "kind": row["kind"],
-        "salience": row["salience"],
-        "state": row["state"],
-        "superseded_by": str(row["superseded_by"]) if row["superseded_by"] else None,
-        "origin": row["origin"],
-        "extractor": row["extractor"],
-        "reinforcement_count": row["reinforcement_count"],
-        "observed_at": _iso(row["observed_at"]),
-        "last_seen_at": _iso(row["last_seen_at"]),
-        "provenance": row["provenance"],
-    }
-
-
-def conversation_json(row: dict[str, Any]) -> dict[str, Any]:
-    body = {
-        "conversation_id": row["conversation_id"],
-        "platform": row["platform"],
-        "status": row["status"],
-        "channel": row["channel"],
-        "started_at": _iso(row["started_at"]),
-        "ended_at": _iso(row["ended_at"]),
-        "duration_secs": row["duration_secs"],
-        "turn_count": row["turn_count"],
-        "title": row["title"],
-        "summary": row["summary"],
-    }
-    if "turns" in row:
-        body["turns"] = [
-            {"seq": t["seq"], "role": t["role"], "text": t["text"], "offset_ms": t["offset_ms"]}
-            for t in row["turns"]
-        ]
-    return body
-
-
 def add_resource_routes(app: FastAPI, service: QueryService) -> None:
     """Register the resource routes on the query app."""
 
@@ -199,16 +161,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         await service.audited(request, key, *(row["subject"] for row in page), results=1)
         return JSONResponse(
             {
-                "users": [
-                    {
-                        "user": row["subject"].partition("/")[2],
-                        "display_name": row["display_name"],
-                        "first_seen": _iso(row["first_seen"]),
-                        "last_seen": _iso(row["last_seen"]),
-                        "conversation_count": row["conversation_count"],
-                    }
-                    for row in page
-                ],
+                "users": [listed_user_json(row) for row in page],
                 "next_cursor": encode_cursor([page[-1]["subject"]]) if more else None,
             }
         )
@@ -229,16 +182,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         )
         if row is None:
             raise ApiError(404, "not_found", "no such user", path="user")
-        return JSONResponse(
-            {
-                "user": user,
-                "display_name": row["display_name"],
-                "phone": row["phone"],
-                "first_seen": _iso(row["first_seen"]),
-                "last_seen": _iso(row["last_seen"]),
-                "conversation_count": row["conversation_count"],
-            }
-        )
+        return JSONResponse(user_json(user, row))
 
     @app.get("/v1/users/{user}/memories")
     async def list_memories(user: str, request: Request) -> JSONResponse:
@@ -458,7 +402,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
             {
                 "conversations": [conversation_json(row) for row in page],
                 "next_cursor": encode_cursor(
-                    [_iso(last["started_at"]) or "-infinity", last["conversation_id"]]
+                    [iso(last["started_at"]) or "-infinity", last["conversation_id"]]
                 )
                 if more and last else None,
             }
