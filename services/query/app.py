@@ -38,7 +38,9 @@ The code: this module assembles the app (middleware, refusals, the OpenAPI docum
 the routes are in services/query/routes.py and services/query/resources.py, what they
 share (the pool, the query embedder, caches, rate limits, the search, briefing and
 context) in services/query/service.py, and the JSON they answer in
-services/query/serialise.py.
+services/query/serialise.py. The reads of each read model are beside its projection
+(``projections/<name>/queries.py``), but the search's, which fuses three read models
+(services/query/search.py), and erasure's and export's (services/personal_data.py).
 """
 
 from __future__ import annotations

@@ -32,11 +32,11 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from projections.conversations import queries
 from projections.memories import get_memory
+from projections.memories.queries import memories_page
 from schemas import MemoryAsserted, MemoryRetracted, Source, derived_event_id, utc_now
 from services import personal_data
 from services.errors import ApiError
@@ -146,17 +146,9 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         limit = page_limit(request.query_params.get("limit"))
         after = decode_cursor(request.query_params.get("cursor"), _text)
         async with service.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                """
-                SELECT subject, display_name, first_seen, last_seen, conversation_count
-                  FROM conversations.users
-                 WHERE tenant = %(tenant)s AND (%(after)s::text IS NULL OR subject > %(after)s)
-                 ORDER BY subject LIMIT %(limit)s
-                """,
-                {"tenant": key.tenant, "after": after[0] if after else None, "limit": limit + 1},
+            rows = await queries.users_page(
+                conn, key.tenant, after=after[0] if after else None, limit=limit + 1
             )
-            rows = await cursor.fetchall()
         page, more = rows[:limit], len(rows) > limit
         await service.audited(request, key, *(row["subject"] for row in page), results=1)
         return JSONResponse(
@@ -199,29 +191,15 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         limit = page_limit(params.get("limit"))
         after = decode_cursor(params.get("cursor"), _instant, _uuid)
         async with service.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                """
-                SELECT * FROM memories.memories
-                 WHERE tenant = %(tenant)s AND subject = %(subject)s AND content IS NOT NULL
-                   AND (%(state)s = 'all' OR state = %(state)s)
-                   AND (%(sector)s::text IS NULL OR sector = %(sector)s)
-                   AND (%(at)s::timestamptz IS NULL
-                        OR (observed_at, memory_id) < (%(at)s::timestamptz, %(id)s::uuid))
-                 ORDER BY observed_at DESC, memory_id DESC
-                 LIMIT %(limit)s
-                """,
-                {
-                    "tenant": key.tenant,
-                    "subject": subject_of(key.tenant, user),
-                    "state": state,
-                    "sector": sector,
-                    "at": after[0] if after else None,
-                    "id": after[1] if after else None,
-                    "limit": limit + 1,
-                },
+            rows = await memories_page(
+                conn,
+                key.tenant,
+                subject_of(key.tenant, user),
+                state=state,
+                sector=sector,
+                after=after,
+                limit=limit + 1,
             )
-            rows = await cursor.fetchall()
         page, more = rows[:limit], len(rows) > limit
         last = page[-1] if page else None
         await service.audited(request, key, subject_of(key.tenant, user), results=len(page))
@@ -375,26 +353,9 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         limit = page_limit(request.query_params.get("limit"), default=20)
         after = decode_cursor(request.query_params.get("cursor"), _instant, _text)
         async with service.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                """
-                SELECT * FROM conversations.conversations
-                 WHERE tenant = %(tenant)s AND subject = %(subject)s
-                   AND (%(at)s::timestamptz IS NULL
-                        OR (coalesce(started_at, '-infinity'), conversation_id)
-                           < (%(at)s::timestamptz, %(id)s::text))
-                 ORDER BY coalesce(started_at, '-infinity') DESC, conversation_id DESC
-                 LIMIT %(limit)s
-                """,
-                {
-                    "tenant": key.tenant,
-                    "subject": subject_of(key.tenant, user),
-                    "at": after[0] if after else None,
-                    "id": after[1] if after else None,
-                    "limit": limit + 1,
-                },
+            rows = await queries.conversations_page(
+                conn, key.tenant, subject_of(key.tenant, user), after=after, limit=limit + 1
             )
-            rows = await cursor.fetchall()
         page, more = rows[:limit], len(rows) > limit
         last = page[-1] if page else None
         await service.audited(request, key, subject_of(key.tenant, user), results=len(page))
