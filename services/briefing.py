@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from projections.conversations.queries import user_with_recent_conversations
 from projections.memories import top_memories
 from projections.summaries import latest_profile
 from projections.summaries.summariser import PROFILE_CHARS, bounded
@@ -37,21 +38,6 @@ BRIEFING_MEMORIES = 8
 _DATED_SECTORS = frozenset({"episodic", "emotional"})
 #: Upper bound on ``memory_context``: it lands in the agent's prompt on every call.
 MEMORY_CONTEXT_CHARS = 1200
-
-# The user, and their latest ended conversations (index conversations_by_subject).
-# A LEFT JOIN so a caller with no ended conversation still gets a row.
-_QUERY = """
-SELECT u.display_name, c.ended_at, c.started_at, c.title, c.summary
-FROM conversations.users u
-LEFT JOIN LATERAL (
-    SELECT ended_at, started_at, title, summary
-    FROM conversations.conversations
-    WHERE tenant = u.tenant AND subject = u.subject AND status = 'ended'
-    ORDER BY started_at DESC NULLS LAST
-    LIMIT %(recent)s
-) c ON true
-WHERE u.tenant = %(tenant)s AND u.subject = %(subject)s
-"""
 
 
 @dataclass(frozen=True)
@@ -94,14 +80,15 @@ async def load_briefing(
     (empty without one, or with ``with_profile`` false, when the summaries read model
     does not exist yet).
     """
-    cursor = await conn.execute(
-        _QUERY, {"tenant": tenant, "subject": subject, "recent": RECENT_CONVERSATIONS}
-    )
-    rows = await cursor.fetchall()
+    rows = await user_with_recent_conversations(conn, tenant, subject, limit=RECENT_CONVERSATIONS)
     if not rows:
         return Briefing()
-    display_name = rows[0][0] or ""
-    conversations = [row[1:] for row in rows if row[1] is not None or row[2] is not None]
+    display_name = rows[0]["display_name"] or ""
+    conversations = [
+        (row["ended_at"], row["started_at"], row["title"], row["summary"])
+        for row in rows
+        if row["ended_at"] is not None or row["started_at"] is not None
+    ]
     memories = (
         await top_memories(conn, tenant, subject, now=now or utc_now(), limit=BRIEFING_MEMORIES)
         if with_memories

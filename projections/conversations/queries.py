@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -46,5 +47,106 @@ async def list_conversations(
         "SELECT * FROM conversations.conversations WHERE tenant = %s AND subject = %s"
         " ORDER BY started_at DESC NULLS LAST LIMIT %s",
         [tenant, subject, limit],
+    )
+    return await cursor.fetchall()
+
+
+async def users_page(
+    conn: AsyncConnection[Any], tenant: str, *, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """A keyset page of the tenant's users, by subject: up to ``limit`` after the subject
+    ``after`` (None: from the first)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        """
+        SELECT subject, display_name, first_seen, last_seen, conversation_count
+          FROM conversations.users
+         WHERE tenant = %(tenant)s AND (%(after)s::text IS NULL OR subject > %(after)s)
+         ORDER BY subject LIMIT %(limit)s
+        """,
+        {"tenant": tenant, "after": after, "limit": limit},
+    )
+    return await cursor.fetchall()
+
+
+async def conversations_page(
+    conn: AsyncConnection[Any],
+    tenant: str,
+    subject: str,
+    *,
+    after: Sequence[Any] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A keyset page of a user's conversations, without turns, newest first (a
+    conversation without a start last): up to ``limit`` after ``after``, the (start or
+    ``-infinity``, conversation id) of the previous page's last (None: from the newest)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        """
+        SELECT * FROM conversations.conversations
+         WHERE tenant = %(tenant)s AND subject = %(subject)s
+           AND (%(at)s::timestamptz IS NULL
+                OR (coalesce(started_at, '-infinity'), conversation_id)
+                   < (%(at)s::timestamptz, %(id)s::text))
+         ORDER BY coalesce(started_at, '-infinity') DESC, conversation_id DESC
+         LIMIT %(limit)s
+        """,
+        {
+            "tenant": tenant,
+            "subject": subject,
+            "at": after[0] if after else None,
+            "id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    return await cursor.fetchall()
+
+
+async def latest_turns(
+    conn: AsyncConnection[Any], tenant: str, subject: str, *, limit: int
+) -> list[dict[str, Any]]:
+    """The user's latest turns with text (``conversation_id``, ``seq``, ``role``,
+    ``text``, ``started_at``) from their three latest ended conversations, newest first."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        """
+        SELECT t.conversation_id, t.seq, t.role, t.text, c.started_at
+          FROM (SELECT conversation_id, started_at FROM conversations.conversations
+                 WHERE tenant = %(tenant)s AND subject = %(subject)s AND status = 'ended'
+                 ORDER BY started_at DESC NULLS LAST LIMIT 3) c
+          JOIN conversations.turns t
+            ON t.tenant = %(tenant)s AND t.conversation_id = c.conversation_id
+         WHERE t.text <> ''
+         ORDER BY c.started_at DESC NULLS LAST, t.seq DESC
+         LIMIT %(limit)s
+        """,
+        {"tenant": tenant, "subject": subject, "limit": limit},
+    )
+    return await cursor.fetchall()
+
+
+async def user_with_recent_conversations(
+    conn: AsyncConnection[Any], tenant: str, subject: str, *, limit: int
+) -> list[dict[str, Any]]:
+    """The user's ``display_name`` with each of their ``limit`` latest ended conversations
+    (``ended_at``, ``started_at``, ``title``, ``summary``), newest first: one row each,
+    one row of nulls but the name when they have none, no row for an unknown user (one
+    indexed query, index conversations_by_subject)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    # A LEFT JOIN so a caller with no ended conversation still gets a row.
+    await cursor.execute(
+        """
+        SELECT u.display_name, c.ended_at, c.started_at, c.title, c.summary
+        FROM conversations.users u
+        LEFT JOIN LATERAL (
+            SELECT ended_at, started_at, title, summary
+            FROM conversations.conversations
+            WHERE tenant = u.tenant AND subject = u.subject AND status = 'ended'
+            ORDER BY started_at DESC NULLS LAST
+            LIMIT %(recent)s
+        ) c ON true
+        WHERE u.tenant = %(tenant)s AND u.subject = %(subject)s
+        """,
+        {"tenant": tenant, "subject": subject, "recent": limit},
     )
     return await cursor.fetchall()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "decayed_salience",
     "get_memory",
     "list_memories",
+    "memories_page",
     "top_memories",
 ]
 
@@ -89,5 +91,44 @@ async def list_memories(
         " AND content IS NOT NULL AND (%s::text IS NULL OR state = %s)"
         " ORDER BY observed_at, memory_id",
         [tenant, subject, state, state],
+    )
+    return await cursor.fetchall()
+
+
+async def memories_page(
+    conn: AsyncConnection[Any],
+    tenant: str,
+    subject: str,
+    *,
+    state: str = "active",
+    sector: str | None = None,
+    after: Sequence[Any] | None = None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A keyset page of a user's memories (with content), newest first: those in
+    ``state`` (``all``: every state) and ``sector`` (None: every sector), up to ``limit``
+    after ``after``, the (``observed_at``, ``memory_id``) of the previous page's last
+    (None: from the newest)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        """
+        SELECT * FROM memories.memories
+         WHERE tenant = %(tenant)s AND subject = %(subject)s AND content IS NOT NULL
+           AND (%(state)s = 'all' OR state = %(state)s)
+           AND (%(sector)s::text IS NULL OR sector = %(sector)s)
+           AND (%(at)s::timestamptz IS NULL
+                OR (observed_at, memory_id) < (%(at)s::timestamptz, %(id)s::uuid))
+         ORDER BY observed_at DESC, memory_id DESC
+         LIMIT %(limit)s
+        """,
+        {
+            "tenant": tenant,
+            "subject": subject,
+            "state": state,
+            "sector": sector,
+            "at": after[0] if after else None,
+            "id": after[1] if after else None,
+            "limit": limit,
+        },
     )
     return await cursor.fetchall()

@@ -23,7 +23,8 @@ from functools import cache
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+
+from projections.conversations.queries import latest_turns
 
 __all__ = ["TOKENIZERS", "Context", "Piece", "assemble", "count_tokens", "recent_turns"]
 
@@ -126,23 +127,8 @@ async def recent_turns(
     conn: AsyncConnection[Any], tenant: str, subject: str, limit: int = RECENT_TURNS
 ) -> list[Piece]:
     """The caller's latest turns, newest first, as "Caller: ..." / "Agent: ..." lines."""
-    cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(
-        """
-        SELECT t.conversation_id, t.seq, t.role, t.text, c.started_at
-          FROM (SELECT conversation_id, started_at FROM conversations.conversations
-                 WHERE tenant = %(tenant)s AND subject = %(subject)s AND status = 'ended'
-                 ORDER BY started_at DESC NULLS LAST LIMIT 3) c
-          JOIN conversations.turns t
-            ON t.tenant = %(tenant)s AND t.conversation_id = c.conversation_id
-         WHERE t.text <> ''
-         ORDER BY c.started_at DESC NULLS LAST, t.seq DESC
-         LIMIT %(limit)s
-        """,
-        {"tenant": tenant, "subject": subject, "limit": limit},
-    )
     pieces = []
-    for row in await cursor.fetchall():
+    for row in await latest_turns(conn, tenant, subject, limit=limit):
         speaker = "Caller" if row["role"] == "user" else "Agent"
         text = " ".join(str(row["text"]).split())
         pieces.append(

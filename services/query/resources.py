@@ -27,16 +27,16 @@ import base64
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from projections.conversations import queries
 from projections.memories import get_memory
+from projections.memories.queries import memories_page
 from schemas import MemoryAsserted, MemoryRetracted, Source, derived_event_id, utc_now
 from services import personal_data
 from services.errors import ApiError
@@ -50,11 +50,16 @@ from services.query.requests import (
     validated,
 )
 from services.query.search import SECTORS
+from services.query.serialise import (
+    conversation_json,
+    iso,
+    listed_user_json,
+    memory_json,
+    user_json,
+)
+from services.query.service import QueryService
 from streams import BrokerUnavailable
 from streams.audit import ERASURE
-
-if TYPE_CHECKING:
-    from services.query.app import QueryService
 
 __all__ = ["AssertRequest", "add_resource_routes"]
 
@@ -125,49 +130,6 @@ def page_limit(raw: str | None, default: int = 50) -> int:
     return int(raw)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def memory_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "memory_id": str(row["memory_id"]),
-        "content": row["content"],
-        "sector": row["sector"],
-        "kind": row["kind"],
-        "salience": row["salience"],
-        "state": row["state"],
-        "superseded_by": str(row["superseded_by"]) if row["superseded_by"] else None,
-        "origin": row["origin"],
-        "extractor": row["extractor"],
-        "reinforcement_count": row["reinforcement_count"],
-        "observed_at": _iso(row["observed_at"]),
-        "last_seen_at": _iso(row["last_seen_at"]),
-        "provenance": row["provenance"],
-    }
-
-
-def conversation_json(row: dict[str, Any]) -> dict[str, Any]:
-    body = {
-        "conversation_id": row["conversation_id"],
-        "platform": row["platform"],
-        "status": row["status"],
-        "channel": row["channel"],
-        "started_at": _iso(row["started_at"]),
-        "ended_at": _iso(row["ended_at"]),
-        "duration_secs": row["duration_secs"],
-        "turn_count": row["turn_count"],
-        "title": row["title"],
-        "summary": row["summary"],
-    }
-    if "turns" in row:
-        body["turns"] = [
-            {"seq": t["seq"], "role": t["role"], "text": t["text"], "offset_ms": t["offset_ms"]}
-            for t in row["turns"]
-        ]
-    return body
-
-
 def add_resource_routes(app: FastAPI, service: QueryService) -> None:
     """Register the resource routes on the query app."""
 
@@ -184,31 +146,14 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         limit = page_limit(request.query_params.get("limit"))
         after = decode_cursor(request.query_params.get("cursor"), _text)
         async with service.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                """
-                SELECT subject, display_name, first_seen, last_seen, conversation_count
-                  FROM conversations.users
-                 WHERE tenant = %(tenant)s AND (%(after)s::text IS NULL OR subject > %(after)s)
-                 ORDER BY subject LIMIT %(limit)s
-                """,
-                {"tenant": key.tenant, "after": after[0] if after else None, "limit": limit + 1},
+            rows = await queries.users_page(
+                conn, key.tenant, after=after[0] if after else None, limit=limit + 1
             )
-            rows = await cursor.fetchall()
         page, more = rows[:limit], len(rows) > limit
         await service.audited(request, key, *(row["subject"] for row in page), results=1)
         return JSONResponse(
             {
-                "users": [
-                    {
-                        "user": row["subject"].partition("/")[2],
-                        "display_name": row["display_name"],
-                        "first_seen": _iso(row["first_seen"]),
-                        "last_seen": _iso(row["last_seen"]),
-                        "conversation_count": row["conversation_count"],
-                    }
-                    for row in page
-                ],
+                "users": [listed_user_json(row) for row in page],
                 "next_cursor": encode_cursor([page[-1]["subject"]]) if more else None,
             }
         )
@@ -229,16 +174,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         )
         if row is None:
             raise ApiError(404, "not_found", "no such user", path="user")
-        return JSONResponse(
-            {
-                "user": user,
-                "display_name": row["display_name"],
-                "phone": row["phone"],
-                "first_seen": _iso(row["first_seen"]),
-                "last_seen": _iso(row["last_seen"]),
-                "conversation_count": row["conversation_count"],
-            }
-        )
+        return JSONResponse(user_json(user, row))
 
     @app.get("/v1/users/{user}/memories")
     async def list_memories(user: str, request: Request) -> JSONResponse:
@@ -255,29 +191,15 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         limit = page_limit(params.get("limit"))
         after = decode_cursor(params.get("cursor"), _instant, _uuid)
         async with service.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                """
-                SELECT * FROM memories.memories
-                 WHERE tenant = %(tenant)s AND subject = %(subject)s AND content IS NOT NULL
-                   AND (%(state)s = 'all' OR state = %(state)s)
-                   AND (%(sector)s::text IS NULL OR sector = %(sector)s)
-                   AND (%(at)s::timestamptz IS NULL
-                        OR (observed_at, memory_id) < (%(at)s::timestamptz, %(id)s::uuid))
-                 ORDER BY observed_at DESC, memory_id DESC
-                 LIMIT %(limit)s
-                """,
-                {
-                    "tenant": key.tenant,
-                    "subject": subject_of(key.tenant, user),
-                    "state": state,
-                    "sector": sector,
-                    "at": after[0] if after else None,
-                    "id": after[1] if after else None,
-                    "limit": limit + 1,
-                },
+            rows = await memories_page(
+                conn,
+                key.tenant,
+                subject_of(key.tenant, user),
+                state=state,
+                sector=sector,
+                after=after,
+                limit=limit + 1,
             )
-            rows = await cursor.fetchall()
         page, more = rows[:limit], len(rows) > limit
         last = page[-1] if page else None
         await service.audited(request, key, subject_of(key.tenant, user), results=len(page))
@@ -431,26 +353,9 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         limit = page_limit(request.query_params.get("limit"), default=20)
         after = decode_cursor(request.query_params.get("cursor"), _instant, _text)
         async with service.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                """
-                SELECT * FROM conversations.conversations
-                 WHERE tenant = %(tenant)s AND subject = %(subject)s
-                   AND (%(at)s::timestamptz IS NULL
-                        OR (coalesce(started_at, '-infinity'), conversation_id)
-                           < (%(at)s::timestamptz, %(id)s::text))
-                 ORDER BY coalesce(started_at, '-infinity') DESC, conversation_id DESC
-                 LIMIT %(limit)s
-                """,
-                {
-                    "tenant": key.tenant,
-                    "subject": subject_of(key.tenant, user),
-                    "at": after[0] if after else None,
-                    "id": after[1] if after else None,
-                    "limit": limit + 1,
-                },
+            rows = await queries.conversations_page(
+                conn, key.tenant, subject_of(key.tenant, user), after=after, limit=limit + 1
             )
-            rows = await cursor.fetchall()
         page, more = rows[:limit], len(rows) > limit
         last = page[-1] if page else None
         await service.audited(request, key, subject_of(key.tenant, user), results=len(page))
@@ -458,7 +363,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
             {
                 "conversations": [conversation_json(row) for row in page],
                 "next_cursor": encode_cursor(
-                    [_iso(last["started_at"]) or "-infinity", last["conversation_id"]]
+                    [iso(last["started_at"]) or "-infinity", last["conversation_id"]]
                 )
                 if more and last else None,
             }

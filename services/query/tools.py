@@ -122,7 +122,7 @@ def elevenlabs_arguments(body: Any) -> ElevenLabsArguments:
     The tool is configured with a body of ``query`` (filled in by the LLM), and
     ``caller_id`` bound to ``{{system__caller_id}}`` and/or ``conversation_id`` bound to
     ``{{system__conversation_id}}``: what the platform binds to the call names the caller.
-    ``user`` counts only for a key that allows it (services/query/app.py, ``bound_subject``).
+    ``user`` counts only for a key that allows it (services/query/routes.py, ``bound_subject``).
     """
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_payload", "the body must be a JSON object", path="$")

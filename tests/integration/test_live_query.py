@@ -28,7 +28,7 @@ from psycopg import AsyncConnection
 from projections.live import record_prefetch
 from schemas import ContextPrefetched, PrefetchedHit, Source
 from services import tenants
-from services.query import app as query_app
+from services.query import routes as query_routes
 from services.query.app import create_app
 from streams import Settings
 from streams.audit import decode_entry, subject_hash
@@ -315,7 +315,7 @@ async def test_the_stream_sends_the_briefing_then_each_prefetch_then_the_deep_se
     keys: dict[str, tenants.IssuedKey],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(query_app, "KEEP_ALIVE_S", 0.5)
+    monkeypatch.setattr(query_routes, "KEEP_ALIVE_S", 0.5)
     ended_before = await streams_ended()
     async with httpx.AsyncClient(base_url=served, timeout=30) as client:
         briefing = await client.get(f"/v1/users/{CALLER}/briefing", headers=auth(keys["read"]))
