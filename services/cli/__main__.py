@@ -52,11 +52,11 @@ from services.cli.common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CommandError,
-    emit,
     require_database,
     require_endpoints,
     with_database,
 )
+from services.cli.render import emit
 from services.cli.serve import HttpService, Worker, serve
 from services.logs import configure_logging, subject_hash
 from services.retention import RetentionWorker

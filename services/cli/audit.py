@@ -25,10 +25,10 @@ from services.cli.common import (
     CommandError,
     Commands,
     add_json_flag,
-    console,
     with_database,
 )
 from services.cli.eventlog import parse_time
+from services.cli.render import console
 from streams import Settings
 from streams.audit import subject_hash
 

@@ -33,12 +33,10 @@ from services.cli.common import (
     CommandError,
     Commands,
     add_json_flag,
-    console,
-    err_console,
-    progress,
     require_endpoints,
     with_database,
 )
+from services.cli.render import console, err_console, progress
 from streams import DatabaseUnavailable, Settings
 from streams import dlq as letters_store
 from streams.dlq import DeadLetters, Outcome, StoredLetter

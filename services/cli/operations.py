@@ -43,12 +43,9 @@ from services.cli.common import (
     Commands,
     add_json_flag,
     connect,
-    console,
-    emit,
-    err_console,
-    progress,
     require_endpoints,
 )
+from services.cli.render import console, emit, err_console, progress
 from services.cli.serve import serve
 from services.live.status import live_status
 from streams import Settings, checkpoints, versions
