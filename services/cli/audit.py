@@ -12,7 +12,6 @@ prints the user back with an entry: entries hold only the hash.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -25,10 +24,10 @@ from services.cli.common import (
     CommandError,
     Commands,
     add_json_flag,
-    console,
     with_database,
 )
 from services.cli.eventlog import parse_time
+from services.cli.render import console, print_json
 from streams import Settings
 from streams.audit import subject_hash
 
@@ -85,23 +84,28 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         )
         entries = [entry_json(r) for r in rows]
         if args.json:
-            print(json.dumps({"tenant": args.tenant, "subject_hash": hashed, "entries": entries}))
-            return EXIT_OK
-        out = console()
-        if hashed is not None:
-            out.print(f"subject hash {hashed}")
-        for e in entries:
-            results = "-" if e["results"] is None else str(e["results"])
-            call = f"  call {e['conversation_id']}" if e["conversation_id"] else ""
-            out.print(
-                Text(
-                    f"{e['at'][:23].replace('T', ' ')}  {e['type'].removeprefix('audit.'):<7}  "
-                    f"{e['route']}  key {e['key_id'] or '-'}  {e['status']}  "
-                    f"{results} result(s){call}"
-                )
-            )
-        out.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+            print_json({"tenant": args.tenant, "subject_hash": hashed, "entries": entries})
+        else:
+            _print_trail(hashed, entries)
         return EXIT_OK
 
     # with_database installs the keys' codec: the hash is keyed with the deployment's key.
     return with_database(work, settings)
+
+
+def _print_trail(hashed: str | None, entries: list[dict[str, Any]]) -> None:
+    """One line an entry, newest first, then how many."""
+    out = console()
+    if hashed is not None:
+        out.print(f"subject hash {hashed}")
+    for e in entries:
+        results = "-" if e["results"] is None else str(e["results"])
+        call = f"  call {e['conversation_id']}" if e["conversation_id"] else ""
+        out.print(
+            Text(
+                f"{e['at'][:23].replace('T', ' ')}  {e['type'].removeprefix('audit.'):<7}  "
+                f"{e['route']}  key {e['key_id'] or '-'}  {e['status']}  "
+                f"{results} result(s){call}"
+            )
+        )
+    out.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")

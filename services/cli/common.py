@@ -1,4 +1,4 @@
-"""What every `memstream` subcommand shares: exit codes, endpoints, output.
+"""What every `memstream` subcommand shares: exit codes, endpoints, the --json flag.
 
 Exit codes (documented in ``memstream --help`` and docs/operations.md), for scripts:
 
@@ -11,30 +11,19 @@ Exit codes (documented in ``memstream --help`` and docs/operations.md), for scri
         that has not caught up, a DLQ replay with events still failing)
     130 interrupted (Ctrl-C)
 
-Output: human text by default (rich on a terminal); ``--json`` prints one JSON document
-(or one JSON object a line for streams such as ``log tail``) on stdout. Errors go to
-stderr as ``memstream: <message>``.
+Output: human text by default, ``--json`` for scripts (the helpers are in
+services/cli/render.py). Errors go to stderr as ``memstream: <message>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from infra import local
 from infra.migrate import migrate
@@ -60,36 +49,10 @@ class CommandError(Exception):
         self.code = code
 
 
-def console() -> Console:
-    """Human output (stdout); plain text when it is not a terminal."""
-    return Console(highlight=False, soft_wrap=True)
-
-
-def err_console() -> Console:
-    """Progress bars and notes (stderr), so stdout stays clean for pipes and --json."""
-    return Console(stderr=True, highlight=False)
-
-
-def progress(*, disable: bool = False, transient: bool = False, rate: bool = False) -> Progress:
-    """The progress bar of long work, on stderr: what, bar, done/total, (a `rate` field,
-    events/s), elapsed, ETA. Off when stderr is not a terminal or `disable`."""
-    err = err_console()
-    columns: list[Any] = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn()]
-    if rate:
-        columns.append(TextColumn("{task.fields[rate]:>9} ev/s"))
-    columns += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    return Progress(
-        *columns, console=err, transient=transient, disable=disable or not err.is_terminal
-    )
-
-
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
-
-
-def emit(args: argparse.Namespace, value: Any, text: str) -> None:
-    """`value` as JSON with --json, else `text`."""
-    print(json.dumps(value, default=str) if getattr(args, "json", False) else text)
+def add_json_flag(
+    parser: argparse.ArgumentParser, help: str = "machine-readable output (JSON)"
+) -> None:
+    parser.add_argument("--json", action="store_true", help=help)
 
 
 def require_database(settings: Settings) -> Settings:

@@ -33,12 +33,10 @@ from services.cli.common import (
     CommandError,
     Commands,
     add_json_flag,
-    console,
-    err_console,
-    progress,
     require_endpoints,
     with_database,
 )
+from services.cli.render import console, err_console, print_json, progress
 from streams import DatabaseUnavailable, Settings
 from streams import dlq as letters_store
 from streams.dlq import DeadLetters, Outcome, StoredLetter
@@ -142,13 +140,7 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
         letters = await letters_store.scan(settings, conn)
         _warn_unreadable(letters)
         selected = letters.select(projection=args.projection, include_resolved=args.all)
-        summaries = [letter.summary() for letter in selected]
-        if args.json:
-            print(json.dumps(summaries))
-        elif not summaries:
-            console().print("no dead letters" if args.all else "no pending dead letters")
-        else:
-            _print_letters(summaries, with_status=args.all)
+        _render_letters(args, [letter.summary() for letter in selected])
         return EXIT_OK
 
     return _with_letters(settings, work)
@@ -159,7 +151,7 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
         letters = await letters_store.scan(settings, conn)
         details = _find(letters, args.id).details()
         if args.json:
-            print(json.dumps(details))
+            print_json(details)
         else:
             _print_details(details)
         return EXIT_OK
@@ -300,6 +292,15 @@ def _warn_unreadable(letters: DeadLetters) -> None:
         )
 
 
+def _render_letters(args: argparse.Namespace, summaries: list[dict[str, Any]]) -> None:
+    if args.json:
+        print_json(summaries)
+    elif not summaries:
+        console().print("no dead letters" if args.all else "no pending dead letters")
+    else:
+        _print_letters(summaries, with_status=args.all)
+
+
 def _print_letters(summaries: list[dict[str, Any]], *, with_status: bool) -> None:
     """Two lines a letter (where and what; then why), readable in a narrow terminal and
     in a pipe alike."""
@@ -364,7 +365,7 @@ def _report(args: argparse.Namespace, outcomes: list[Outcome], nothing: str) -> 
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     if args.json:
-        print(json.dumps({"counts": counts, "letters": [o.document() for o in outcomes]}))
+        print_json({"counts": counts, "letters": [o.document() for o in outcomes]})
         return
     out = console()
     if not outcomes:

@@ -16,7 +16,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from services.cli.common import EXIT_OK, Commands, add_json_flag, emit, with_database
+from services.cli.common import EXIT_OK, Commands, add_json_flag, with_database
+from services.cli.render import emit
 from streams import Settings
 from streams.subject_keys import load_master_keys, rotate_master_key
 

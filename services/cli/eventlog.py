@@ -39,13 +39,10 @@ from services.cli.common import (
     Commands,
     add_json_flag,
     connect,
-    console,
-    emit,
-    err_console,
-    progress,
     require_database,
     require_endpoints,
 )
+from services.cli.render import console, emit, err_console, progress
 from streams import EventLog, Settings
 from streams.reader import LogReader, Start
 from streams.topics import Topics, ensure_topics

@@ -43,12 +43,9 @@ from services.cli.common import (
     Commands,
     add_json_flag,
     connect,
-    console,
-    emit,
-    err_console,
-    progress,
     require_endpoints,
 )
+from services.cli.render import console, emit, err_console, progress
 from services.cli.serve import serve
 from services.live.status import live_status
 from streams import Settings, checkpoints, versions
@@ -297,6 +294,12 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         emit(args, {"projections": report, **({"live_processor": live} if live else {})}, "")
         return EXIT_OK
+    _print_status(report, live)
+    return EXIT_OK
+
+
+def _print_status(report: list[dict[str, Any]], live: dict[str, Any]) -> None:
+    """One table a projection version (the live processor's first, when shown)."""
     out = console()
     if live:
         _print_live(out, live)
@@ -321,7 +324,6 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         if not entry["versions"]:
             table.add_row("-", "never run", "", "", "", "")
         out.print(table)
-    return EXIT_OK
 
 
 def _print_live(out: Any, live: dict[str, Any]) -> None:
@@ -578,6 +580,12 @@ async def _finish(
                             result["dropped"].append(
                                 {"projection": b.name, "version": info.version}
                             )
+    emit(args, result, _finish_text(result, plan))
+    return EXIT_OK
+
+
+def _finish_text(result: dict[str, Any], plan: Sequence[Build]) -> str:
+    """What `_finish` did, for a human: per version, the comparison, switch and drops."""
     lines = [
         f"{v['projection']} v{v['version']}: caught up, {v['events']:,} events "
         f"({v['events_per_s']:,.0f}/s)"
@@ -597,8 +605,7 @@ async def _finish(
             + (" (or run again with --swap)" if len(plan) > 1 else "")
         )
     lines.extend(f"dropped {d['projection']} v{d['version']}" for d in result["dropped"])
-    emit(args, result, "\n".join(lines))
-    return EXIT_OK
+    return "\n".join(lines)
 
 
 async def _compare(conn: AsyncConnection[Any], plan: Sequence[Build]) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from services.cli.common import EXIT_OK, Commands, add_json_flag, emit, with_database
+from services.cli.common import EXIT_OK, Commands, add_json_flag, with_database
+from services.cli.render import emit
 from services.retention import carry_out_retention
 from streams import Settings
 

@@ -25,11 +25,9 @@ from services.cli.common import (
     CommandError,
     Commands,
     add_json_flag,
-    emit,
-    err_console,
-    progress,
     require_endpoints,
 )
+from services.cli.render import emit, err_console, progress
 from streams import Settings
 from streams.audit import ERASURE, READ, append_entry
 from streams.topics import CONVERSATIONS
