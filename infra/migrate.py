@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import psycopg
-
-from streams.exceptions import DatabaseUnavailable
+from streams import database
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +21,7 @@ _LOCK_KEY = 0x6D656D73
 def migrate(database_url: str) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to run concurrently."""
     applied: list[str] = []
-    try:
-        conn = psycopg.connect(database_url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(database_url, str(exc).strip()) from exc
-    with conn:
+    with database.connect_sync(database_url, connect_timeout=10) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
         try:
             conn.execute(

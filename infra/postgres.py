@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from infra.process import port_open, tail
+from streams import database
+from streams.exceptions import DatabaseUnavailable
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -160,17 +160,17 @@ class LocalPostgres:
         last = ""
         while time.monotonic() < deadline:
             try:
-                with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                with database.connect_sync(self.url("postgres"), connect_timeout=2):
                     return
-            except psycopg.OperationalError as exc:
-                last = str(exc)
+            except DatabaseUnavailable as exc:
+                last = exc.detail
             time.sleep(0.2)
         raise PostgresLaunchError(
             f"PostgreSQL not ready on {HOST}:{self.port}: {last}\n{tail(self.log_file)}"
         )
 
     def _ensure_database(self) -> None:
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+        with database.connect_sync(self.url("postgres"), connect_timeout=None) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE])
             if exists.fetchone() is None:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from streams import DatabaseUnavailable, Settings
+from streams import DatabaseUnavailable, Settings, database
 
 __all__ = ["RETRY_AFTER_S", "add_unavailable_handler", "connection_pool", "unavailable"]
 
@@ -38,14 +38,13 @@ def connection_pool(
     settings: Settings, *, min_size: int, max_size: int = 10
 ) -> AsyncConnectionPool[Any]:
     """A pool of autocommit connections (not opened: the service opens it when it starts)
-    whose checkouts wait at most ``settings.database_checkout_timeout_s``."""
-    return AsyncConnectionPool(
+    whose checkouts wait at most ``settings.database_checkout_timeout_s``
+    (``streams.database.connection_pool``)."""
+    return database.connection_pool(
         settings.require_database(),
         min_size=min_size,
         max_size=max_size,
-        open=False,
         timeout=settings.database_checkout_timeout_s,
-        kwargs={"autocommit": True},
     )
 
 

@@ -72,7 +72,7 @@ from psycopg import AsyncConnection
 
 from schemas import get_personal_codec
 from schemas.codec import MEMORY_PERIODS, TRANSCRIPT_PERIODS
-from streams import Settings
+from streams import Settings, database
 from streams.exceptions import DatabaseUnavailable
 from streams.subject_keys import SubjectKeyCodec, period_owner
 
@@ -360,7 +360,7 @@ class RetentionWorker:
 
     async def run_once(self) -> list[Expiry]:
         url = self.settings.require_database()
-        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        async with await database.connect(url, connect_timeout=None) as conn:
             return await carry_out_retention(conn)
 
     def stop(self) -> None:

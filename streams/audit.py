@@ -58,6 +58,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, Va
 from schemas import InvalidEvent, MalformedEvent, new_event_id, subject_sealing_codec, utc_now
 from schemas.envelope import TENANT_PATTERN
 from schemas.exceptions import ValidationErrorDetail
+from streams.backoff import Backoff
 from streams.exceptions import AuditUnavailable, BrokerUnavailable, ConfigurationError
 from streams.metrics import AUDIT_BUFFERED, AUDIT_LOST, AUDIT_REFUSED, AUDIT_WAITS
 from streams.producer import EventLog
@@ -84,7 +85,8 @@ EntryType = Literal["audit.read", "audit.erasure"]
 _BATCH = 500
 #: How long `close` tries to append what is buffered (the producer's append timeout).
 _CLOSE_TIMEOUT_S = 10.0
-_MAX_BACKOFF_S = 5.0
+#: Between flushes the broker refused: 0.2 s, doubling, at most 5 s.
+_FLUSH_BACKOFF = Backoff(base_s=0.2, cap_s=5.0, jitter="none")
 #: A conversation id an entry keeps (the platform's; a client's otherwise): one PostgreSQL
 #: text can hold, of a sane length. Another is left out rather than poison the projection.
 _PLAIN_ID = r"^[^\x00-\x1f\x7f]{1,256}$"
@@ -357,7 +359,7 @@ class AuditTrail:
                         len(self._buffer),
                         exc,
                     )
-                    await asyncio.sleep(min(_MAX_BACKOFF_S, 0.1 * 2**failures))
+                    await asyncio.sleep(_FLUSH_BACKOFF.delay(failures))
                     break
 
     async def _flush_batch(self) -> None:

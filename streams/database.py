@@ -1,5 +1,11 @@
 """Connecting to PostgreSQL the way every memstream process does: autocommit, a bounded
-connect time, and an unreachable server reported as DatabaseUnavailable."""
+connect time, and an unreachable server reported as DatabaseUnavailable.
+
+Every connection of production code is opened here: :func:`connect` (the runtime, the
+CLI, retention), :func:`connect_beside` (a second connection next to a runtime
+transaction), :func:`connect_sync` (migrations, the subject key store, the local
+launcher) and :func:`connection_pool` (the services' pool, ``services.database``).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,64 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from streams.exceptions import DatabaseUnavailable
 
+__all__ = ["connect", "connect_beside", "connect_sync", "connection_pool"]
 
-async def connect(url: str, *, schema: str | None = None) -> AsyncConnection[Any]:
+#: Seconds a connection attempt may take, unless a caller says otherwise.
+CONNECT_TIMEOUT_S = 10
+
+
+async def connect(
+    url: str, *, schema: str | None = None, connect_timeout: int | None = CONNECT_TIMEOUT_S
+) -> AsyncConnection[Any]:
     """An autocommit connection; with `schema`, unqualified names resolve in it first
     (a projection version's tables), set at connection start so no statement pays a
-    round trip for it."""
+    round trip for it. `connect_timeout` None: libpq's own (no limit)."""
     options = f"-c search_path={schema},public" if schema else ""
     try:
         return await AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=10, options=options
+            url, autocommit=True, connect_timeout=connect_timeout, options=options
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(url, str(exc).strip()) from exc
+
+
+async def connect_beside(conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
+    """A second autocommit connection to `conn`'s database as `conn`'s user, committing
+    independently of `conn`'s transaction (no connect timeout of its own).
+
+    Its failure stays a ``psycopg.OperationalError``: inside a projection's ``apply``,
+    that is what tells the runtime the database is unreachable (reconnect and retry the
+    batch), where any other error would make the batch poison."""
+    return await AsyncConnection.connect(
+        conn.info.dsn, password=conn.info.password, autocommit=True
+    )
+
+
+def connect_sync(
+    url: str, *, connect_timeout: int | None = CONNECT_TIMEOUT_S
+) -> psycopg.Connection[Any]:
+    """A blocking autocommit connection (worker threads, migrations, the launcher);
+    `connect_timeout` None: libpq's own (no limit)."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(url, str(exc).strip()) from exc
+
+
+def connection_pool(
+    url: str, *, min_size: int, max_size: int, timeout: float
+) -> AsyncConnectionPool[Any]:
+    """A pool of autocommit connections, not opened (its owner opens it when it starts),
+    whose checkouts wait at most `timeout` seconds."""
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        timeout=timeout,
+        kwargs={"autocommit": True},
+    )

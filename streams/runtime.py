@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from psycopg import AsyncConnection
 
 from schemas import EventDecodeError, SubjectErased
 from streams import checkpoints, database, lineage, subject_keys, versions
+from streams.backoff import Backoff
 from streams.dlq import DeadLetter
 from streams.exceptions import BrokerUnavailable, DatabaseUnavailable
 from streams.metrics import (
@@ -70,6 +70,11 @@ from streams.settings import Settings
 from streams.topics import Topics, ensure_topics
 
 logger = logging.getLogger(__name__)
+
+# Caps of the backoff between retries: of a batch or an event, and while the database or
+# the broker is unreachable (streams.backoff; base MEMSTREAM_RETRY_BACKOFF_MS).
+_RETRY_CAP_S = 5.0
+_OUTAGE_CAP_S = 10.0
 
 # Kafka's committed offsets are informational (lag tools); committed at most this often.
 _KAFKA_COMMIT_INTERVAL = 1.0
@@ -336,7 +341,7 @@ class ProjectionRunner:
                     attempt += 1
                     PROJECTION_RETRIES.labels(*self._labels, "database").inc()
                     logger.error("projection %s v%s: %s; retrying", *self._labels, exc)
-                    await self._backoff(attempt, cap=10.0)
+                    await self._backoff(attempt, cap=_OUTAGE_CAP_S)
                     if self._stopping.is_set():
                         return
             await ready.put(batch)
@@ -389,7 +394,7 @@ class ProjectionRunner:
                 # once the broker answers (the checkpoint never passes an unwritten letter).
                 logger.error("projection %s v%s: cannot write to the DLQ: %s", *self._labels, exc)
                 PROJECTION_RETRIES.labels(*self._labels, "broker").inc()
-                await self._backoff(2, cap=10.0)
+                await self._backoff(2, cap=_OUTAGE_CAP_S)
                 if self._stopping.is_set():
                     raise
         PROJECTION_BATCH_SECONDS.labels(*self._labels).observe(time.perf_counter() - began)
@@ -606,7 +611,7 @@ class ProjectionRunner:
             logger.error(
                 "projection %s v%s: database unavailable (%s); retrying", *self._labels, exc
             )
-            await self._backoff(attempt, cap=10.0)
+            await self._backoff(attempt, cap=_OUTAGE_CAP_S)
             try:
                 if self._conn is not None:
                     await self._conn.close()
@@ -616,9 +621,12 @@ class ProjectionRunner:
                 exc = again
         raise DatabaseUnavailable(self._database_url, f"still unreachable at shutdown: {exc}")
 
-    async def _backoff(self, attempt: int, cap: float = 5.0) -> None:
+    async def _backoff(self, attempt: int, cap: float = _RETRY_CAP_S) -> None:
+        """Wait out the backoff after failed attempt `attempt`; return early on `stop()`."""
         base = self.settings.retry_backoff_ms / 1000
-        delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        # Equal jitter: half to all of the ceiling. A base above the cap waits the cap; a
+        # base of 0 (MEMSTREAM_RETRY_BACKOFF_MS=0) does not wait.
+        delay = Backoff(min(base, cap), cap, jitter="equal").delay(attempt) if base > 0 else 0.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
 

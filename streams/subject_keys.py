@@ -68,6 +68,7 @@ from schemas import (
     set_personal_codec,
 )
 from schemas.codec import MEMORY_PERIODS, TRANSCRIPT_PERIODS
+from streams import database
 from streams.exceptions import ConfigurationError, DatabaseUnavailable
 from streams.settings import Settings
 
@@ -714,10 +715,7 @@ class SubjectKeyStore:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            try:
-                self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
-            except psycopg.OperationalError as exc:
-                raise DatabaseUnavailable(self.database_url, str(exc).strip()) from exc
+            self._conn = database.connect_sync(self.database_url, connect_timeout=5)
         return self._conn
 
     def _disconnect(self) -> None:

@@ -84,6 +84,7 @@ from schemas import (
     UserForgotten,
     derived_event_id,
 )
+from streams import database
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
 from streams.settings import Settings
@@ -392,9 +393,7 @@ class ExtractionProcessor(Projection):
         assert row is not None
         # The runtime's connection is inside the batch's transaction: a second one commits
         # independently of it. Opened per batch: one connect is nothing next to LLM calls.
-        async with await AsyncConnection.connect(
-            conn.info.dsn, password=conn.info.password, autocommit=True
-        ) as journal:
+        async with await database.connect_beside(conn) as journal:
             await journal.execute(
                 sql.SQL(
                     "INSERT INTO {}.answers (tenant, event_id, subject, extraction)"

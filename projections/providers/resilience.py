@@ -1,9 +1,10 @@
 """Retries with backoff and jitter, a circuit breaker, and :class:`Resilient`, which combines
 them around one provider call.
 
-- :class:`Backoff`: exponential backoff with full jitter (AWS's "full jitter": a delay
-  drawn uniformly from ``[0, min(cap, base * 2**(attempt-1))]``), so callers that failed
-  together do not retry together;
+- :class:`Backoff` (``streams.backoff``, the one backoff policy of memstream): exponential
+  backoff with full jitter (AWS's "full jitter": a delay drawn uniformly from
+  ``[0, min(cap, base * 2**(attempt-1))]``), so callers that failed together do not retry
+  together;
 - :func:`is_retryable`: timeouts, connection errors, HTTP 408/409/429 and 5xx, and an
   :class:`~projections.providers.exceptions.InvalidAnswer`; anything else (400, 401,
   404...) would fail the same way again;
@@ -25,7 +26,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import httpx
@@ -37,6 +37,7 @@ from projections.providers.metrics import (
     PROVIDER_FALLBACKS,
     PROVIDER_SECONDS,
 )
+from streams.backoff import Backoff
 
 __all__ = ["Backoff", "BreakerState", "CircuitBreaker", "Resilient", "fell_back", "is_retryable"]
 
@@ -53,29 +54,6 @@ _STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 # 408 request timeout, 409 conflict (OpenAI's "try again"), 429 rate limited.
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with full jitter."""
-
-    base_s: float = 0.5
-    cap_s: float = 8.0
-
-    def __post_init__(self) -> None:
-        if self.base_s <= 0 or self.cap_s < self.base_s:
-            raise ValueError(f"need 0 < base_s <= cap_s, got {self.base_s}, {self.cap_s}")
-
-    def ceiling(self, attempt: int) -> float:
-        """The longest delay after failed attempt number ``attempt`` (1-based)."""
-        if attempt < 1:
-            raise ValueError(f"attempts count from 1, got {attempt}")
-        # min() before the power would overflow for large attempts: cap the exponent.
-        return min(self.cap_s, self.base_s * 2.0 ** min(attempt - 1, 62))
-
-    def delay(self, attempt: int, uniform: Callable[[], float] = random.random) -> float:
-        """A delay in ``[0, ceiling(attempt)]``; ``uniform`` gives a float in [0, 1)."""
-        return self.ceiling(attempt) * uniform()
 
 
 def is_retryable(error: BaseException) -> bool:

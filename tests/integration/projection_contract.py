@@ -33,6 +33,9 @@ from streams.projection import Projection, version_schema
 from streams.topics import Topics
 from tests.helpers import read_topic, scalar
 
+#: Reads each reader of the read views completes before and after a live switch.
+_READS_AROUND_THE_SWITCH = 5
+
 
 async def snapshot(
     conn: AsyncConnection[Any], schema: str, tables: tuple[str, ...]
@@ -135,8 +138,10 @@ class ProjectionContract:
         expected = len(v1[table])
         counts: list[int] = []
         stop = asyncio.Event()
+        reads = [0, 0, 0]  # completed per reader
+        progress = asyncio.Event()  # set after every read
 
-        async def read() -> None:
+        async def read(me: int) -> None:
             reader = await AsyncConnection.connect(topics.require_database(), autocommit=True)
             try:
                 while not stop.is_set():
@@ -148,14 +153,30 @@ class ProjectionContract:
                             .as_string(reader),
                         )
                     )
+                    reads[me] += 1
+                    progress.set()
                     await asyncio.sleep(0)
             finally:
+                progress.set()
                 await reader.close()
 
-        readers = [asyncio.create_task(read()) for _ in range(3)]
-        await asyncio.sleep(0.2)
+        async def every_reader_reads(more: int) -> None:
+            """Until each reader has completed `more` reads after this call."""
+            target = [n + more for n in reads]
+            async with asyncio.timeout(60):
+                while any(n < t for n, t in zip(reads, target, strict=True)):
+                    for task in readers:
+                        if task.done():
+                            task.result()  # a reader failed: its error, not a timeout
+                    progress.clear()
+                    await progress.wait()
+
+        readers = [asyncio.create_task(read(i)) for i in range(len(reads))]
+        # Every reader reads before the switch starts and after it ended: each one's
+        # window spans the switch.
+        await every_reader_reads(_READS_AROUND_THE_SWITCH)
         await versions.switch_live(db, projection, 2)
-        await asyncio.sleep(0.2)
+        await every_reader_reads(_READS_AROUND_THE_SWITCH)
         stop.set()
         await asyncio.gather(*readers)
         assert counts and set(counts) == {expected}

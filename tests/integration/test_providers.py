@@ -24,6 +24,7 @@ from projections.embeddings.projection import EmbeddingsProjection
 from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection, list_memories
 from projections.providers.redaction import redact
+from projections.providers.resilience import CircuitBreaker, Resilient
 from schemas import EmbeddingComputed, MemoryExtracted, MemorySuperseded, decode_event
 from streams import EventLog, ProjectionRunner, Settings
 from streams.runtime import AFTER_APPLY
@@ -108,6 +109,27 @@ def with_provider(settings: Settings, fake: FakeOpenAI, **changes: Any) -> Setti
     )
 
 
+class ManualClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def on_a_manual_clock(calls: Resilient) -> ManualClock:
+    """Give `calls` a breaker configured like its own, on a clock the test moves: a reset
+    time passes without waiting for it."""
+    clock = ManualClock()
+    was = calls.breaker
+    calls.breaker = CircuitBreaker(
+        was.provider, was.operation, failures=was.failures, reset_s=was.reset_s, clock=clock
+    )
+    return clock
+
+
 def assert_no_pii_sent(fake: FakeOpenAI) -> None:
     assert fake.requests, "the provider was never called"
     for request in fake.requests:
@@ -167,6 +189,7 @@ async def test_the_breaker_falls_back_to_the_rules_and_recovers_to_the_llm(
         topics, fake, provider_retries=0, breaker_failures=1, breaker_reset_s=1.0
     )
     processor = ExtractionProcessor.from_settings(settings)
+    clock = on_a_manual_clock(processor.extractor.calls)  # type: ignore[attr-defined]
     fake.fail("500", path=CHAT)
     async with EventLog(settings) as log:
         await log.append(DENVER)
@@ -177,7 +200,7 @@ async def test_the_breaker_falls_back_to_the_rules_and_recovers_to_the_llm(
     assert processor.extractor.calls.breaker.state == "open"  # type: ignore[attr-defined]
 
     fake.recover()
-    await asyncio.sleep(1.1)  # the breaker's reset time: the next call is a trial
+    clock.now += 1.0  # the breaker's reset time: the next call is a trial
     async with EventLog(settings) as log:
         await log.append(BOULDER)
     await project(settings, processor)

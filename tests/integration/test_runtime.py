@@ -11,7 +11,7 @@ import pytest
 from psycopg import AsyncConnection
 
 from schemas import ConversationFailed, decode_event
-from streams import EventLog, ProjectionRunner, Settings
+from streams import EventLog, ProjectionRunner, Settings, versions
 from streams.dlq import decode as decode_dead_letter
 from streams.projection import group_id
 from streams.runtime import FAULT_POINTS
@@ -39,6 +39,19 @@ async def ledger_stats(db: AsyncConnection[Any]) -> tuple[int, int]:
     row = await cursor.fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+async def settled(settings: Settings, db: AsyncConnection[Any]) -> tuple[int, int, int]:
+    """(events the ledger has not checkpointed, rows, distinct coordinates). At 0 every
+    record of the log was applied by a committed transaction (the checkpoints advance in
+    it): nothing applied twice can still appear, the ledger is final."""
+    lag = sum((await versions.lag(settings, db, LedgerProjection, 1)).values())
+    return lag, *await ledger_stats(db)
+
+
+def final(count: int) -> Any:
+    """A `settled` result once everything is checkpointed and at least `count` rows are in."""
+    return lambda s: s[0] == 0 and s[1] >= count
 
 
 async def run_until(runner: ProjectionRunner, condition: Any, timeout: float = 60.0) -> Any:
@@ -99,8 +112,7 @@ async def test_a_crash_at_any_step_of_a_batch_loses_and_duplicates_nothing(
 
     # A fresh runner resumes from the checkpoints.
     runner = ProjectionRunner(LedgerProjection(), settings)
-    await run_until(runner, (lambda: ledger_stats(db), lambda s: s[0] >= len(events)))
-    await asyncio.sleep(0.5)  # anything applied twice would show up by now
+    await run_until(runner, (lambda: settled(settings, db), final(len(events))))
     assert await ledger_stats(db) == (len(events), len(events))
 
 
@@ -128,8 +140,7 @@ async def test_two_workers_share_partitions_and_one_takes_over_when_the_other_di
             first.kill()  # SIGKILL: no group leave, no cleanup
             first.wait()
             await log.append_many(events[300:])
-        await eventually(lambda: ledger_stats(db), lambda s: s[0] >= len(events), timeout=90)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(settings, db), final(len(events)), timeout=90)
         assert await ledger_stats(db) == (len(events), len(events))
         late = await scalar(
             db,
@@ -201,8 +212,7 @@ async def test_the_runner_reconnects_when_its_database_connection_is_killed(
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
             await log.append_many(events[60:])
-        await eventually(lambda: ledger_stats(db), lambda s: s[0] >= len(events))
-        await asyncio.sleep(0.5)
+        await eventually(lambda: settled(settings, db), final(len(events)))
         assert await ledger_stats(db) == (len(events), len(events))
     finally:
         runner.stop()

@@ -6,7 +6,6 @@ crash replay whose model changed its mind, and a rebuild that calls no model."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +22,13 @@ from schemas import Event
 from streams import EventLog, Settings
 from tests.fakes.openai_server import CHAT, FakeOpenAI
 from tests.integration.projection_contract import project, snapshot
-from tests.integration.test_providers import LLM, SECRETS, assert_no_pii_sent, with_provider
+from tests.integration.test_providers import (
+    LLM,
+    SECRETS,
+    assert_no_pii_sent,
+    on_a_manual_clock,
+    with_provider,
+)
 from tests.integration.test_summaries import (
     OTHER,
     SUBJECT,
@@ -157,6 +162,7 @@ async def test_the_breaker_falls_back_to_extractive_summaries_and_recovers(
     for marker in ("Lives in Denver", "Has a cat", "Plays tennis", "Likes jazz"):
         model.answer(marker, {"summary": f"LLM: {marker}."})
     processor = llm_processor(topics, model, breaker_failures=1, breaker_reset_s=1.0)
+    clock = on_a_manual_clock(processor.summariser.calls)  # type: ignore[attr-defined]
     model.fail("500", path=CHAT)
     async with OneBatch(topics, processor) as runner:
         # Two attempts fail: the breaker opens and the extractive summariser answers.
@@ -168,7 +174,7 @@ async def test_the_breaker_falls_back_to_extractive_summaries_and_recovers(
 
         # Back, and past the reset time: one trial call goes through and closes it.
         model.recover()
-        await asyncio.sleep(1.2)
+        clock.now += 1.0
         await runner.apply([extracted("Plays tennis", subject=THIRD)])
         await runner.apply([extracted("Likes jazz", kind="preference")])
     assert model.calls(CHAT) == 4
