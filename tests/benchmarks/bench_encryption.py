@@ -10,10 +10,11 @@ append, and what opening costs the projections' hot path.
   insert committed before the event is sealed) are figures of their own.
 - **rebuild**: the conversations projection catching up from offset 0 on 20,000 events
   (10,000 calls of 6-10 turns, 10,000 callers, 6 partitions), appended plain (off) or
-  sealed (on) beforehand; each variant twice, alternating, each run a projection version
+  sealed (on) beforehand; each variant three times, alternating, each run a projection version
   of its own on topics of its own, with a key store started cold (one query per caller's
   key). Events/s from the first partition assignment until every checkpoint reached
-  the log end; the figure is the median of the two runs. Also the CPU time this process
+  the log end; the figure is the median of the three runs (of two, the median is
+  their mean, which one slow run moves). Also the CPU time this process
   (the runner: fetching, decoding, folding; not PostgreSQL, not the broker) spent per
   event over that span: on a machine whose two cores the broker, the database and other
   work share, wall-clock throughput varies by ±15% from run to run, CPU time far less.
@@ -66,7 +67,7 @@ SINGLE_WARMUP = 200
 CALLERS = 250
 APPEND_ROUNDS = 3
 REBUILD_EVENTS = 20_000
-REBUILD_ROUNDS = 2
+REBUILD_ROUNDS = 3
 APPEND_CHUNK = 5_000
 POLL_SECONDS = 0.01
 TIMEOUT_SECONDS = 600.0
