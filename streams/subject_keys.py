@@ -418,17 +418,32 @@ class SubjectKeyStore:
                 raise ValueError(f"key {kid} is not in this database's memstream.subject_keys")
         return key
 
-    def prefetch(self, kids: Iterable[str]) -> None:
-        """Load the subjects of these keys that are not cached, in one query: a batch of
-        records costs one round trip, not one per subject (a rebuild's first pass)."""
+    def prefetch(self, kids: Iterable[str], plain: Iterable[str] = ()) -> None:
+        """Load the subjects of these keys that are not cached, and the `plain` subjects
+        (of records written before encryption) not cached, in one query each: a batch of
+        records costs a round trip or two, not one per subject (a rebuild's first pass)."""
         self._poll()
         missing = sorted({int(kid) for kid in kids if kid not in self._keys and kid.isdigit()})
-        if not missing:
+        unknown = sorted(
+            {
+                (s.partition("/")[0], self.subject_hash(s))
+                for s in plain
+                if (s.partition("/")[0], self.subject_hash(s)) not in self._subjects
+            }
+        )
+        if not (missing or unknown):
             return
         with self._lock:
             by_subject: dict[tuple[str, str], list[Any]] = {}
-            for row in self._execute(_LOAD_KIDS_SQL, [missing]):
-                by_subject.setdefault((row[1], row[2]), []).append(row)
+            if missing:
+                for row in self._execute(_LOAD_KIDS_SQL, [missing]):
+                    by_subject.setdefault((row[1], row[2]), []).append(row)
+            if unknown:
+                # A subject without any row is known too: it has no key and no erasure.
+                by_subject.update({subject: [] for subject in unknown})
+                params = [[t for t, _ in unknown], [h for _, h in unknown]]
+                for row in self._execute(_LOAD_SUBJECTS_SQL, params):
+                    by_subject[(row[1], row[2])].append(row)
             for subject, rows in by_subject.items():
                 self._keep(subject, rows)
 
@@ -745,6 +760,8 @@ def _open(aead: AESGCM, kid: str, payload: str) -> str:
 
 # Where a sealed record names its subject's key: near its start, so a search stops early.
 _SEALED_SUBJECT = re.compile(rb'"subject":"[^"/]+/enc:v1:([0-9]+):')
+# A subject written before encryption (no escapes: one that has some is looked up alone).
+_PLAIN_SUBJECT = re.compile(rb'"subject":"([^"\\/]+/[^"\\]+)"')
 # Where a sealed transcript names its period's key (a rebuild over a year of calls meets
 # a key per tenant and day).
 _SEALED_TRANSCRIPT = re.compile(rb'"enc:p1:([0-9]+):')
@@ -998,19 +1015,26 @@ async def latest_erasures(subjects: Iterable[str]) -> dict[str, datetime]:
 
 
 def prefetch_keys(records: Iterable[bytes | None]) -> None:
-    """Load the keys these wire records were sealed with, in one query (the projection
-    runtime calls it before decoding a batch). Nothing to do without encryption."""
+    """Load the keys these wire records were sealed with, and what is known of the
+    subjects of records written before encryption (their latest erasure), in one query
+    each (the projection runtime calls it before decoding a batch). Nothing to do
+    without encryption."""
     codec = get_personal_codec()
     if isinstance(codec, SubjectKeyCodec):
         kids = set()
+        plain: set[str] = set()
         for record in records:
-            found = _SEALED_SUBJECT.search(record) if record else None
-            if found and record:
+            if not record:
+                continue
+            found = _SEALED_SUBJECT.search(record)
+            if found:
                 kids.add(found.group(1).decode())
                 period = _SEALED_TRANSCRIPT.search(record, found.end())
                 if period:
                     kids.add(period.group(1).decode())
-        codec.store.prefetch(kids)
+            elif (unsealed := _PLAIN_SUBJECT.search(record)) and b"/enc:" not in unsealed[1]:
+                plain.add(unsealed[1].decode())
+        codec.store.prefetch(kids, plain)
 
 
 def install_personal_codec(settings: Settings, *, check: bool = False) -> PersonalDataCodec:

@@ -54,6 +54,7 @@ from streams.subject_keys import (
     SubjectKeyCodec,
     SubjectKeyStore,
     destroy_subject_key,
+    prefetch_keys,
     rotate_master_key,
 )
 from streams.topics import Topics
@@ -416,6 +417,38 @@ async def test_events_written_before_encryption_are_erased_by_their_date(
             decode_event(record.value)
     await project(topics, ConversationsProjection())
     assert await scalar(db, "SELECT count(*) FROM conversations.users") == 0
+
+
+async def test_a_batch_of_records_written_before_encryption_learns_its_subjects_at_once(
+    settings: Settings, db: AsyncConnection[Any]
+) -> None:
+    # A rebuild of a log from before encryption: each record's subject is looked up for
+    # its erasures. The batch's prefetch learns them all in one query, erased or not, so
+    # decoding asks the database nothing per subject.
+    erased, kept = "acme/+14155550101", "acme/+14155550102"
+    plain = [
+        orjson.dumps(event.model_dump(mode="json"))
+        for subject in (erased, kept)
+        for event in a_call(subject)
+    ]
+    assert await destroy_subject_key(db, "acme", erased, erased_at=BASE_TIME + timedelta(1))
+    codec = get_personal_codec()
+    assert isinstance(codec, SubjectKeyCodec)
+    store = codec.store
+    hashes = [("acme", store.subject_hash(s)) for s in (erased, kept)]
+    for subject in hashes:
+        store.forget(*subject)
+    prefetch_keys(plain)
+    assert all(subject in store._subjects for subject in hashes)
+    assert store._subjects[hashes[0]].erased_at == BASE_TIME + timedelta(1)
+    assert store._subjects[hashes[1]].erased_at is None
+    outcomes = []
+    for record in plain:
+        try:
+            outcomes.append(decode_event(record).subject)
+        except SubjectErased:
+            outcomes.append("erased")
+    assert outcomes == ["erased", "erased", kept, kept]
 
 
 async def test_another_process_stops_using_a_destroyed_key_within_the_cache_bound(
