@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import openai
@@ -230,6 +229,7 @@ class LLMExtractor(ChatModel):
     role = "LLM extractor"
     operation = OPERATION
     prompt_version = PROMPT_VERSION
+    thread_name_prefix = "llm"
 
     def __init__(
         self,
@@ -259,14 +259,10 @@ class LLMExtractor(ChatModel):
         return Extraction(tuple(candidates), self.name, self.version)
 
     def extract_many(self, conversations: Sequence[ConversationEndedData]) -> list[Extraction]:
-        """One extraction per conversation, the model asked for up to ``concurrency`` at a
-        time (the calls wait on the network, not on the CPU)."""
-        if len(conversations) <= 1 or self.concurrency == 1:
-            return [self.extract(c) for c in conversations]
-        with ThreadPoolExecutor(
-            max_workers=min(self.concurrency, len(conversations)), thread_name_prefix="llm"
-        ) as pool:
-            return list(pool.map(self.extract, conversations))
+        """One extraction per conversation, in order, the model asked for up to
+        ``concurrency`` at a time in its pool (the calls wait on the network, not on the
+        CPU); one conversation, or ``concurrency == 1``, is extracted inline."""
+        return self.map_calls(self.extract, conversations)
 
     def request(self, conversation: ConversationEndedData) -> list[ChatCompletionMessageParam]:
         """The chat messages sent for a conversation (PII redacted)."""

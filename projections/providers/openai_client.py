@@ -8,7 +8,11 @@ that backoff, the circuit breaker and the metrics see every attempt. Its timeout
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, ClassVar, Self, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -28,6 +32,9 @@ SEED = 20260302
 # OpenAI's client refuses to start without a key; a compatible local server (Ollama,
 # vLLM) ignores it. Only used when a base URL is set and no key is (see Settings).
 _NO_KEY = "not-needed"
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def build_client(settings: Settings) -> openai.OpenAI:
@@ -63,14 +70,25 @@ def resilient(settings: Settings, operation: str) -> Resilient:
 
 class ChatModel:
     """What the LLM extractor and the LLM summariser share: a chat model behind an
-    OpenAI-compatible client, its retries and breaker, how many requests of a batch go at
-    once, and the name (``llm:<model>``) and prompt version recorded with its results."""
+    OpenAI-compatible client, its retries and breaker, how its calls run concurrently, and
+    the name (``llm:<model>``) and prompt version recorded with its results.
+
+    Calls are blocking (the synchronous ``openai`` client, and the backoff sleeps). They
+    run in the model's own pool of ``concurrency`` threads, started on first use and kept
+    for the model's life (idle threads cost nothing; :meth:`close` releases them):
+    :meth:`map_calls` for a batch asked from a worker thread (the extractor, in the
+    runtime's ``prepare``), :meth:`run_call` for one call awaited from the event loop (the
+    summariser, whose batches are gathered). So at most ``concurrency`` requests of a
+    model are in flight, whichever way they are asked for.
+    """
 
     #: Set by each subclass: what it is (for errors), its provider operation (metrics and
-    #: breaker), and the version of its prompt and answer schema.
+    #: breaker), the version of its prompt and answer schema, and the name prefix of its
+    #: pool's threads.
     role: ClassVar[str]
     operation: ClassVar[str]
     prompt_version: ClassVar[str]
+    thread_name_prefix: ClassVar[str]
 
     def __init__(
         self,
@@ -90,6 +108,11 @@ class ChatModel:
         self.version = self.prompt_version
         self.calls = calls or Resilient(PROVIDER, self.operation)
         self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        # Marks the pool's own threads: a batch asked from one of them runs inline, never
+        # waiting on the (bounded) pool it occupies.
+        self._local = threading.local()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -100,6 +123,59 @@ class ChatModel:
             calls=resilient(settings, cls.operation),
             concurrency=settings.provider_concurrency,
         )
+
+    def map_calls(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        """``fn`` of each item, in the items' order, up to ``concurrency`` at a time in the
+        model's pool (blocking: call it from a worker thread, not the event loop).
+
+        One item, ``concurrency == 1``, or a call from the pool's own threads runs inline.
+        The first exception in the items' order is raised once the calls already running
+        have finished; those not started yet are cancelled.
+        """
+        if len(items) <= 1 or self.concurrency == 1 or self._on_pool_thread():
+            return [fn(item) for item in items]
+        pool = self._executor()
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
+
+    async def run_call(self, fn: Callable[[], _R]) -> _R:
+        """``fn()`` in the model's pool, awaited: the event loop stays free meanwhile, and
+        calls awaited together run up to ``concurrency`` at a time."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), fn)
+
+    def close(self) -> None:
+        """Waits for the calls in flight and stops the pool's threads (a later call starts
+        a new pool)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.concurrency,
+                    thread_name_prefix=self.thread_name_prefix,
+                    # Not a bound method: the threads must not keep the model (and so the
+                    # pool) alive once it is dropped.
+                    initializer=_mark_pool_thread,
+                    initargs=(self._local,),
+                )
+            return self._pool
+
+    def _on_pool_thread(self) -> bool:
+        return getattr(self._local, "in_pool", False) is True
+
+
+def _mark_pool_thread(local: threading.local) -> None:
+    local.in_pool = True
 
 
 def structured_answer(

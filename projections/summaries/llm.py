@@ -27,19 +27,19 @@ retrying — the extractive summariser writes the summary, and the returned
 ``summary.generated`` records the path that made it.
 
 The calls are blocking (the synchronous ``openai`` client, and the backoff sleeps), so
-they run in the summariser's own pool of ``MEMSTREAM_PROVIDER_CONCURRENCY`` threads: the
-processor awaits them from the runtime's event loop, which keeps serving the consumer's
-heartbeats meanwhile, and asks for a batch's summaries together, so up to that many
-requests are in flight (the runtime's default pool, which prepares batches, is left alone).
+they run in the model's own pool of ``MEMSTREAM_PROVIDER_CONCURRENCY`` threads
+(:meth:`~projections.providers.openai_client.ChatModel.run_call`; the LLM extractor runs
+its batches in its own pool the same way): the processor awaits them from the runtime's
+event loop, which keeps serving the consumer's heartbeats meanwhile, and asks for a
+batch's summaries together, so up to that many requests are in flight (the runtime's
+default pool, which prepares batches, is left alone).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -159,6 +159,7 @@ class LLMSummariser(ChatModel):
     role = "LLM summariser"
     operation = OPERATION
     prompt_version = PROMPT_VERSION
+    thread_name_prefix = "summary"
 
     def __init__(
         self,
@@ -171,9 +172,6 @@ class LLMSummariser(ChatModel):
     ) -> None:
         super().__init__(client, model, calls=calls, concurrency=concurrency)
         self.fallback = fallback or ExtractiveSummariser()
-        # Threads start on first use and idle ones cost nothing; the pool lives as long as
-        # the summariser (one per processor, i.e. per process).
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="summary")
 
     async def profile(self, memories: Sequence[ProfileMemory], as_of: datetime) -> Summary:
         ranked = ranked_memories(memories, as_of)
@@ -243,8 +241,9 @@ class LLMSummariser(ChatModel):
         offline: Callable[[], Summary],
         memory_ids: tuple[uuid.UUID, ...],
     ) -> Summary:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._summarise, ask, offline, memory_ids)
+        # In the model's pool (ChatModel.run_call), also with concurrency 1: the call
+        # blocks, and the event loop must not.
+        return await self.run_call(lambda: self._summarise(ask, offline, memory_ids))
 
     def _summarise(
         self,
