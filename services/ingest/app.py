@@ -38,8 +38,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -51,12 +50,9 @@ from pydantic_core import PydanticSerializationError
 
 from schemas import Event, EventDecodeError, InvalidEvent, decode_event, utc_now
 from services import tenants
-from services.auth import ApiKeys
 from services.briefing import Briefing, load_briefing
-from services.database import add_unavailable_handler, connection_pool
-from services.errors import ApiError, refuse_framework_errors
+from services.errors import ApiError
 from services.expiring import Expiring
-from services.health import add_health_routes
 from services.ingest import openapi
 from services.ingest.errors import IngestError
 from services.ingest.metrics import (
@@ -79,8 +75,8 @@ from services.ingest.signatures import (
     verify_vapi,
 )
 from services.logs import call_fields
-from services.observe import Observe
-from services.ratelimit import FailedAuthentications, RateLimiter
+from services.ratelimit import RateLimiter
+from services.service_base import ServiceBase
 from streams import BrokerUnavailable, EventLog, LogPosition, RecordTooLarge, Settings
 from streams.audit import ERASURE, AuditTrail
 from streams.exceptions import AuditUnavailable
@@ -111,46 +107,70 @@ _BRIEFING_TIMEOUT_S = 1.0
 _RINGING_ACK_WAIT_S = 2.0
 
 
-class IngestService:
-    """What the routes share: the database pool, the event log, caches."""
+class IngestService(ServiceBase):
+    """What the routes share: the database pool, the event log, caches (the pool, API keys,
+    tenants and read-model checks: services/service_base.py)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.pool = connection_pool(settings, min_size=1)
+        super().__init__(settings, pool_min_size=1)
         self.log = EventLog(settings)
         # Erasures through /v1/events are recorded in the audit trail (streams/audit.py).
         self.audit = AuditTrail.from_settings(settings, self.log)
-        # Tenants and secrets are re-read at most every `cache_ttl_s` (a new or revoked
+        # Secrets, like tenants, are re-read at most every `cache_ttl_s` (a new or revoked
         # secret takes effect within it) and outlive a database outage by up to
         # `cache_stale_s`: a webhook is still verified and appended while it lasts.
         ttl, stale = settings.cache_ttl_s, settings.cache_stale_s
         self._secrets: Expiring[tuple[str, str], list[str]] = Expiring(ttl, stale_s=stale)
-        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(ttl, stale_s=stale)
-        self._read_models: Expiring[str, bool] = Expiring(ttl)
         self.limiter = RateLimiter(
             settings.ingest_rate_limit,
             settings.ingest_rate_burst,
             per="tenant",
             refused=RATE_LIMITED,
         )
-        self.auth_failures = FailedAuthentications(
-            settings.auth_failure_limit, settings.auth_failure_window_s
-        )
-        self.keys = ApiKeys(self.pool, settings, self.auth_failures)
         # (tenant, event id) of the events this process had acknowledged: an id alone would
         # drop a tenant's event whose id another tenant's event has (ids from before the
         # tenant was part of them, ids a client chose).
         self._recent: OrderedDict[tuple[str, uuid.UUID], None] = OrderedDict()
+        # Appends of call-start events still waiting for the broker after their call was
+        # answered (see `while_ringing` in `create_app`).
+        self.ringing: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        await self.pool.open(wait=True, timeout=10)
+        await super().start()
         await self.log.start()
         await self.audit.start()
 
     async def stop(self) -> None:
+        if self.ringing:  # each ends within the append timeout
+            await asyncio.wait(self.ringing)
         await self.audit.close()  # what the requests recorded, appended before the log stops
         await self.log.stop()
-        await self.pool.close()
+        await super().stop()
+
+    def producer(self) -> EventLog:
+        return self.log
+
+    def unknown_tenant(self, tenant: str, *, well_formed: bool) -> ApiError:
+        return IngestError(
+            404, "unknown_tenant", f"no tenant {tenant!r}" if well_formed else "no such tenant"
+        )
+
+    def refused(self, request: Request, exc: ApiError, route: str) -> None:
+        # The tenant of the URL, when it can be one: a refused request names no subject
+        # or event yet (nothing was appended), and an arbitrary path is not logged.
+        tenant = request.path_params.get("tenant")
+        if tenant is not None and not tenants.TENANT_PATTERN.fullmatch(tenant):
+            tenant = None
+        logger.info(
+            "request refused: %s",
+            exc.code,
+            extra={
+                **call_fields(tenant=tenant),
+                "route": route,
+                "status": exc.status,
+                "code": exc.code,
+            },
+        )
 
     # -- steps ------------------------------------------------------------------------
 
@@ -167,22 +187,6 @@ class IngestService:
                 raise IngestError(413, "body_too_large", f"the body is over {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
-
-    async def tenant(self, tenant: str) -> tenants.Tenant:
-        """The tenant, cached a few seconds like the secrets (a webhook is one query less)."""
-        if not tenants.TENANT_PATTERN.fullmatch(tenant):
-            # Not a name a tenant can have (and a NUL byte would not even reach the
-            # database as text): unknown, without a query.
-            raise IngestError(404, "unknown_tenant", "no such tenant")
-
-        async def load() -> tenants.Tenant | None:
-            async with self.pool.connection() as conn:
-                return await tenants.get_tenant(conn, tenant)
-
-        found = await self._tenants.get(tenant, load)
-        if found is None:
-            raise IngestError(404, "unknown_tenant", f"no tenant {tenant!r}")
-        return found
 
     async def authenticate(
         self, tenant: str, platform: str, verify: Callable[[list[str]], None]
@@ -210,17 +214,6 @@ class IngestService:
         """Spend one of the tenant's requests (429 with ``Retry-After`` over its rate)."""
         self.limiter.spend(tenant)
 
-    async def _read_model_exists(self, conn: psycopg.AsyncConnection[Any], view: str) -> bool:
-        """Whether a read model's view (e.g. ``memories.memories``) exists yet (checked
-        every few seconds): the briefing leaves out what is not built."""
-
-        async def load() -> bool:
-            cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [view])
-            row = await cursor.fetchone()
-            return bool(row and row[0])
-
-        return await self._read_models.get(view, load)
-
     async def briefing(
         self, tenant: str, subject: str | None, conversation_id: str | None = None
     ) -> Briefing:
@@ -239,8 +232,8 @@ class IngestService:
                         conn,
                         tenant,
                         subject,
-                        with_memories=await self._read_model_exists(conn, "memories.memories"),
-                        with_profile=await self._read_model_exists(conn, "summaries.profiles"),
+                        with_memories=await self.read_model_exists("memories.memories", conn),
+                        with_profile=await self.read_model_exists("summaries.profiles", conn),
                     )
         except (psycopg.Error, TimeoutError) as exc:
             BRIEFING_FAILURES.labels(type(exc).__name__).inc()
@@ -368,55 +361,15 @@ def accepted(
 def create_app(settings: Settings) -> FastAPI:
     """The ingest ASGI app (started by `memstream run`, or any ASGI server)."""
     service = IngestService(settings)
-    # Appends of call-start events still waiting for the broker after their call was
-    # answered (see `while_ringing`).
-    ringing: set[asyncio.Task[Any]] = set()
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        try:
-            yield
-        finally:
-            if ringing:  # each ends within the append timeout
-                await asyncio.wait(ringing)
-            await service.stop()
+    ringing = service.ringing
 
     app = FastAPI(
         title="memstream ingest",
         version="1",
-        lifespan=lifespan,
+        lifespan=service.lifespan,
         description="Voice-platform webhooks and memstream events, appended to the log.",
     )
-    app.state.service = service
-
-    app.add_middleware(Observe, requests=REQUESTS, seconds=REQUEST_SECONDS)
-
-    @app.exception_handler(ApiError)
-    async def refused(request: Request, exc: ApiError) -> JSONResponse:
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        REJECTED.labels(route, exc.code).inc()
-        if exc.status == 401:  # wherever it was raised (services/ratelimit.py)
-            service.auth_failures.failed(request)
-        # The tenant of the URL, when it can be one: a refused request names no subject
-        # or event yet (nothing was appended), and an arbitrary path is not logged.
-        tenant = request.path_params.get("tenant")
-        if tenant is not None and not tenants.TENANT_PATTERN.fullmatch(tenant):
-            tenant = None
-        logger.info(
-            "request refused: %s",
-            exc.code,
-            extra={
-                **call_fields(tenant=tenant),
-                "route": route,
-                "status": exc.status,
-                "code": exc.code,
-            },
-        )
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    add_unavailable_handler(app, REJECTED)
-    refuse_framework_errors(app, ApiError)
+    service.install(app, requests=REQUESTS, seconds=REQUEST_SECONDS, rejected=REJECTED)
     openapi.install(app)
 
     @app.post("/v1/events")
@@ -677,6 +630,6 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return JSONResponse(await deliver(webhook, tenant, "retell"))
 
-    add_health_routes(app, settings, service.pool, lambda: service.log, live_status="ok")
+    service.add_health_routes(app, live_status="ok")
 
     return app

@@ -36,8 +36,9 @@ counts in ``memstream_query_rejected_total``; a key over its rate gets 429 with
 
 The code: this module assembles the app (middleware, refusals, the OpenAPI document);
 the routes are in services/query/routes.py and services/query/resources.py, what they
-share (the pool, the query embedder, caches, rate limits, the search, briefing and
-context) in services/query/service.py, and the JSON they answer in
+share (the query embedder, caches, rate limits, the search, briefing and context) in
+services/query/service.py, on the base both services share (the pool, the lifespan, keys,
+tenants, refusals, health: services/service_base.py), and the JSON they answer in
 services/query/serialise.py. The reads of each read model are beside its projection
 (``projections/<name>/queries.py``), but the search's, which fuses three read models
 (services/query/search.py), and erasure's and export's (services/personal_data.py).
@@ -45,19 +46,12 @@ services/query/serialise.py. The reads of each read model are beside its project
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 
 from projections.embeddings.processor import Embedder
-from services.database import add_unavailable_handler
-from services.errors import ApiError, refuse_framework_errors
-from services.health import add_health_routes
-from services.observe import Observe
 from services.query.metrics import REJECTED, REQUEST_SECONDS, REQUESTS
 from services.query.resources import add_resource_routes
 from services.query.routes import add_query_routes
@@ -74,23 +68,14 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     server)."""
     service = QueryService(settings, embedder)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        try:
-            yield
-        finally:
-            await service.stop()
-
     app = FastAPI(
         title="memstream query",
         version="1",
-        lifespan=lifespan,
+        lifespan=service.lifespan,
         description="Memory search, call-start briefings and agent tools over memstream's "
         "read models.",
     )
-    app.add_middleware(Observe, requests=REQUESTS, seconds=REQUEST_SECONDS)
-    app.state.service = service
+    service.install(app, requests=REQUESTS, seconds=REQUEST_SECONDS, rejected=REJECTED)
 
     def openapi() -> dict[str, Any]:
         # Every /v1 route takes a tenant API key as a bearer token.
@@ -111,21 +96,10 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.exception_handler(ApiError)
-    async def refused(request: Request, exc: ApiError) -> JSONResponse:
-        REJECTED.labels(getattr(request.scope.get("route"), "path", "unmatched"), exc.code).inc()
-        if exc.status == 401:  # wherever it was raised (services/ratelimit.py)
-            service.auth_failures.failed(request)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    refuse_framework_errors(app, ApiError)
-
-    add_unavailable_handler(app, REJECTED)
-
     add_query_routes(app, service)
 
     add_resource_routes(app, service)
 
-    add_health_routes(app, settings, service.pool, lambda: service._log, live_status="live")
+    service.add_health_routes(app, live_status="live")
 
     return app

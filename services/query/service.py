@@ -26,9 +26,7 @@ from projections.providers.exceptions import ProviderUnavailable
 from projections.providers.resilience import fell_back
 from schemas import Event, utc_now
 from services import tenants
-from services.auth import ApiKeys
 from services.briefing import Briefing, load_briefing
-from services.database import connection_pool
 from services.errors import ApiError
 from services.expiring import Expiring
 from services.logs import call_fields
@@ -56,7 +54,8 @@ from services.query.search import (
     lexical_candidates,
     rank_candidates,
 )
-from services.ratelimit import FailedAuthentications, RateLimiter
+from services.ratelimit import RateLimiter
+from services.service_base import ServiceBase
 from streams import BrokerUnavailable, EventLog, Settings, versions
 from streams.audit import READ, AuditTrail, EntryType
 from streams.exceptions import AuditUnavailable
@@ -84,8 +83,9 @@ def _embedders(
     return remote, LocalEmbedder(threads=threads)
 
 
-class QueryService:
-    """What the routes share: the database pool, the query embedder, caches, rate limits."""
+class QueryService(ServiceBase):
+    """What the routes share: the database pool, the query embedder, caches, rate limits (the
+    pool, API keys, tenants and read-model checks: services/service_base.py)."""
 
     def __init__(
         self,
@@ -100,14 +100,13 @@ class QueryService:
         ``embed_threads``: the local model's threads (None: one per core, the lowest
         latency for one question; the live processor takes 1, which spends a third less
         CPU per text on a busy machine: docs/benchmarks.md, "live")."""
-        self.settings = settings
+        super().__init__(settings, pool_min_size=2)
         self._embed_threads = embed_threads
         # Given embedders are used as they are; otherwise the model follows the live
         # embedder version (`memstream reprocess embeddings --model ... --swap`).
         self._follow_embedder = embedder is None
         self._embedder_model: Expiring[str, str | None] = Expiring(settings.cache_ttl_s)
         self._model: str | None = settings.embedding_model
-        self.pool = connection_pool(settings, min_size=2)
         if embedder is None:
             embedder, fallback = _embedders(settings.embedding_model, settings, embed_threads)
         self.embedder = embedder
@@ -115,15 +114,7 @@ class QueryService:
         self.limiter = RateLimiter(
             settings.query_rate_limit, settings.query_rate_burst, refused=RATE_LIMITED
         )
-        self.auth_failures = FailedAuthentications(
-            settings.auth_failure_limit, settings.auth_failure_window_s
-        )
         self.waits = WaitSlots(settings.query_max_waits)
-        self.keys = ApiKeys(self.pool, settings, self.auth_failures)
-        # Keys and tenants outlive a database outage by up to `cache_stale_s`.
-        ttl, stale = settings.cache_ttl_s, settings.cache_stale_s
-        self._tenants: Expiring[str, tenants.Tenant | None] = Expiring(ttl, stale_s=stale)
-        self._read_models: Expiring[str, bool] = Expiring(ttl)
         self._log: EventLog | None = None
         self._audit: AuditTrail | None = None
         # The projections a route may wait for, and the topics each consumes.
@@ -141,8 +132,11 @@ class QueryService:
             raise RuntimeError("the query service is not started")
         return self._audit
 
+    def producer(self) -> EventLog | None:
+        return self._log
+
     async def start(self) -> None:
-        await self.pool.open(wait=True, timeout=10)
+        await super().start()
         self._log = EventLog(self.settings)
         await self._log.start()
         if self.settings.audit_trail:
@@ -163,7 +157,7 @@ class QueryService:
             await self._audit.close()
         if self._log is not None:
             await self._log.stop()
-        await self.pool.close()
+        await super().stop()
 
     # -- steps ------------------------------------------------------------------------
 
@@ -277,24 +271,9 @@ class QueryService:
             slot=self.waits.hold(key_id),
         )
 
-    async def tenant(self, tenant: str) -> tenants.Tenant:
-        async def load() -> tenants.Tenant | None:
-            async with self.pool.connection() as conn:
-                return await tenants.get_tenant(conn, tenant)
-
-        found = await self._tenants.get(tenant, load)
-        if found is None:  # the key outlived its tenant
-            raise ApiError(401, "bad_credentials", "the API key's tenant no longer exists")
-        return found
-
-    async def read_model_exists(self, view: str) -> bool:
-        async def load() -> bool:
-            async with self.pool.connection() as conn:
-                cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [view])
-                row = await cursor.fetchone()
-                return bool(row and row[0])
-
-        return await self._read_models.get(view, load)
+    def unknown_tenant(self, tenant: str, *, well_formed: bool) -> ApiError:
+        # The tenant is an API key's: the key outlived its tenant.
+        return ApiError(401, "bad_credentials", "the API key's tenant no longer exists")
 
     async def follow_live_embedder(self) -> None:
         """Embed questions with the model of the live embedder version, when that version
