@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from infra.kafka import LocalKafka
 from infra.postgres import LocalPostgres
-from streams.settings import Settings
+from infra.settings import InfraSettings
 
 logger = logging.getLogger(__name__)
 
+#: The caller's settings type (the CLI's whole `Settings`), handed back resolved.
+S = TypeVar("S", bound=InfraSettings)
+
 
 @dataclass
-class Infrastructure:
+class Infrastructure(Generic[S]):
     """What `up` started, so that `down` stops only that."""
 
-    settings: Settings
+    settings: S
     started: list[str] = field(default_factory=list)
 
     def down(self) -> None:
@@ -27,7 +31,7 @@ class Infrastructure:
         self.started.clear()
 
 
-def up(settings: Settings) -> Infrastructure:
+def up(settings: S) -> Infrastructure[S]:
     """Start what is not configured; return settings with both endpoints filled in."""
     started: list[str] = []
     if settings.kafka_bootstrap is None:
@@ -43,7 +47,7 @@ def up(settings: Settings) -> Infrastructure:
     return Infrastructure(settings=settings, started=started)
 
 
-def down(settings: Settings) -> list[str]:
+def down(settings: InfraSettings) -> list[str]:
     """Stop the local broker and database if they run (never configured endpoints)."""
     stopped = []
     if settings.kafka_bootstrap is None and LocalKafka.from_settings(settings).stop():
@@ -53,7 +57,7 @@ def down(settings: Settings) -> list[str]:
     return stopped
 
 
-def status(settings: Settings) -> dict[str, dict[str, object]]:
+def status(settings: InfraSettings) -> dict[str, dict[str, object]]:
     kafka = LocalKafka.from_settings(settings)
     postgres = LocalPostgres.from_settings(settings)
     return {

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.process import port_open, tail
+from infra.settings import InfraSettings
 from streams import database
 from streams.exceptions import DatabaseUnavailable
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class LocalPostgres:
     port: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalPostgres:
+    def from_settings(cls, settings: InfraSettings) -> LocalPostgres:
         return cls(root=settings.home / "postgres", port=settings.local_postgres_port)
 
     @property

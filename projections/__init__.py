@@ -10,9 +10,9 @@ from projections.embeddings.processor import EmbeddingProcessor
 from projections.embeddings.projection import EmbeddingsProjection
 from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
+from projections.settings import ProjectionSettings
 from projections.summaries import SummariesProjection, SummaryProcessor
 from streams.projection import Projection
-from streams.settings import Settings
 
 #: Every projection memstream runs, by name (what `memstream run` starts).
 PROJECTIONS: dict[str, type[Projection[Any]]] = {
@@ -28,7 +28,7 @@ PROJECTIONS: dict[str, type[Projection[Any]]] = {
 
 
 def build(
-    name: str, settings: Settings, config: Mapping[str, Any] | None = None
+    name: str, settings: ProjectionSettings, config: Mapping[str, Any] | None = None
 ) -> Projection[Any]:
     """Projection `name` as one of its versions runs it: the settings, overridden by the
     version's recorded ``config["settings"]`` (see ``streams.versions.config``)."""

@@ -25,12 +25,12 @@ from aiokafka import TopicPartition
 from psycopg import AsyncConnection
 
 from projections import PROJECTIONS, build
+from projections.settings import ProjectionSettings
 from streams import database, lineage, versions
 from streams.exceptions import DatabaseUnavailable
 from streams.metrics import REBUILD_PROGRESS
 from streams.offsets import standalone_consumer
 from streams.runtime import ProjectionRunner
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ async def live_or_first(conn: AsyncConnection[Any], name: str) -> tuple[int, dic
 class LiveProjection:
     """Runs the live version of one projection; follows switches of the live version."""
 
-    def __init__(self, name: str, settings: Settings, *, poll_s: float = 2.0) -> None:
+    def __init__(self, name: str, settings: ProjectionSettings, *, poll_s: float = 2.0) -> None:
         self.name = name
         self.settings = settings
         self.poll_s = poll_s
@@ -193,7 +193,7 @@ class Build:
 
 
 async def run_to_log_end(
-    settings: Settings,
+    settings: ProjectionSettings,
     builds: Sequence[Build],
     *,
     timeout_s: float | None = None,
@@ -271,7 +271,7 @@ async def run_to_log_end(
 
 
 async def _starting_offsets(
-    settings: Settings, builds: Sequence[Build]
+    settings: ProjectionSettings, builds: Sequence[Build]
 ) -> dict[tuple[str, str, int], int]:
     starts: dict[tuple[str, str, int], int] = {}
     async with await _connect(settings) as conn:
@@ -299,5 +299,5 @@ async def _starting_offsets(
     return starts
 
 
-async def _connect(settings: Settings, schema: str | None = None) -> AsyncConnection[Any]:
+async def _connect(settings: ProjectionSettings, schema: str | None = None) -> AsyncConnection[Any]:
     return await database.connect(settings.require_database(), schema=schema)

@@ -19,7 +19,7 @@ from services import tenants
 from services.errors import ApiError
 from services.expiring import Expiring
 from services.ratelimit import FailedAuthentications
-from streams import Settings
+from services.settings import Settings
 
 __all__ = ["ApiKeys"]
 

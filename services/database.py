@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from streams import DatabaseUnavailable, Settings, database
+from services.settings import Settings
+from streams import DatabaseUnavailable, database
 
 __all__ = ["RETRY_AFTER_S", "add_unavailable_handler", "connection_pool", "unavailable"]
 

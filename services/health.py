@@ -17,7 +17,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from projections import PROJECTIONS
 from services.expiring import Expiring
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.exceptions import BrokerUnavailable
 from streams.offsets import log_extent
 from streams.topics import Topics

@@ -45,9 +45,9 @@ from psycopg import AsyncConnection
 
 from schemas import Event, EventDecodeError, decode_event, encode_event
 from services.ingest.platforms import NormalisedWebhook, PayloadError, elevenlabs, retell, vapi
+from services.settings import Settings
 from streams.producer import EventLog
 from streams.reader import LogReader
-from streams.settings import Settings
 from streams.topics import CONVERSATIONS, EMBEDDINGS, MEMORIES, SUMMARIES, Topics
 
 logger = logging.getLogger(__name__)

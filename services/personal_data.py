@@ -62,7 +62,8 @@ from schemas import (
 from services.errors import ApiError
 from services.logs import call_fields
 from services.query.consistency import parse_positions, wait_until_past
-from streams import BrokerUnavailable, Settings
+from services.settings import Settings
+from streams import BrokerUnavailable
 from streams.dlq import StoredLetter
 from streams.offsets import partitions_of
 from streams.reader import LogReader

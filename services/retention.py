@@ -72,7 +72,8 @@ from psycopg import AsyncConnection
 
 from schemas import get_personal_codec
 from schemas.codec import MEMORY_PERIODS, TRANSCRIPT_PERIODS
-from streams import Settings, database
+from services.settings import Settings
+from streams import database
 from streams.exceptions import DatabaseUnavailable
 from streams.subject_keys import SubjectKeyCodec, period_owner
 

@@ -28,7 +28,8 @@ from services.expiring import Expiring
 from services.health import add_health_routes
 from services.observe import Observe
 from services.ratelimit import FailedAuthentications
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 
 __all__ = ["ServiceBase"]
 

@@ -10,7 +10,7 @@ from streams.exceptions import (
 from streams.producer import EventLog, LogPosition
 from streams.projection import LogRecord, Projection
 from streams.runtime import ProjectionRunner
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.topics import Topics, ensure_topics
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "Projection",
     "ProjectionRunner",
     "RecordTooLarge",
-    "Settings",
+    "StreamsSettings",
     "Topics",
     "ensure_topics",
 ]

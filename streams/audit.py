@@ -62,7 +62,7 @@ from streams.backoff import Backoff
 from streams.exceptions import AuditUnavailable, BrokerUnavailable, ConfigurationError
 from streams.metrics import AUDIT_BUFFERED, AUDIT_LOST, AUDIT_REFUSED, AUDIT_WAITS
 from streams.producer import EventLog
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 
 __all__ = [
     "ERASURE",
@@ -236,7 +236,7 @@ class AuditTrail:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, log: EventLog) -> AuditTrail:
+    def from_settings(cls, settings: StreamsSettings, log: EventLog) -> AuditTrail:
         return cls(
             log,
             enabled=settings.audit_trail,
@@ -391,7 +391,7 @@ class AuditTrail:
 
 
 async def append_entry(
-    settings: Settings,
+    settings: StreamsSettings,
     entry_type: EntryType,
     tenant: str,
     subject: str,

@@ -35,7 +35,7 @@ from streams.exceptions import BrokerUnavailable, DatabaseUnavailable, StreamsEr
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection, version_schema
 from streams.reader import LogReader
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ class DeadLetters:
         ]
 
 
-async def scan(settings: Settings, conn: AsyncConnection[Any]) -> DeadLetters:
+async def scan(settings: StreamsSettings, conn: AsyncConnection[Any]) -> DeadLetters:
     """Every dead letter on the DLQ topic, once each, with its resolution."""
     records = await _read_dlq_topic(settings)
     letters: dict[str, StoredLetter] = {}
@@ -340,7 +340,7 @@ async def resolutions(conn: AsyncConnection[Any], ids: Iterable[str]) -> dict[st
     return {row[0]: Resolution(*row[1:]) async for row in cursor}
 
 
-async def _read_dlq_topic(settings: Settings) -> list[tuple[int, int, bytes]]:
+async def _read_dlq_topic(settings: StreamsSettings) -> list[tuple[int, int, bytes]]:
     """(partition, offset, value) of every record on the DLQ topic up to its current end,
     read outside any consumer group (reading commits nothing)."""
     records: list[tuple[int, int, bytes]] = []
@@ -459,7 +459,7 @@ class Replayer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamsSettings,
         conn: AsyncConnection[Any],
         build: ProjectionFactory,
         *,

@@ -11,13 +11,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.backoff import Backoff
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 
 
-def client_options(target: str | Settings) -> dict[str, Any]:
+def client_options(target: str | StreamsSettings) -> dict[str, Any]:
     """aiokafka keyword arguments for a bootstrap address, or for the configured broker
-    with its security settings (Settings.kafka_options)."""
-    if isinstance(target, Settings):
+    with its security settings (StreamsSettings.kafka_options)."""
+    if isinstance(target, StreamsSettings):
         return {"bootstrap_servers": target.require_kafka(), **target.kafka_options()}
     return {"bootstrap_servers": target}
 
@@ -29,7 +29,7 @@ _DESCRIBE_BACKOFF = Backoff(base_s=0.2, cap_s=0.8, jitter="none", growth="linear
 
 
 @asynccontextmanager
-async def standalone_consumer(bootstrap: str | Settings) -> AsyncIterator[AIOKafkaConsumer]:
+async def standalone_consumer(bootstrap: str | StreamsSettings) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer outside any group (for offset look-ups and reading topics)."""
     consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
     await consumer.start()
@@ -42,7 +42,9 @@ async def standalone_consumer(bootstrap: str | Settings) -> AsyncIterator[AIOKaf
         await consumer.stop()
 
 
-async def partitions_of(bootstrap: str | Settings, topics: Iterable[str]) -> list[TopicPartition]:
+async def partitions_of(
+    bootstrap: str | StreamsSettings, topics: Iterable[str]
+) -> list[TopicPartition]:
     """The partitions of existing topics among `topics` (missing topics have none).
 
     A topic the broker reports with another error (a leader election in progress right
@@ -67,7 +69,7 @@ async def partitions_of(bootstrap: str | Settings, topics: Iterable[str]) -> lis
 
 
 async def log_extent(
-    bootstrap: str | Settings, topics: Iterable[str]
+    bootstrap: str | StreamsSettings, topics: Iterable[str]
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """(first offset, next offset) of every partition of the given physical topics."""
     partitions = await partitions_of(bootstrap, topics)

@@ -38,7 +38,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from schemas import Event, UserForgotten, encode_event, event_key
 from streams.exceptions import BrokerUnavailable, RecordTooLarge
 from streams.metrics import APPEND_ERASED, APPEND_FAILURES, APPEND_SECONDS, APPENDED_EVENTS
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.subject_keys import (
     carry_out_erasure,
     keys_created_ahead,
@@ -74,7 +74,7 @@ class EventLog:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamsSettings,
         *,
         append_timeout: float = 10.0,
         linger_ms: int = 0,

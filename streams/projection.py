@@ -23,7 +23,7 @@ from typing_extensions import TypeVar
 
 from schemas import Event, decode_event
 from streams.producer import EventLog
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 
 
 class Decoded(Protocol):
@@ -72,7 +72,7 @@ class Projection(abc.ABC, Generic[R]):
     produces: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: StreamsSettings) -> Self:
         """The projection as configured (e.g. which model a processor calls): what the
         `memstream` command starts. A projection with nothing to configure is ``cls()``."""
         return cls()

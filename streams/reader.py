@@ -39,7 +39,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.exceptions import BrokerUnavailable
 from streams.offsets import partitions_of, standalone_consumer
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class LogReader:
 
     def __init__(
         self,
-        bootstrap: str | Settings,
+        bootstrap: str | StreamsSettings,
         topics: Sequence[str],
         *,
         start: Start = "earliest",
@@ -80,10 +80,10 @@ class LogReader:
         stall_s: float = _STALL_S,
         keys: Collection[bytes] | None = None,
     ) -> None:
-        # A Settings brings the broker's security settings (streams.offsets.client_options).
+        # A StreamsSettings brings the broker's security settings (streams.offsets.client_options).
         self._client = bootstrap
         self._bootstrap = (
-            bootstrap.require_kafka() if isinstance(bootstrap, Settings) else bootstrap
+            bootstrap.require_kafka() if isinstance(bootstrap, StreamsSettings) else bootstrap
         )
         self._topics = list(topics)
         self._start = start

@@ -66,7 +66,7 @@ from streams.metrics import (
 from streams.offsets import partitions_of, standalone_consumer
 from streams.producer import EventLog
 from streams.projection import Decoded, LogRecord, Projection, group_id, version_schema
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.topics import Topics, ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class ProjectionRunner:
     def __init__(
         self,
         projection: Projection[Any],
-        settings: Settings,
+        settings: StreamsSettings,
         *,
         version: int = 1,
         start_at: datetime | None = None,

@@ -70,7 +70,7 @@ from schemas import (
 from schemas.codec import MEMORY_PERIODS, TRANSCRIPT_PERIODS
 from streams import database
 from streams.exceptions import ConfigurationError, DatabaseUnavailable
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 
 __all__ = [
     "ERASURES",
@@ -171,7 +171,7 @@ class MasterKeys:
         )
 
 
-def load_master_keys(settings: Settings) -> MasterKeys:
+def load_master_keys(settings: StreamsSettings) -> MasterKeys:
     """The master keys of `settings` (the default key file is created if missing)."""
     if settings.master_key:
         current = _parse_key(settings.master_key, "MEMSTREAM_MASTER_KEY")
@@ -1037,7 +1037,7 @@ def prefetch_keys(records: Iterable[bytes | None]) -> None:
         codec.store.prefetch(kids, plain)
 
 
-def install_personal_codec(settings: Settings, *, check: bool = False) -> PersonalDataCodec:
+def install_personal_codec(settings: StreamsSettings, *, check: bool = False) -> PersonalDataCodec:
     """Install the encrypting codec for this process from `settings` (once: a codec on the
     same database is kept) and return the codec installed. `check` opens the deployment
     keys now (the database must be migrated): a wrong master key fails at start-up.

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from streams.exceptions import BrokerUnavailable, ConfigurationError
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ TOPIC_CONFIG = {
 }
 
 
-def topic_config(logical: str, settings: Settings) -> dict[str, str]:
+def topic_config(logical: str, settings: StreamsSettings) -> dict[str, str]:
     """A topic's configuration at creation: kept forever, except the live topic's mid-call
     events (``MEMSTREAM_LIVE_RETENTION_S``; the post-call report is the call's record)."""
     if logical == LIVE:
@@ -113,7 +113,7 @@ async def _described_with_leaders(
         await asyncio.sleep(0.1)
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
+async def ensure_topics(settings: StreamsSettings) -> list[str]:
     """Create missing topics; check existing ones have the configured partition count.
 
     Returns the names created. Raises BrokerUnavailable when the broker cannot be reached

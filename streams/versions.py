@@ -24,7 +24,7 @@ from streams import checkpoints
 from streams.exceptions import StreamsError
 from streams.offsets import log_extent
 from streams.projection import Projection, version_schema
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ async def register(
 async def config(conn: AsyncConnection[Any], projection: str, version: int) -> dict[str, Any]:
     """What a version was registered with (``{}`` if nothing, or if it is not registered):
 
-    - ``settings``: overrides of :class:`Settings` fields (e.g. ``{"llm_model": "gpt-4o"}``
+    - ``settings``: overrides of :class:`StreamsSettings` fields (e.g. ``{"llm_model": "gpt-4o"}``
       for an extraction version that runs the LLM extractor, ``{"llm_model": None}`` for
       one that runs the rules); a version runs the same way whatever the environment says;
     - ``follows``: ``{processor: version}``, the version of each upstream processor whose
@@ -235,7 +235,7 @@ class PartitionPosition:
 
 
 async def positions(
-    settings: Settings,
+    settings: StreamsSettings,
     conn: AsyncConnection[Any],
     projection: Projection | type[Projection],
     version: int,
@@ -251,7 +251,7 @@ async def positions(
 
 
 async def lag(
-    settings: Settings,
+    settings: StreamsSettings,
     conn: AsyncConnection[Any],
     projection: Projection | type[Projection],
     version: int,
@@ -263,7 +263,7 @@ async def lag(
 
 
 async def wait_caught_up(
-    settings: Settings,
+    settings: StreamsSettings,
     conn: AsyncConnection[Any],
     projection: Projection,
     version: int,

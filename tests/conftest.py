@@ -33,7 +33,7 @@ from psycopg import AsyncConnection
 
 from infra import local
 from infra.migrate import migrate
-from streams.settings import Settings
+from services.settings import Settings
 from streams.topics import ensure_topics
 from tests.helpers import delete_retired_topics, personal_data_codec, retire_topics
 

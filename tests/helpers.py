@@ -28,8 +28,8 @@ from schemas import (
     get_personal_codec,
     set_personal_codec,
 )
+from services.settings import Settings
 from streams.offsets import log_extent, standalone_consumer
-from streams.settings import Settings
 from streams.subject_keys import SubjectKeyCodec, install_personal_codec
 
 T = TypeVar("T")

@@ -12,8 +12,8 @@ import asyncio
 import os
 import signal
 
+from services.settings import Settings
 from streams.runtime import ProjectionRunner
-from streams.settings import Settings
 from tests.ledger import LedgerProjection
 
 CRASH_EXIT_CODE = 86

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.process import port_open, read_pid, tail, terminate
-from streams.settings import Settings
+from infra.settings import InfraSettings
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,11 @@ class LocalKafka:
     heap: str = "768m"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalKafka:
+    def from_settings(cls, settings: InfraSettings) -> LocalKafka:
         return cls(
             root=settings.home / "kafka",
             port=settings.local_kafka_port,
-            heap=settings.local_kafka_heap,
+            heap=settings.kafka_heap,
         )
 
     @property

@@ -27,7 +27,7 @@ from projections.providers.exceptions import InvalidAnswer
 from projections.providers.openai_client import PROVIDER, build_client, resilient
 from projections.providers.redaction import redact
 from projections.providers.resilience import Resilient
-from streams.settings import Settings
+from projections.settings import ProjectionSettings
 
 __all__ = ["BATCH_SIZE", "OPERATION", "OpenAIEmbedder"]
 
@@ -62,7 +62,7 @@ class OpenAIEmbedder:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OpenAIEmbedder:
+    def from_settings(cls, settings: ProjectionSettings) -> OpenAIEmbedder:
         """The embedder ``MEMSTREAM_EMBEDDING_MODEL`` and the provider settings describe."""
         return cls(
             build_client(settings), settings.embedding_model, calls=resilient(settings, OPERATION)

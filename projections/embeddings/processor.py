@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 from psycopg import AsyncConnection
 
+from projections import settings as projection_settings
 from projections.conversations.passages import WINDOW, passages
 from projections.providers.exceptions import ProviderUnavailable
 from projections.providers.resilience import fell_back
@@ -52,7 +53,7 @@ from schemas import (
 )
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.topics import CONVERSATIONS, EMBEDDINGS, MEMORIES
 
 __all__ = ["PASSAGES_PER_EVENT", "Embedder", "EmbeddingProcessor", "float32_values"]
@@ -108,9 +109,10 @@ class EmbeddingProcessor(Projection):
         self._log: EventLog | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EmbeddingProcessor:
+    def from_settings(cls, streams_settings: StreamsSettings) -> EmbeddingProcessor:
         """The OpenAI-compatible model (the local one as fallback) when
         ``MEMSTREAM_EMBEDDING_MODEL`` is set, the local model otherwise."""
+        settings = projection_settings.section(streams_settings)
         if not settings.embedding_model:
             return cls()
         from projections.embeddings.local import LocalEmbedder

@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 import orjson
 from psycopg import AsyncConnection, sql
 
+from projections import settings as projection_settings
 from projections.erasures import (
     FORGOTTEN_SQL,
     Erasure,
@@ -87,7 +88,7 @@ from schemas import (
 from streams import database
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.topics import CONVERSATIONS, MEMORIES
 
 __all__ = ["ExtractionProcessor"]
@@ -141,8 +142,9 @@ class ExtractionProcessor(Projection):
         self._journal: AsyncConnection[Any] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ExtractionProcessor:
+    def from_settings(cls, streams_settings: StreamsSettings) -> ExtractionProcessor:
         """The LLM extractor when ``MEMSTREAM_LLM_MODEL`` is set, the rules otherwise."""
+        settings = projection_settings.section(streams_settings)
         if not settings.llm_model:
             return cls()
         from projections.extraction.llm import LLMExtractor

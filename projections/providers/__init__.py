@@ -4,7 +4,8 @@
   and :class:`~projections.providers.resilience.Resilient`, which combines them;
 - ``redaction``: phone numbers, emails and card numbers replaced by typed placeholders
   before text leaves the process;
-- ``openai_client``: the ``openai`` client built from :class:`streams.Settings`;
+- ``openai_client``: the ``openai`` client built from
+  :class:`projections.settings.ProjectionSettings`;
 - ``metrics``: Prometheus metrics of provider calls, fallbacks and breakers;
 - ``exceptions``: the errors raised here.
 

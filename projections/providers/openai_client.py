@@ -1,4 +1,5 @@
-"""The ``openai`` client, built from :class:`streams.Settings`, and the resilience around it.
+"""The ``openai`` client, built from :class:`projections.settings.ProjectionSettings`,
+and the resilience around it.
 
 The client's own retries are off (``max_retries=0``): :class:`Resilient` retries, so
 that backoff, the circuit breaker and the metrics see every attempt. Its timeout is
@@ -19,7 +20,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from projections.providers.exceptions import InvalidAnswer
 from projections.providers.resilience import Backoff, CircuitBreaker, Resilient
-from streams.settings import Settings
+from projections.settings import ProjectionSettings
 
 __all__ = ["PROVIDER", "SEED", "build_client", "resilient", "structured_answer"]
 
@@ -30,14 +31,14 @@ PROVIDER = "openai"
 SEED = 20260302
 
 # OpenAI's client refuses to start without a key; a compatible local server (Ollama,
-# vLLM) ignores it. Only used when a base URL is set and no key is (see Settings).
+# vLLM) ignores it. Only used when a base URL is set and no key is (see ProjectionSettings).
 _NO_KEY = "not-needed"
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def build_client(settings: Settings) -> openai.OpenAI:
+def build_client(settings: ProjectionSettings) -> openai.OpenAI:
     """A synchronous client (it runs in worker threads) with no retries of its own."""
     return openai.OpenAI(
         api_key=settings.openai_api_key or _NO_KEY,
@@ -47,7 +48,7 @@ def build_client(settings: Settings) -> openai.OpenAI:
     )
 
 
-def resilient(settings: Settings, operation: str) -> Resilient:
+def resilient(settings: ProjectionSettings, operation: str) -> Resilient:
     """Retries and a breaker for one operation (``chat``, ``embeddings``), from settings.
 
     Backoff starts at a tenth of the timeout (at least 0.1 s) and is capped at the
@@ -115,7 +116,7 @@ class ChatModel:
         self._local = threading.local()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: ProjectionSettings) -> Self:
         """The model ``MEMSTREAM_LLM_MODEL`` and the provider settings describe."""
         return cls(
             build_client(settings),

@@ -69,6 +69,7 @@ from typing import Any, ClassVar
 
 from psycopg import AsyncConnection
 
+from projections import settings as projection_settings
 from projections.erasures import (
     FORGOTTEN_SQL,
     Erasure,
@@ -99,7 +100,7 @@ from schemas import (
 )
 from streams.producer import EventLog
 from streams.projection import LogRecord, Projection
-from streams.settings import Settings
+from streams.settings import StreamsSettings
 from streams.topics import CONVERSATIONS, MEMORIES, SUMMARIES
 
 __all__ = ["DEFAULT_DEBOUNCE", "SummaryProcessor"]
@@ -206,9 +207,10 @@ class SummaryProcessor(Projection):
         self._log: EventLog | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SummaryProcessor:
+    def from_settings(cls, streams_settings: StreamsSettings) -> SummaryProcessor:
         """The LLM summariser when ``MEMSTREAM_LLM_MODEL`` is set, the extractive one
         otherwise; debounced by ``MEMSTREAM_SUMMARY_DEBOUNCE_S``."""
+        settings = projection_settings.section(streams_settings)
         debounce = timedelta(seconds=settings.summary_debounce_s)
         if not settings.llm_model:
             return cls(debounce=debounce)

@@ -72,8 +72,9 @@ from services.cli.render import emit
 from services.cli.serve import HttpService, Worker, serve
 from services.logs import configure_logging, subject_hash
 from services.retention import RetentionWorker
+from services.settings import Settings
 from services.tenants import TenantError
-from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, Settings
+from streams import BrokerUnavailable, ConfigurationError, DatabaseUnavailable
 
 logger = logging.getLogger("memstream")
 

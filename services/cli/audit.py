@@ -28,7 +28,7 @@ from services.cli.common import (
 )
 from services.cli.eventlog import parse_time
 from services.cli.render import console, print_json
-from streams import Settings
+from services.settings import Settings
 from streams.audit import subject_hash
 
 

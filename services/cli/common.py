@@ -27,7 +27,8 @@ from psycopg import AsyncConnection
 
 from infra import local
 from infra.migrate import migrate
-from streams import Settings, database
+from services.settings import Settings
+from streams import database
 from streams.subject_keys import install_personal_codec
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4

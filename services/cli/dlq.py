@@ -37,7 +37,8 @@ from services.cli.common import (
     with_database,
 )
 from services.cli.render import console, err_console, print_json, progress
-from streams import DatabaseUnavailable, Settings
+from services.settings import Settings
+from streams import DatabaseUnavailable
 from streams import dlq as letters_store
 from streams.dlq import DeadLetters, Outcome, StoredLetter
 

@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 
 from services.cli.common import EXIT_OK, Commands, add_json_flag, with_database
 from services.cli.render import emit
-from streams import Settings
+from services.settings import Settings
 from streams.subject_keys import load_master_keys, rotate_master_key
 
 

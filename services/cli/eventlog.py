@@ -43,7 +43,8 @@ from services.cli.common import (
     require_endpoints,
 )
 from services.cli.render import console, emit, err_console, progress
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.reader import LogReader, Start
 from streams.topics import Topics, ensure_topics
 

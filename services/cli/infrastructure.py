@@ -15,7 +15,7 @@ from typing import Any
 from infra import local
 from services.cli.common import EXIT_OK, Commands, add_json_flag
 from services.cli.render import print_json
-from streams import Settings
+from services.settings import Settings
 
 
 def register(commands: Commands) -> None:

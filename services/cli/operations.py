@@ -48,7 +48,8 @@ from services.cli.common import (
 from services.cli.render import console, emit, err_console, progress
 from services.cli.serve import serve
 from services.live.status import live_status
-from streams import Settings, checkpoints, versions
+from services.settings import Settings
+from streams import checkpoints, versions
 from streams.projection import version_schema
 from streams.runtime import ProjectionRunner
 

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from services.cli.common import EXIT_OK, Commands, add_json_flag, with_database
 from services.cli.render import emit
 from services.retention import carry_out_retention
-from streams import Settings
+from services.settings import Settings
 
 
 def register(commands: Commands) -> None:

@@ -16,7 +16,7 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from services.cli.common import EXIT_FAILURE, EXIT_OK
-from streams import Settings
+from services.settings import Settings
 from streams.runtime import ProjectionRunner, tune_gc_for_projecting
 from streams.subject_keys import install_personal_codec
 from streams.topics import ensure_topics

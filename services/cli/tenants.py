@@ -28,8 +28,8 @@ from services.cli.common import (
     with_database,
 )
 from services.cli.render import duration, emit, lines_or
+from services.settings import Settings
 from services.tenants import Tenant, TenantError
-from streams import Settings
 
 
 def register(commands: Commands) -> None:

@@ -28,7 +28,7 @@ from services.cli.common import (
     require_endpoints,
 )
 from services.cli.render import emit, err_console, progress
-from streams import Settings
+from services.settings import Settings
 from streams.audit import ERASURE, READ, append_entry
 from streams.topics import CONVERSATIONS
 

@@ -25,8 +25,8 @@ from services.cli.common import (
     with_database,
 )
 from services.cli.render import emit, lines_or
+from services.settings import Settings
 from services.tenants import PLATFORMS, WebhookSecret
-from streams import Settings
 
 
 def register(commands: Commands) -> None:

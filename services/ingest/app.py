@@ -77,7 +77,8 @@ from services.ingest.signatures import (
 from services.logs import call_fields
 from services.ratelimit import RateLimiter
 from services.service_base import ServiceBase
-from streams import BrokerUnavailable, EventLog, LogPosition, RecordTooLarge, Settings
+from services.settings import Settings
+from streams import BrokerUnavailable, EventLog, LogPosition, RecordTooLarge
 from streams.audit import ERASURE, AuditTrail
 from streams.exceptions import AuditUnavailable
 

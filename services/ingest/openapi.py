@@ -272,7 +272,7 @@ def install(app: FastAPI) -> None:
 def document() -> dict[str, Any]:
     """The document, from an app that is never started (no broker or database needed)."""
     from services.ingest.app import create_app
-    from streams import Settings
+    from services.settings import Settings
 
     async def build() -> dict[str, Any]:
         # The app's producer is made in create_app, and aiokafka wants a running loop.

@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import AsyncConnection
 
-from streams import Settings
+from services.settings import Settings
 from streams.offsets import log_extent
 from streams.topics import LIVE, Topics
 

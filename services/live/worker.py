@@ -87,7 +87,7 @@ from services.live.metrics import (
 from services.live.state import MIN_TERMS, LiveCall, LiveCalls
 from services.query.app import QueryService
 from services.query.search import Hit, SearchQuery, search_memories
-from streams import Settings
+from services.settings import Settings
 from streams.exceptions import BrokerUnavailable, ConfigurationError
 from streams.offsets import client_options, partitions_of
 from streams.topics import Topics

@@ -57,7 +57,7 @@ from services.query.resources import add_resource_routes
 from services.query.routes import add_query_routes
 from services.query.serialise import hit_json
 from services.query.service import QueryService
-from streams import Settings
+from services.settings import Settings
 
 # Imported from here by other modules and tests: the service and the search's JSON.
 __all__ = ["QueryService", "create_app", "hit_json"]

@@ -31,7 +31,7 @@ class _NoModel:
 
 def document() -> dict[str, Any]:
     from services.query.app import create_app
-    from streams import Settings
+    from services.settings import Settings
 
     embedder: Embedder = _NoModel()
     app = create_app(Settings(database_url="postgresql://unused/unused"), embedder=embedder)

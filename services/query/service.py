@@ -56,7 +56,8 @@ from services.query.search import (
 )
 from services.ratelimit import RateLimiter
 from services.service_base import ServiceBase
-from streams import BrokerUnavailable, EventLog, Settings, versions
+from services.settings import Settings
+from streams import BrokerUnavailable, EventLog, versions
 from streams.audit import READ, AuditTrail, EntryType
 from streams.exceptions import AuditUnavailable
 from streams.topics import ensure_topics

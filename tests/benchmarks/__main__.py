@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from infra import local
-from streams.settings import Settings
+from services.settings import Settings
 from tests.benchmarks import report
 from tests.benchmarks.harness import (
     Benchmark,

@@ -43,7 +43,8 @@ from typing import Any
 
 import httpx
 
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.audit import READ, AuditTrail
 from streams.topics import Topics, ensure_topics
 from tests.benchmarks.bench_query import (

@@ -44,9 +44,9 @@ from typing import Any
 
 from projections.conversations import ConversationsProjection
 from schemas import Event, IdentityCodec, get_personal_codec, set_personal_codec
+from services.settings import Settings
 from streams.producer import EventLog
 from streams.runtime import ProjectionRunner
-from streams.settings import Settings
 from streams.subject_keys import SubjectKeyCodec, install_personal_codec
 from streams.topics import ensure_topics
 from tests.benchmarks.harness import (

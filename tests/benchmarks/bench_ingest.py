@@ -69,10 +69,10 @@ from projections.memories import MemoriesProjection
 from schemas import ConversationEnded, Event, MemoryExtracted, Source
 from services import tenants
 from services.ingest.signatures import sign_elevenlabs
+from services.settings import Settings
 from streams import versions
 from streams.producer import EventLog
 from streams.runtime import ProjectionRunner
-from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.benchmarks import loadgen
 from tests.benchmarks.harness import BenchmarkContext, Figure, at_least, at_most, percentile

@@ -94,8 +94,8 @@ from services import tenants
 from services.identity import normalise_phone
 from services.live.worker import app_id
 from services.query.app import create_app as create_query_app
+from services.settings import Settings
 from streams import EventLog, versions
-from streams.settings import Settings
 from streams.subject_keys import SubjectKeyCodec, install_personal_codec
 from streams.topics import ensure_topics
 from tests.benchmarks.bench_personal_data import running

@@ -65,12 +65,12 @@ from schemas import (
     MemorySuperseded,
     Source,
 )
+from services.settings import Settings
 from streams import versions
 from streams.offsets import log_extent
 from streams.producer import EventLog
 from streams.projection import Projection
 from streams.runtime import ProjectionRunner, tune_gc_for_projecting
-from streams.settings import Settings
 from streams.topics import MEMORIES, Topics, ensure_topics
 from tests.benchmarks.bench_projection import _until
 from tests.benchmarks.harness import BenchmarkContext, Figure, at_least

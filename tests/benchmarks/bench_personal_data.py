@@ -46,10 +46,10 @@ from schemas import (
 )
 from services import personal_data
 from services.database import connection_pool
+from services.settings import Settings
 from streams import EventLog, versions
 from streams.projection import Projection
 from streams.runtime import ProjectionRunner
-from streams.settings import Settings
 from streams.subject_keys import SubjectKeyCodec, install_personal_codec
 from streams.topics import ensure_topics
 from tests.benchmarks.harness import BenchmarkContext, Figure

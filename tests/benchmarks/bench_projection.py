@@ -29,10 +29,10 @@ from psycopg import AsyncConnection
 
 from projections.conversations import ConversationsProjection
 from schemas import ConversationStarted
+from services.settings import Settings
 from streams import versions
 from streams.producer import EventLog
 from streams.runtime import ProjectionRunner, tune_gc_for_projecting
-from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.benchmarks.harness import BenchmarkContext, Figure, at_least
 from tests.benchmarks.workload import MIX, realistic_events

@@ -83,6 +83,7 @@ from projections.embeddings.projection import (
 from projections.memories import MemoriesProjection
 from projections.memories.projection import DECAY_PER_DAY
 from services import tenants
+from services.settings import Settings
 from streams import versions
 from streams.copy import (
     BINARY_HEADER,
@@ -94,7 +95,6 @@ from streams.copy import (
     copy_escape,
 )
 from streams.projection import version_schema
-from streams.settings import Settings
 from tests.benchmarks.bench_memories import _memories_per_user
 from tests.benchmarks.harness import BenchmarkContext, Figure, at_least, at_most, percentile
 from tests.helpers import BASE_TIME, closed_port

@@ -78,8 +78,8 @@ from schemas import ConversationEnded, Source, derived_event_id, encode_event
 from services import tenants
 from services.identity import normalise_phone
 from services.ingest.signatures import sign_elevenlabs, sign_retell
+from services.settings import Settings
 from streams import versions
-from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.benchmarks.bench_ingest import PAYLOADS, _ingest_service
 from tests.benchmarks.bench_query import _query_service

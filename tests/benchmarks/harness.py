@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import AsyncConnection
 
 from infra.migrate import migrate
-from streams.settings import Settings
+from services.settings import Settings
 from streams.topics import Topics
 
 logger = logging.getLogger(__name__)

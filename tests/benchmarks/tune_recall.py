@@ -37,7 +37,7 @@ from projections.embeddings.local import LocalEmbedder
 from schemas.envelope import utc_now
 from services.query.app import hit_json
 from services.query.search import SearchQuery, SearchWeights, search_memories
-from streams.settings import Settings
+from services.settings import Settings
 from tests.benchmarks.bench_ingest import _ingest_service
 from tests.benchmarks.bench_recall import (
     CORPUS_DIR,

@@ -29,7 +29,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from schemas import ConversationStarted, decode_event
-from streams import Settings
+from services.settings import Settings
 from streams.offsets import partitions_of, standalone_consumer
 from streams.topics import LOGICAL_TOPICS, Topics
 from tests.helpers import read_topic

@@ -14,7 +14,7 @@ import pytest
 from services import tenants
 from services.ingest.app import create_app
 from services.ingest.signatures import sign_elevenlabs, sign_retell
-from streams import Settings
+from services.settings import Settings
 
 
 @pytest.fixture

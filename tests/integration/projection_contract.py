@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 from psycopg import AsyncConnection, sql
 
 from schemas import Event, decode_event
-from streams import EventLog, ProjectionRunner, Settings, lineage, versions
+from services.settings import Settings
+from streams import EventLog, ProjectionRunner, lineage, versions
 from streams.offsets import log_extent
 from streams.projection import Projection, version_schema
 from streams.topics import Topics

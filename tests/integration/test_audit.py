@@ -21,7 +21,8 @@ from projections.audit import AuditProjection, audit_trail
 from schemas import Source, UserForgotten, encode_event, event_key, new_event_id
 from services import tenants
 from services.ingest.app import create_app as create_ingest
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.audit import ERASURE, READ, AuditEntry, AuditTrail, decode_entry, subject_hash
 from streams.exceptions import AuditUnavailable
 from streams.projection import Projection

@@ -19,7 +19,8 @@ import orjson
 
 from projections.conversations import get_conversation
 from services import tenants
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.offsets import partitions_of
 from streams.topics import Topics
 from tests.helpers import call_events, eventually, free_port

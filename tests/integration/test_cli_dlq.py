@@ -17,7 +17,8 @@ from psycopg import AsyncConnection
 from projections import build
 from projections.conversations import ConversationsProjection
 from schemas import Event, utc_now
-from streams import EventLog, ProjectionRunner, Settings, versions
+from services.settings import Settings
+from streams import EventLog, ProjectionRunner, versions
 from streams.topics import Topics
 from tests.helpers import call_events, closed_port, eventually, read_topic, scalar
 

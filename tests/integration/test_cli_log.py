@@ -18,7 +18,8 @@ from projections.conversations import ConversationsProjection
 from schemas import decode_event, derived_event_id, tenant_event_id
 from services import tenants
 from services.imports import parse_line
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.topics import Topics
 from tests.helpers import call_events, closed_port, read_topic, retire_topics, scalar
 from tests.integration.ingest_fixtures import payload

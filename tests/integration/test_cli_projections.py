@@ -19,7 +19,8 @@ from projections.conversations import ConversationsProjection
 from projections.extraction.processor import ExtractionProcessor
 from projections.lifecycle import downstream
 from projections.memories import MemoriesProjection
-from streams import EventLog, Settings, versions
+from services.settings import Settings
+from streams import EventLog, versions
 from streams.runtime import ProjectionRunner
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import call_events, closed_port, eventually, scalar

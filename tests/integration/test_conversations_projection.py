@@ -15,7 +15,8 @@ from projections.conversations import (
     list_conversations,
 )
 from schemas import Analysis, Event, Source, ToolCall, Turn, UserForgotten
-from streams import EventLog, Settings, versions
+from services.settings import Settings
+from streams import EventLog, versions
 from streams.projection import Projection
 from streams.runtime import ProjectionRunner
 from streams.topics import Topics

@@ -30,7 +30,8 @@ from schemas import (
     UserForgotten,
     decode_event,
 )
-from streams import EventLog, ProjectionRunner, Settings, versions
+from services.settings import Settings
+from streams import EventLog, ProjectionRunner, versions
 from streams.dlq import decode as decode_dead_letter
 from streams.projection import LogRecord, Projection, version_schema
 from streams.topics import EMBEDDINGS, Topics

@@ -40,7 +40,8 @@ from schemas import (
 from services import tenants
 from services.ingest.app import create_app as create_ingest_app
 from services.query.app import create_app as create_query_app
-from streams import EventLog, ProjectionRunner, Settings, versions
+from services.settings import Settings
+from streams import EventLog, ProjectionRunner, versions
 from streams.projection import Projection
 from streams.topics import Topics
 from tests.helpers import call_events, read_topic, scalar

@@ -17,7 +17,8 @@ from schemas import (
     UserForgotten,
     decode_event,
 )
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.topics import MEMORIES, Topics
 from tests.helpers import BASE_TIME, read_topic
 from tests.integration.projection_contract import project, snapshot

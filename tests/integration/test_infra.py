@@ -10,7 +10,7 @@ from infra import local
 from infra.kafka import LocalKafka
 from infra.migrate import migrate
 from infra.postgres import LocalPostgres
-from streams import Settings
+from services.settings import Settings
 
 local_only = pytest.mark.skipif(
     bool(os.environ.get("MEMSTREAM_KAFKA_BOOTSTRAP") or os.environ.get("MEMSTREAM_DATABASE_URL"))

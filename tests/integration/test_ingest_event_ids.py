@@ -19,7 +19,7 @@ from projections.memories import MemoriesProjection, list_memories
 from schemas import ConversationEnded, Event, decode_event, derived_event_id, tenant_event_id
 from services import tenants
 from services.ingest.app import create_app
-from streams import Settings
+from services.settings import Settings
 from streams.projection import version_schema
 from streams.topics import MEMORIES, Topics
 from tests.helpers import read_topic

@@ -16,7 +16,7 @@ from schemas import (
     decode_event,
 )
 from services import tenants
-from streams import Settings
+from services.settings import Settings
 from streams.topics import Topics
 from tests.helpers import call_events, read_topic
 from tests.integration.ingest_fixtures import api_key, ingest

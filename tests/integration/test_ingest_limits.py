@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from services import tenants
 from services.ingest.app import create_app
-from streams import Settings
+from services.settings import Settings
 from tests.integration.ingest_fixtures import ROUTES, SECRETS, TENANT, deliver, payload, signed
 
 OTHER_TENANT = "harbor"

@@ -33,7 +33,8 @@ from services import tenants
 from services.briefing import BRIEFING_KEYS
 from services.ingest.app import create_app
 from services.ingest.signatures import sign_elevenlabs, sign_retell, sign_vapi_hmac
-from streams import BrokerUnavailable, EventLog, Settings
+from services.settings import Settings
+from streams import BrokerUnavailable, EventLog
 from tests.helpers import closed_port
 from tests.integration.http_properties import (
     NASTY,

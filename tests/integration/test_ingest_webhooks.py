@@ -15,7 +15,8 @@ from projections.conversations import ConversationsProjection, get_conversation,
 from projections.memories import MemoriesProjection
 from schemas import ConversationEnded, ConversationStarted, MemoryExtracted, Source, decode_event
 from services.briefing import BRIEFING_KEYS
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.topics import Topics
 from tests.helpers import read_topic
 from tests.integration.ingest_fixtures import (

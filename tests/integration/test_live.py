@@ -31,7 +31,8 @@ from schemas import ConversationEnded, Source, decode_event
 from services import tenants
 from services.live.worker import RECONSTRUCTED_STATUS, LiveProcessor, app_id
 from services.query.app import QueryService
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.topics import Topics
 from tests.helpers import eventually, group_state, read_topic, scalar
 from tests.integration.ingest_fixtures import TENANT, deliver, ingest, payload, tenant

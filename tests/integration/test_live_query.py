@@ -30,7 +30,7 @@ from schemas import ContextPrefetched, PrefetchedHit, Source
 from services import tenants
 from services.query import routes as query_routes
 from services.query.app import create_app
-from streams import Settings
+from services.settings import Settings
 from streams.audit import decode_entry, subject_hash
 from streams.topics import Topics
 from tests.helpers import eventually, free_port, read_topic

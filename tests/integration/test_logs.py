@@ -22,7 +22,7 @@ from schemas import encode_event
 from services import tenants
 from services.logs import JsonFormatter, subject_hash
 from services.query.app import create_app as create_query_app
-from streams import Settings
+from services.settings import Settings
 from tests.helpers import call_events
 from tests.integration.ingest_fixtures import TENANT, api_key, deliver, ingest, payload, tenant
 from tests.integration.query.corpus import EMBEDDER

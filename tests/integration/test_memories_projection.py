@@ -20,7 +20,8 @@ from schemas import (
     Source,
     UserForgotten,
 )
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.projection import Projection
 from tests.helpers import BASE_TIME
 from tests.integration.projection_contract import ProjectionContract, project

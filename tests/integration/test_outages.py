@@ -31,7 +31,7 @@ from services.briefing import BRIEFING_KEYS
 from services.database import RETRY_AFTER_S
 from services.ingest.app import create_app as create_ingest
 from services.query.app import create_app as create_query
-from streams import Settings
+from services.settings import Settings
 from streams.topics import Topics, ensure_topics
 from tests.helpers import eventually, free_port, read_topic
 from tests.integration.ingest_fixtures import ROUTES, SECRETS, TENANT, deliver, payload, signed

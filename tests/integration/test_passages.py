@@ -25,7 +25,8 @@ from schemas import (
     decode_event,
 )
 from services.query.search import Hit, SearchQuery, SearchWeights, search_memories
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.topics import EMBEDDINGS, Topics
 from tests.helpers import BASE_TIME, read_topic
 from tests.integration.projection_contract import project

@@ -42,7 +42,8 @@ from schemas import (
     get_personal_codec,
 )
 from schemas.codec import PERSONAL_JSON_SCHEMA_KEY, TRANSCRIPT_JSON_SCHEMA_KEY
-from streams import EventLog, ProjectionRunner, Settings, versions
+from services.settings import Settings
+from streams import EventLog, ProjectionRunner, versions
 from streams.dlq import StoredLetter
 from streams.exceptions import ConfigurationError
 from streams.projection import LogRecord, Projection

@@ -32,7 +32,7 @@ from projections.extraction.processor import ExtractionProcessor
 from projections.memories import MemoriesProjection
 from projections.summaries import SummaryProcessor
 from schemas import EmbeddingComputed, Event, PassagesEmbedded, SummaryGenerated
-from streams import Settings
+from services.settings import Settings
 from streams.projection import Projection
 from tests.integration.projection_contract import ProcessorContract, comparable, snapshot
 from tests.integration.query.corpus import EMBEDDER

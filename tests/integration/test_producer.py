@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from schemas import ConversationEnded, Event, decode_event
-from streams import EventLog, RecordTooLarge, Settings
+from services.settings import Settings
+from streams import EventLog, RecordTooLarge
 from streams.producer import MAX_RECORD_BYTES
 from streams.topics import Topics
 from tests.helpers import call_events, read_topic

@@ -26,7 +26,8 @@ from projections.memories import MemoriesProjection, list_memories
 from projections.providers.redaction import redact
 from projections.providers.resilience import CircuitBreaker, Resilient
 from schemas import EmbeddingComputed, MemoryExtracted, MemorySuperseded, decode_event
-from streams import EventLog, ProjectionRunner, Settings
+from services.settings import Settings
+from streams import EventLog, ProjectionRunner
 from streams.runtime import AFTER_APPLY
 from streams.topics import EMBEDDINGS, Topics
 from tests.fakes.openai_server import CHAT, FakeOpenAI, fake_vector

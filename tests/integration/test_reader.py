@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from schemas import Event
-from streams import BrokerUnavailable, EventLog, Settings
+from services.settings import Settings
+from streams import BrokerUnavailable, EventLog
 from streams.reader import LogReader, Start
 from streams.topics import Topics
 from tests.helpers import call_events, closed_port

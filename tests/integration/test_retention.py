@@ -35,7 +35,8 @@ from schemas import (
 )
 from services import tenants
 from services.retention import RetentionWorker, carry_out_retention, expired_before
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.topics import Topics
 from tests.helpers import BASE_TIME, eventually, read_topic, scalar
 from tests.integration.projection_contract import project

@@ -11,7 +11,8 @@ import pytest
 from psycopg import AsyncConnection
 
 from schemas import ConversationFailed, decode_event
-from streams import EventLog, ProjectionRunner, Settings, versions
+from services.settings import Settings
+from streams import EventLog, ProjectionRunner, versions
 from streams.dlq import decode as decode_dead_letter
 from streams.projection import group_id
 from streams.runtime import FAULT_POINTS

@@ -32,7 +32,8 @@ from schemas import (
     decode_event,
 )
 from services.briefing import BRIEFING_KEYS, load_briefing
-from streams import EventLog, Settings, versions
+from services.settings import Settings
+from streams import EventLog, versions
 from streams.projection import LogRecord, Projection, version_schema
 from streams.topics import SUMMARIES, Topics
 from tests.helpers import BASE_TIME, read_topic

@@ -19,7 +19,8 @@ from projections.summaries import (
 )
 from projections.summaries.summariser import CONVERSATION_CHARS, PROFILE_CHARS
 from schemas import Event
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from tests.fakes.openai_server import CHAT, FakeOpenAI
 from tests.integration.projection_contract import project, snapshot
 from tests.integration.test_providers import (

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from services import tenants
+from services.settings import Settings
 from services.tenants import TenantError
-from streams import Settings
 from tests.helpers import scalar
 
 

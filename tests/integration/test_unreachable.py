@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from projections.conversations import ConversationsProjection
-from streams import BrokerUnavailable, DatabaseUnavailable, EventLog, ProjectionRunner, Settings
+from services.settings import Settings
+from streams import BrokerUnavailable, DatabaseUnavailable, EventLog, ProjectionRunner
 from streams.topics import ensure_topics
 from tests.helpers import call_events, closed_port, scalar
 

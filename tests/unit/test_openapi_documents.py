@@ -67,7 +67,7 @@ ROUTES = ["elevenlabs", "elevenlabs/initiation", "vapi", "retell"]
 
 async def test_the_ingest_app_serves_the_checked_in_document() -> None:
     from services.ingest.app import create_app
-    from streams import Settings
+    from services.settings import Settings
 
     app = create_app(
         Settings(database_url="postgresql://unused/unused", kafka_bootstrap="unused:1")

@@ -14,7 +14,7 @@ import pytest
 
 from projections.extraction.llm import LLMExtractor
 from projections.summaries.llm import LLMSummariser
-from streams import Settings
+from services.settings import Settings
 
 SETTINGS = Settings(llm_model="small-model", openai_base_url="http://127.0.0.1:9/v1")
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
 import pytest
 
-from streams import ConfigurationError, Settings
+from infra.settings import InfraSettings
+from projections.settings import ProjectionSettings
+from services.settings import Settings
+from streams import ConfigurationError, StreamsSettings
 
 
 def test_defaults_leave_endpoints_to_the_local_launcher() -> None:
@@ -174,3 +178,87 @@ def test_metrics_host_and_log_hash_key_are_read_handed_on_and_the_key_never_show
     assert settings.metrics_host == "0.0.0.0" and settings.log_hash_key == "log-key-secret"
     assert Settings.from_env(settings.to_env()) == settings
     assert "log-key-secret" not in repr(settings)
+
+
+def _readme_variables() -> set[str]:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    return {name for cell in first_cells for name in re.findall(r"`(MEMSTREAM_[A-Z0-9_]+)`", cell)}
+
+
+def test_the_readme_table_lists_every_variable_and_only_those() -> None:
+    assert _readme_variables() == set(Settings.variables())
+
+
+def _other_than_default(name: str, value: object) -> str:
+    """An env value for field `name` unlike its default, valid on its own."""
+    if isinstance(value, bool):
+        return "off" if value else "on"
+    if isinstance(value, int | float):
+        return str(value + 7)
+    if name == "kafka_security_protocol":
+        return "SSL"
+    if name == "openai_base_url":
+        return "http://127.0.0.1:9/v1"
+    if name == "log_format":
+        return "text"
+    if name == "log_level":
+        return "WARNING"
+    if name in ("home", "master_key_file"):
+        return f"/tmp/memstream-{name}"
+    return f"{name}-value"
+
+
+def test_every_field_is_read_and_handed_on_under_its_own_name() -> None:
+    defaults = Settings()
+    env = {
+        f"MEMSTREAM_{name.upper()}": _other_than_default(name, getattr(defaults, name))
+        for name in Settings.model_fields
+    }
+    settings = Settings.from_env(env)
+    assert all(getattr(settings, name) != getattr(defaults, name) for name in Settings.model_fields)
+    assert Settings.from_env(settings.to_env()) == settings
+    assert set(settings.to_env()) == set(Settings.variables())
+
+
+def test_each_layer_owns_its_section_and_the_settings_combine_them() -> None:
+    sections = [StreamsSettings, InfraSettings, ProjectionSettings]
+    for section in sections:
+        assert issubclass(Settings, section)
+    assert "llm_model" not in StreamsSettings.model_fields
+    assert "query_rate_limit" not in ProjectionSettings.model_fields
+    assert "local_kafka_port" in InfraSettings.model_fields
+    # A section is read from the same variables as the whole.
+    env = {"MEMSTREAM_LLM_MODEL": "m", "MEMSTREAM_OPENAI_API_KEY": "k", "MEMSTREAM_PARTITIONS": "2"}
+    assert ProjectionSettings.from_env(env).llm_model == Settings.from_env(env).llm_model == "m"
+    assert StreamsSettings.from_env(env).partitions == 2
+
+
+def test_settings_built_in_code_ignore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMSTREAM_PARTITIONS", "9")
+    assert Settings().partitions == 6
+    assert Settings.from_env().partitions == 9
+
+
+def test_replace_validates_and_keeps_the_type() -> None:
+    settings = Settings(partitions=3)
+    changed = settings.replace(llm_model="m", openai_api_key="k")
+    assert type(changed) is Settings and changed.partitions == 3 and changed.llm_model == "m"
+    with pytest.raises(ConfigurationError, match="MEMSTREAM_PARTITIONS"):
+        settings.replace(partitions=0)
+    with pytest.raises(ConfigurationError, match="MEMSTREAM_OPENAI_API_KEY"):
+        settings.replace(llm_model="m")
+
+
+def test_blank_values_are_unset_and_words_are_normalised() -> None:
+    settings = Settings.from_env(
+        {
+            "MEMSTREAM_TOPIC_PREFIX": "  ",
+            "MEMSTREAM_KAFKA_BOOTSTRAP": " b:1 ",
+            "MEMSTREAM_LOG_FORMAT": "TEXT",
+            "MEMSTREAM_KAFKA_SECURITY_PROTOCOL": "ssl",
+        }
+    )
+    assert settings.topic_prefix == "memstream" and settings.kafka_bootstrap == "b:1"
+    assert (settings.log_format, settings.kafka_security_protocol) == ("text", "SSL")

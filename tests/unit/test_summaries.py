@@ -19,7 +19,7 @@ from projections.summaries.summariser import (
     Summariser,
 )
 from schemas import ConversationEndedData, SummaryGeneratedData
-from streams import Settings
+from services.settings import Settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SUMMARISER = ExtractiveSummariser()

@@ -25,7 +25,7 @@ from projections.summaries.summariser import (
     Summariser,
     ranked_memories,
 )
-from streams import Settings
+from services.settings import Settings
 from tests.unit.test_summaries import NOW, conversation, memory
 
 LLM_SETTINGS = Settings(llm_model="small-model", openai_base_url="http://127.0.0.1:9/v1")

@@ -19,7 +19,8 @@ from projections.conversations import ConversationsProjection
 from projections.embeddings.processor import EmbeddingProcessor
 from projections.embeddings.projection import EmbeddingsProjection
 from projections.memories import MemoriesProjection
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.topics import ensure_topics
 from tests.helpers import personal_data_codec, retire_topics
 from tests.integration.projection_contract import project

@@ -17,7 +17,7 @@ import httpx
 from projections.embeddings.local import LocalEmbedder
 from schemas import ConversationEnded, MemoryExtracted, Source
 from services.query.app import create_app
-from streams import Settings
+from services.settings import Settings
 from tests.helpers import BASE_TIME
 from tests.integration.test_memories_projection import TENANT, superseded
 from tests.integration.test_memories_projection import extracted as _extracted

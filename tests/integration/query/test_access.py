@@ -17,7 +17,7 @@ import pytest
 
 from services import tenants
 from services.query.app import create_app
-from streams import Settings
+from services.settings import Settings
 from tests.integration.query.corpus import EMBEDDER, OTHER, SUBJECT, TENANT
 
 CALLER = SUBJECT.partition("/")[2]  # +14155550123, on the line

@@ -14,7 +14,7 @@ import pytest
 from services import tenants
 from services.query.app import create_app
 from services.query.context import count_tokens
-from streams import Settings
+from services.settings import Settings
 from tests.fakes.openai_server import EMBEDDINGS, FakeOpenAI
 from tests.integration.query.corpus import (
     EMBEDDER,

@@ -21,7 +21,8 @@ import pytest
 
 from services import tenants
 from services.query.app import create_app
-from streams import EventLog, Settings
+from services.settings import Settings
+from streams import EventLog
 from streams.audit import ERASURE, READ, AuditEntry, AuditTrail, decode_entry, subject_hash
 from streams.topics import Topics
 from tests.helpers import read_topic

@@ -14,7 +14,7 @@ import pytest
 from services import tenants
 from services.query.app import create_app
 from services.query.consistency import MAX_POSITIONS
-from streams import Settings
+from services.settings import Settings
 from tests.helpers import eventually
 from tests.integration.query.corpus import EMBEDDER, SUBJECT, TENANT
 

@@ -44,7 +44,7 @@ from schemas import encode_event
 from services import tenants
 from services.ingest import openapi as ingest_openapi
 from services.query.app import create_app
-from streams import Settings
+from services.settings import Settings
 from streams.producer import MAX_RECORD_BYTES
 from tests.helpers import call_events
 from tests.integration.http_properties import (

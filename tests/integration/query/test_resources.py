@@ -13,7 +13,7 @@ import pytest
 from projections.memories import MemoriesProjection
 from services import tenants
 from services.query.app import create_app
-from streams import Settings
+from services.settings import Settings
 from streams.runtime import ProjectionRunner
 from tests.integration.query.corpus import EMBEDDER, OTHER, SUBJECT, TENANT
 

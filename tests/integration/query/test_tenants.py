@@ -11,7 +11,7 @@ import pytest
 from services import tenants
 from services.errors import ApiError
 from services.query.service import QueryService
-from streams import Settings
+from services.settings import Settings
 from tests.integration.query.corpus import EMBEDDER, TENANT
 
 #: Not tenant ids (services/tenants.py, TENANT_PATTERN): upper case, a space, a NUL byte
