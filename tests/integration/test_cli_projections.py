@@ -173,7 +173,7 @@ async def test_reprocess_extraction_builds_a_new_lineage_side_by_side_then_switc
 
     # The provider is configured, but the environment still says "rules" (no LLM model):
     # the command line chooses the extractor, and the new versions record it.
-    provider = with_provider(topics, fake, llm_model=None, embedding_model=None)
+    provider = with_provider(topics, fake, llm_model="", embedding_model="")
     result = await acli(
         provider, "reprocess", "extraction", "--extractor", "llm:fake-model", "--json"
     )

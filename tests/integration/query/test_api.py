@@ -425,7 +425,7 @@ async def test_queries_follow_the_model_of_the_live_embedder_version(
     MEMSTREAM_EMBEDDING_MODEL says, so they meet the vectors being served."""
     with FakeOpenAI(dimension=16) as fake:
         provider = settings.replace(
-            openai_base_url=fake.base_url, openai_api_key="sk-test", embedding_model=None
+            openai_base_url=fake.base_url, openai_api_key="sk-test", embedding_model=""
         )
         app = create_app(provider)
         async with app.router.lifespan_context(app):
