@@ -67,15 +67,17 @@ class _Environment(EnvSettingsSource):
         return {k.lower(): v for k, v in self._env.items() if v}
 
 
-def _describe(error: ValidationError) -> str:
-    """One line naming the variable, for the CLI to print (it exits 2)."""
+def _describe(error: ValidationError, section: type[BaseSettings]) -> str:
+    """One line naming the variable, for the CLI to print (it exits 2); the value too,
+    unless it is a secret (a field kept out of repr)."""
     first = error.errors()[0]
-    if not first["loc"]:
-        return str(first["msg"]).removeprefix("Value error, ")
-    variable = PREFIX + str(first["loc"][0]).upper()
     message = str(first["msg"]).removeprefix("Value error, ")
-    message = message[:1].lower() + message[1:]
-    return f"{variable}: {message}, got {first['input']!r}"
+    if not first["loc"]:
+        return message
+    name = str(first["loc"][0])
+    message = f"{PREFIX}{name.upper()}: {message[:1].lower()}{message[1:]}"
+    field = section.model_fields.get(name)
+    return message if field is not None and not field.repr else f"{message}, got {first['input']!r}"
 
 
 class SettingsSection(BaseSettings):
@@ -88,7 +90,7 @@ class SettingsSection(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ConfigurationError(_describe(exc)) from None
+            raise ConfigurationError(_describe(exc, type(self))) from None
 
     @classmethod
     def settings_customise_sources(

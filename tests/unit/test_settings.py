@@ -262,3 +262,9 @@ def test_blank_values_are_unset_and_words_are_normalised() -> None:
     )
     assert settings.topic_prefix == "memstream" and settings.kafka_bootstrap == "b:1"
     assert (settings.log_format, settings.kafka_security_protocol) == ("text", "SSL")
+
+
+def test_an_invalid_secret_is_named_but_never_shown() -> None:
+    with pytest.raises(ConfigurationError, match="MEMSTREAM_MASTER_KEY") as raised:
+        Settings(master_key=["not-a-string", "secret-value"])  # type: ignore[arg-type]
+    assert "secret-value" not in str(raised.value)
