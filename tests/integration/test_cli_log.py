@@ -387,8 +387,11 @@ async def test_undecodable_records_are_shown_as_such(topics: Settings, tmp_path:
     as_json = memstream(topics, "log", "dump", "--json", "--output", str(out))
     assert as_json.returncode == 0, as_json.stderr
     lines = json_lines(out.read_bytes())
-    assert [line.get("undecodable") is not None for line in lines] == [False, False, True]
-    assert lines[2]["key"] == "acme/+15550000000"
+    # Time order across partitions: the raw record can share a millisecond with the call's
+    # last event, so its place among the three is not asserted.
+    undecodable = [line for line in lines if line.get("undecodable") is not None]
+    assert len(lines) == 3 and len(undecodable) == 1
+    assert undecodable[0]["key"] == "acme/+15550000000"
     # A record that is no event has no type: a type filter leaves it out.
     typed = memstream(topics, "log", "dump", "--type", "conversation.")
     assert "<undecodable" not in typed.stdout.decode()
