@@ -55,6 +55,7 @@ anything else. The identity codec (the default) and a codec with only ``encode``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
@@ -277,28 +278,22 @@ def _seal_period(text: str, info: SerializationInfo, subject: str, family: str) 
     return _codec.encode(subject, text)
 
 
-def _encode_transcript(
-    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-) -> Any:
-    plain = handler(value)
-    if _codec_is_identity or not plain:
-        return plain
-    subject = _wire_subject(info.context)
-    if subject is None:
-        return plain
-    return _seal_period(orjson.dumps(plain).decode(), info, subject, TRANSCRIPT_PERIODS)
+def _period_json_encoder(
+    family: str,
+) -> Callable[[Any, SerializerFunctionWrapHandler, SerializationInfo], Any]:
+    """The serializer of a JSON field sealed with the subject's key and the key of the
+    period of `family` the event began in (transcripts, memories)."""
 
+    def encode(value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        plain = handler(value)
+        if _codec_is_identity or not plain:
+            return plain
+        subject = _wire_subject(info.context)
+        if subject is None:
+            return plain
+        return _seal_period(orjson.dumps(plain).decode(), info, subject, family)
 
-def _encode_memory_json(
-    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-) -> Any:
-    plain = handler(value)
-    if _codec_is_identity or not plain:
-        return plain
-    subject = _wire_subject(info.context)
-    if subject is None:
-        return plain
-    return _seal_period(orjson.dumps(plain).decode(), info, subject, MEMORY_PERIODS)
+    return encode
 
 
 def _encode_memory_text(value: str, info: SerializationInfo) -> str:
@@ -389,7 +384,7 @@ Erased, it reads ``[]``."""
 TranscriptJSONArray = Annotated[
     _T,
     BeforeValidator(_decode_personal_array),
-    WrapSerializer(_encode_transcript),
+    WrapSerializer(_period_json_encoder(TRANSCRIPT_PERIODS)),
     _TranscriptJsonSchema(),
 ]
 """A call's transcript (``TranscriptJSONArray[tuple[Turn, ...]]``): a
@@ -410,7 +405,7 @@ seals with the ``memories`` key of the period the memory was first said in
 MemoryJSONArray = Annotated[
     _T,
     BeforeValidator(_decode_personal_array),
-    WrapSerializer(_encode_memory_json),
+    WrapSerializer(_period_json_encoder(MEMORY_PERIODS)),
     _MemoryJsonSchema(),
 ]
 """A memory's vector (``MemoryJSONArray[tuple[float, ...]]``), sealed like its content

@@ -424,13 +424,8 @@ class SubjectKeyStore:
         records costs a round trip or two, not one per subject (a rebuild's first pass)."""
         self._poll()
         missing = sorted({int(kid) for kid in kids if kid not in self._keys and kid.isdigit()})
-        unknown = sorted(
-            {
-                (s.partition("/")[0], self.subject_hash(s))
-                for s in plain
-                if (s.partition("/")[0], self.subject_hash(s)) not in self._subjects
-            }
-        )
+        named = {(s.partition("/")[0], self.subject_hash(s)) for s in plain}
+        unknown = sorted(subject for subject in named if subject not in self._subjects)
         if not (missing or unknown):
             return
         with self._lock:
