@@ -28,7 +28,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas import PersonalJSONArray, TranscriptJSONArray, Turn
-from schemas.codec import wire_context
+from schemas.codec import subject_sealing_codec, wire_context
 
 __all__ = [
     "MAX_TURNS",
@@ -158,25 +158,33 @@ class LiveCalls(BaseModel):
     calls: dict[str, LiveCall] = Field(default_factory=dict)
 
     def dumps(self) -> bytes:
-        """The JSON the table keeps, each call's personal fields sealed for its subject."""
-        return orjson.dumps(
-            {
-                "calls": {
-                    call_id: call.model_dump(
-                        mode="json", context=wire_context(call.subject, call.started_at)
-                    )
-                    for call_id, call in self.calls.items()
-                }
-            }
-        )
+        """The JSON the table keeps, each call's personal fields sealed for its subject, and
+        the subject itself sealed as an event's is (the changelog is a topic like any other:
+        no phone number in clear)."""
+        sealing = subject_sealing_codec()
+        calls = {}
+        for call_id, call in self.calls.items():
+            context = wire_context(call.subject, call.started_at)
+            value = call.model_dump(mode="json", context=context)
+            if sealing is not None:
+                value["subject"] = sealing.seal_subject(call.subject)
+            calls[call_id] = value
+        return orjson.dumps({"calls": calls})
 
     @classmethod
     def loads(cls, raw: bytes | None) -> LiveCalls:
-        """The calls of a table value (none for a missing one)."""
+        """The calls of a table value (none for a missing one); a call whose subject's key
+        was destroyed (erased) is left out."""
         if not raw:
             return cls()
         document: dict[str, Any] = orjson.loads(raw)
+        sealing = subject_sealing_codec()
         calls = {}
         for call_id, value in document.get("calls", {}).items():
+            if sealing is not None:
+                opened = sealing.open_subject(value["subject"])
+                if opened is None:
+                    continue
+                value["subject"] = opened[0]
             calls[call_id] = LiveCall.model_validate(value, context=wire_context(value["subject"]))
         return cls(calls=calls)

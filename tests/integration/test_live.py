@@ -216,6 +216,7 @@ async def test_a_live_call_streamed_as_vapi_messages_is_prefetched_at_each_topic
     assert {r.partition for r in changelog} == {r.partition for r in live_records}
     assert len({r.partition for r in live_records}) == 1
     assert b"penicillin" not in state and b"Emma" not in state and b"Amoxicillin" not in state
+    assert CALLER.encode() not in state  # the subject too is sealed
 
     # The agent's memory-search tool, asked mid-call, answers from the prefetched set.
     token = (await tenants.issue_api_key(db, TENANT, "agent", scopes=["agent"])).token
