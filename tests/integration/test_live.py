@@ -28,6 +28,7 @@ from psycopg import AsyncConnection
 
 from projections.live import content_terms
 from schemas import ConversationEnded, Source, decode_event
+from schemas.codec import subject_sealing_codec
 from services import tenants
 from services.live.worker import RECONSTRUCTED_STATUS, LiveProcessor, app_id
 from services.query.app import QueryService
@@ -343,9 +344,22 @@ async def test_a_call_without_its_report_is_reconstructed_once(
     await history(topics, db)
     settings = live_settings(topics, live_reconstruct_after_s=1.0, live_grace_s=3600.0)
     projections = pipeline()
+    # The processor's clock stands still while the call streams in (a loaded machine may
+    # fold two turns more than the 1 s apart), then moves past the wait for a report.
+    now = [time.time()]
+    sealing = subject_sealing_codec()
+    subject = f"{TENANT}/{CALLER}"
+    key = subject if sealing is None else sealing.pseudonym(subject)
     async with running(settings, projections):
-        async with processor(settings, tick_s=0.2):
+        async with processor(settings, clock=lambda: now[0], tick_s=0.2) as live:
             await stream_call(ingest, "live-4", LIVE_CALL)
+
+            async def folded() -> int:
+                call = live._calls(key.encode()).calls.get("live-4")
+                return len(call.turns) if call else 0
+
+            await eventually(folded, lambda turns: turns == len(LIVE_CALL))
+            now[0] += 2.0
             [ended] = await eventually(
                 lambda: reconstructed(settings, "live-4"), lambda found: len(found) == 1
             )
