@@ -53,7 +53,7 @@ from services import tenants
 from services.briefing import Briefing, load_briefing
 from services.errors import ApiError
 from services.expiring import Expiring
-from services.ingest import openapi
+from services.ingest import describe
 from services.ingest.errors import IngestError
 from services.ingest.metrics import (
     BRIEFING_FAILURES,
@@ -371,7 +371,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Voice-platform webhooks and memstream events, appended to the log.",
     )
     service.install(app, requests=REQUESTS, seconds=REQUEST_SECONDS, rejected=REJECTED)
-    openapi.install(app)
+    describe.install(app)
 
     @app.post("/v1/events")
     async def post_events(request: Request) -> JSONResponse:
