@@ -49,6 +49,7 @@ from tests.benchmarks.bench_recall import (
     load_corpora,
     post_and_process,
     recall_tenant,
+    result_text,
     score,
     summarise,
 )
@@ -89,8 +90,10 @@ async def evaluate(
     vectors: dict[str, list[float]],
     weights: SearchWeights,
     sources: tuple[Any, ...] = ("memories", "passages"),
+    misses: bool = False,
 ) -> dict[str, list[Score]]:
-    """Every question searched with ``weights``, scored, by corpus."""
+    """Every question searched with ``weights``, scored, by corpus; with ``misses``, each
+    question not answered in the top 5 is printed with what was returned instead."""
     now = utc_now()
     scores: dict[str, list[Score]] = {}
     for dialogue in dialogues:
@@ -104,8 +107,23 @@ async def evaluate(
                 now=now, weights=weights,
             )  # fmt: skip
             results = [hit_json(h) for h in hits]
-            scores.setdefault(dialogue.corpus, []).append(score(question, results))
+            scored = score(question, results)
+            scores.setdefault(dialogue.corpus, []).append(scored)
+            if misses and scored.hit_5 is False:
+                print_miss(dialogue, question, scored, results)
     return scores
+
+
+def print_miss(
+    dialogue: Dialogue, question: Any, scored: Score, results: Sequence[dict[str, Any]]
+) -> None:
+    answers = " / ".join("|".join(k) if isinstance(k, tuple) else str(k) for k in question.answers)
+    print(f"\n[{dialogue.corpus} {question.kind}] {question.id}: {question.question}")
+    print(f"  answers: {answers}  answer rank: {scored.answer_rank}  "
+          f"evidence rank: {scored.first_evidence_rank}")  # fmt: skip
+    for rank, result in enumerate(results[:5], 1):
+        text = " ".join(result_text(result).split())
+        print(f"  {rank}. {result['type']:<8} {text[:160]}")
 
 
 def report(label: str, scores: dict[str, list[Score]]) -> None:
@@ -134,6 +152,7 @@ async def tune(base: Settings, argv: Sequence[str]) -> None:
     parser.add_argument("--keep", help="keep (and reuse) the loaded database under this name")
     parser.add_argument("--half", default="tune", choices=("tune", "report"))
     parser.add_argument("--modes", action="store_true", help="also memories and passages alone")
+    parser.add_argument("--misses", action="store_true", help="print the defaults' misses")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 
@@ -161,7 +180,8 @@ async def tune(base: Settings, argv: Sequence[str]) -> None:
             trials = [("defaults", SearchWeights())]
             trials += [(text, parse_setting(text)) for text in args.settings]
             for label, weights in trials:
-                report(label, await evaluate(db, dialogues, vectors, weights))
+                misses = args.misses and label == "defaults"
+                report(label, await evaluate(db, dialogues, vectors, weights, misses=misses))
                 if args.modes:
                     for mode in ("memories", "passages"):
                         alone = await evaluate(db, dialogues, vectors, weights, (mode,))
