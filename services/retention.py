@@ -70,12 +70,14 @@ import psycopg
 from prometheus_client import Counter, Gauge
 from psycopg import AsyncConnection
 
+from projections.retention import MEMORY_PURGES, TRANSCRIPT_PURGES, purge
 from schemas import get_personal_codec
 from schemas.codec import MEMORY_PERIODS, TRANSCRIPT_PERIODS
 from services.settings import Settings
+from services.tenants import list_tenants
 from streams import database
 from streams.exceptions import DatabaseUnavailable
-from streams.subject_keys import SubjectKeyCodec, period_owner
+from streams.subject_keys import SubjectKeyCodec, destroy_periods_before, period_owner
 
 __all__ = ["Expiry", "RetentionWorker", "carry_out_retention", "expired_before"]
 
@@ -90,138 +92,6 @@ EXPIRED = Counter(
 LAST_RUN = Gauge(
     "memstream_retention_last_run_timestamp_seconds",
     "When retention (transcripts and memories) last ran to the end (Unix time).",
-)
-
-_TENANTS_SQL = (
-    "SELECT tenant, transcript_retention, memory_retention FROM memstream.tenants"
-    " WHERE (transcript_retention IS NOT NULL OR memory_retention IS NOT NULL)"
-    " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
-    " ORDER BY tenant"
-)
-# Period owners sort as their days do (<family>/YYYY-MM-DD).
-_DESTROY_SQL = """
-UPDATE memstream.subject_keys
-   SET wrapped_key = NULL, master_key_id = NULL, destroyed_at = now(), erased_at = now()
- WHERE tenant = %(tenant)s AND subject_hash LIKE %(family)s || '/%%'
-   AND subject_hash < %(owner)s AND destroyed_at IS NULL
-RETURNING subject_hash
-"""
-
-
-@dataclass(frozen=True)
-class _Purge:
-    """A statement on read views: `what` it deletes, the `views` (and `columns` of them,
-    as ``view.column``) it needs; skipped when one is missing (its projection has not run,
-    or its live version predates the column)."""
-
-    what: str
-    sql: str
-    views: tuple[str, ...]
-    columns: tuple[str, ...] = ()
-
-
-# What each read view holds of an expired call, the conversations' turn counts last.
-_TRANSCRIPT_PURGES: tuple[_Purge, ...] = (
-    _Purge(
-        "turns",
-        "DELETE FROM conversations.turns t USING conversations.conversations c"
-        " WHERE c.tenant = %(tenant)s AND c.started_at < %(before)s"
-        " AND t.tenant = c.tenant AND t.conversation_id = c.conversation_id",
-        ("conversations.turns", "conversations.conversations"),
-    ),
-    _Purge(
-        "passages",
-        "DELETE FROM conversations.passages p USING conversations.conversations c"
-        " WHERE c.tenant = %(tenant)s AND c.started_at < %(before)s"
-        " AND p.tenant = c.tenant AND p.conversation_id = c.conversation_id",
-        ("conversations.passages", "conversations.conversations"),
-    ),
-    # Dated when their call began (observed_at; older ones at its end, so the
-    # conversations read model is asked too, when it is there).
-    _Purge(
-        "passage_vectors",
-        "DELETE FROM embeddings.passage_vectors"
-        " WHERE tenant = %(tenant)s AND observed_at < %(before)s",
-        ("embeddings.passage_vectors",),
-    ),
-    _Purge(
-        "passage_vectors",
-        "DELETE FROM embeddings.passage_vectors v USING conversations.conversations c"
-        " WHERE c.tenant = %(tenant)s AND c.started_at < %(before)s"
-        " AND v.tenant = c.tenant AND v.conversation_id = c.conversation_id",
-        ("embeddings.passage_vectors", "conversations.conversations"),
-    ),
-    _Purge(
-        "conversations",
-        "UPDATE conversations.conversations SET turn_count = 0"
-        " WHERE tenant = %(tenant)s AND started_at < %(before)s AND turn_count <> 0",
-        ("conversations.conversations",),
-    ),
-)
-
-# The memories first said before the boundary (memories.memories.observed_at: an
-# extraction's observed_at, an assertion's time), as the read model has them.
-_EXPIRED_MEMORIES = (
-    "SELECT memory_id FROM memories.memories WHERE tenant = %(tenant)s AND observed_at < %(before)s"
-)
-# What each read view holds of an expired memory: what is found through the memories read
-# model first, the memories themselves last. Vectors are dated like their memory.
-_MEMORY_PURGES: tuple[_Purge, ...] = (
-    _Purge(
-        "facts",
-        "DELETE FROM extraction.facts"
-        f" WHERE tenant = %(tenant)s AND memory_id IN ({_EXPIRED_MEMORIES})",
-        ("extraction.facts", "memories.memories"),
-    ),
-    _Purge(
-        "facts",  # those the memories read model does not have (yet)
-        "DELETE FROM extraction.facts WHERE tenant = %(tenant)s AND observed_at < %(before)s",
-        ("extraction.facts",),
-        ("extraction.facts.observed_at",),
-    ),
-    _Purge(
-        "prefetches",
-        "DELETE FROM live.prefetches p WHERE p.tenant = %(tenant)s AND EXISTS ("
-        " SELECT 1 FROM jsonb_array_elements(p.hits) h WHERE h->>'kind' = 'memory'"
-        f" AND h->>'id' IN (SELECT memory_id::text FROM ({_EXPIRED_MEMORIES}) e))",
-        ("live.prefetches", "memories.memories"),
-    ),
-    _Purge(
-        "links",
-        "DELETE FROM embeddings.links l USING embeddings.embeddings e"
-        " WHERE e.tenant = %(tenant)s AND e.observed_at < %(before)s AND l.tenant = e.tenant"
-        " AND l.model = e.model AND e.memory_id IN (l.memory_id, l.linked_id)",
-        ("embeddings.links", "embeddings.embeddings"),
-    ),
-    _Purge(
-        "memory_vectors",
-        "DELETE FROM embeddings.embeddings WHERE tenant = %(tenant)s AND observed_at < %(before)s",
-        ("embeddings.embeddings",),
-    ),
-    # The summariser's copy: the users' profiles are due again, without them.
-    _Purge(
-        "profiles_due",
-        "UPDATE summarizer.profiles p SET pending = true WHERE p.tenant = %(tenant)s"
-        " AND NOT p.pending AND EXISTS (SELECT 1 FROM summarizer.memories m"
-        " WHERE m.tenant = p.tenant AND m.subject = p.subject AND m.observed_at < %(before)s)",
-        ("summarizer.memories", "summarizer.profiles"),
-    ),
-    _Purge(
-        "summary_memories",
-        "DELETE FROM summarizer.memories WHERE tenant = %(tenant)s AND observed_at < %(before)s",
-        ("summarizer.memories",),
-    ),
-    _Purge(
-        "reinforcements",
-        "DELETE FROM memories.reinforcements"
-        f" WHERE tenant = %(tenant)s AND memory_id IN ({_EXPIRED_MEMORIES})",
-        ("memories.reinforcements", "memories.memories"),
-    ),
-    _Purge(
-        "memories",
-        "DELETE FROM memories.memories WHERE tenant = %(tenant)s AND observed_at < %(before)s",
-        ("memories.memories",),
-    ),
 )
 
 
@@ -256,34 +126,26 @@ async def carry_out_retention(
     transaction per tenant. One :class:`Expiry` per tenant and retention it has (the
     transcripts' first). See the module docstring."""
     now = now or datetime.now(UTC)
-    cursor = await conn.execute(_TENANTS_SQL, {"tenant": tenant})
-    tenants = await cursor.fetchall()
-    present = await _present(conn)
+    tenants = [
+        t
+        for t in await list_tenants(conn)
+        if (t.transcript_retention or t.memory_retention) and tenant in (None, t.tenant)
+    ]
     done: list[Expiry] = []
-    for name, transcript_retention, memory_retention in tenants:
+    for t in tenants:
+        name = t.tenant
         expiries: list[Expiry] = []
         owners: list[str] = []
         async with conn.transaction():
             for family, retention, purges in (
-                (TRANSCRIPT_PERIODS, transcript_retention, _TRANSCRIPT_PURGES),
-                (MEMORY_PERIODS, memory_retention, _MEMORY_PURGES),
+                (TRANSCRIPT_PERIODS, t.transcript_retention, TRANSCRIPT_PURGES),
+                (MEMORY_PERIODS, t.memory_retention, MEMORY_PURGES),
             ):
                 if retention is None:
                     continue
                 before = expired_before(now, retention)
-                params = {
-                    "tenant": name,
-                    "before": before,
-                    "family": family,
-                    "owner": period_owner(before, family),
-                }
-                cursor = await conn.execute(_DESTROY_SQL, params)
-                destroyed = [row[0] for row in await cursor.fetchall()]
-                rows: dict[str, int] = {}
-                for purge in purges:
-                    if set(purge.views) <= present and set(purge.columns) <= present:
-                        changed = (await conn.execute(purge.sql, params)).rowcount
-                        rows[purge.what] = rows.get(purge.what, 0) + changed
+                destroyed = await destroy_periods_before(conn, name, period_owner(before, family))
+                rows = await purge(conn, purges, name, before)
                 owners += destroyed
                 expiries.append(Expiry(name, retention, before, len(destroyed), rows, family))
         # This process stops using them at once (others within MEMSTREAM_KEY_CACHE_S).
@@ -310,25 +172,6 @@ async def carry_out_retention(
         done += expiries
     LAST_RUN.set(now.timestamp())
     return done
-
-
-async def _present(conn: AsyncConnection[Any]) -> set[str]:
-    """The read views (``schema.view``) and columns (``schema.view.column``) the purges
-    need that exist."""
-    purges = (*_TRANSCRIPT_PURGES, *_MEMORY_PURGES)
-    views = sorted({view for purge in purges for view in purge.views})
-    cursor = await conn.execute(
-        "SELECT v FROM unnest(%s::text[]) v WHERE to_regclass(v) IS NOT NULL", [views]
-    )
-    found = {row[0] for row in await cursor.fetchall()}
-    columns = sorted({column for purge in purges for column in purge.columns})
-    cursor = await conn.execute(
-        "SELECT c FROM unnest(%s::text[]) c JOIN information_schema.columns i"
-        " ON i.table_schema = split_part(c, '.', 1) AND i.table_name = split_part(c, '.', 2)"
-        " AND i.column_name = split_part(c, '.', 3)",
-        [columns],
-    )
-    return found | {row[0] for row in await cursor.fetchall()}
 
 
 class RetentionWorker:

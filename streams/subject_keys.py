@@ -82,6 +82,7 @@ __all__ = [
     "SubjectKeyCodec",
     "SubjectKeyStore",
     "carry_out_erasure",
+    "destroy_periods_before",
     "destroy_subject_key",
     "install_personal_codec",
     "keys_created_ahead",
@@ -354,6 +355,15 @@ WITH erasure (tenant, subject_hash, erased_at) AS (
 SELECT (SELECT count(*) FROM destroyed) + (SELECT count(*) FROM tombstone)
 """
 _ERASURE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+# Retention: a family's period keys of the days before a boundary (period owners sort as
+# their days do: <family>/YYYY-MM-DD).
+_DESTROY_PERIODS_SQL = """
+UPDATE memstream.subject_keys
+   SET wrapped_key = NULL, master_key_id = NULL, destroyed_at = now(), erased_at = now()
+ WHERE tenant = %(tenant)s AND subject_hash LIKE %(family)s || '/%%'
+   AND subject_hash < %(owner)s AND destroyed_at IS NULL
+RETURNING subject_hash
+"""
 
 
 class SubjectKeyStore:
@@ -1132,3 +1142,15 @@ async def rotate_master_key(conn: AsyncConnection[Any], master: MasterKeys) -> i
         )
         rewrapped += update.rowcount
     return rewrapped
+
+
+async def destroy_periods_before(conn: AsyncConnection[Any], tenant: str, owner: str) -> list[str]:
+    """Destroy `tenant`'s period keys of `owner`'s family (``period_owner``) for the days
+    before `owner`'s; the owners destroyed. Whatever they sealed no longer opens, in the
+    log or anywhere (services/retention.py)."""
+    family = period_family(owner)
+    if family is None:
+        raise ValueError(f"{owner!r} is not a period owner")
+    params = {"tenant": tenant, "family": family, "owner": owner}
+    cursor = await conn.execute(_DESTROY_PERIODS_SQL, params)
+    return [row[0] for row in await cursor.fetchall()]
