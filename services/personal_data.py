@@ -17,6 +17,11 @@ share, so the API and the command do one thing one way:
   read: the read models page by page, then the user's events from the log, opened with
   their key.
 
+This module writes no SQL against the read models: each one's reads of the user are
+beside its projection (``projections/<name>/queries.py``), what spans them all — the
+rows held, the read views present — in ``projections/personal_data.py``, and the live
+projections in ``streams.versions``.
+
 Events about a forgotten user's calls from before their erasure are refused by the log
 itself (``streams.producer.EventLog.append_many``), whatever appends them.
 
@@ -34,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,10 +48,14 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from projections import PROJECTIONS
+from projections.conversations import queries as conversations
+from projections.embeddings import queries as embeddings
+from projections.memories import queries as memories
+from projections.personal_data import held, present_views
+from projections.summaries import queries as summaries
 from schemas import (
     EmbeddingComputed,
     Event,
@@ -63,7 +72,7 @@ from services.errors import ApiError
 from services.logs import call_fields
 from services.query.consistency import parse_positions, wait_until_past
 from services.settings import Settings
-from streams import BrokerUnavailable
+from streams import BrokerUnavailable, versions
 from streams.dlq import StoredLetter
 from streams.offsets import partitions_of
 from streams.reader import LogReader
@@ -105,59 +114,11 @@ def erasure(
     )
 
 
-#: What `held` counts: (name, the read view, the conditions of the counts that add up to
-#: the user's rows in it).
-_HELD: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("user", "conversations.users", ("",)),
-    ("conversations", "conversations.conversations", ("",)),
-    # Every state: two counts, each on one of the partial indexes by subject.
-    ("memories", "memories.memories", (" AND state = 'active'", " AND state <> 'active'")),
-    ("summaries", "summaries.conversation_summaries", ("",)),
-    ("profile", "summaries.profiles", ("",)),
-    ("memory_vectors", "embeddings.embeddings", ("",)),
-    ("passage_vectors", "embeddings.passage_vectors", ("",)),
-)
-
-
-def _count(view: str, conditions: tuple[str, ...]) -> str:
-    return " + ".join(
-        f"(SELECT count(*) FROM {view} WHERE tenant = %(tenant)s AND subject = %(subject)s{also})"
-        for also in conditions
-    )
-
-
-async def _views(conn: AsyncConnection[Any], views: Sequence[str]) -> set[str]:
-    """The read views among `views` that exist (a deployment may not run every read model)."""
-    cursor = await conn.execute(
-        "SELECT v FROM unnest(%s::text[]) AS v WHERE to_regclass(v) IS NOT NULL", [list(views)]
-    )
-    return {row[0] for row in await cursor.fetchall()}
-
-
-async def held(conn: AsyncConnection[Any], tenant: str, subject: str) -> dict[str, int]:
-    """How many rows each read model holds of the user (read models not built are left
-    out); all zero for a user memstream does not know, or has forgotten."""
-    present = await _views(conn, [view for _, view, _ in _HELD])
-    counted = [(name, _count(view, also)) for name, view, also in _HELD if view in present]
-    if not counted:
-        return {}
-    cursor = await conn.execute(
-        "SELECT " + ", ".join(query for _, query in counted),
-        {"tenant": tenant, "subject": subject},
-    )
-    row = await cursor.fetchone()
-    assert row is not None
-    return {name: int(value) for (name, _), value in zip(counted, row, strict=True)}
-
-
 async def live_readers(pool: AsyncConnectionPool[Any]) -> dict[str, tuple[str, ...]]:
     """The projections this deployment runs (those with a live version) and the topics
     each consumes: what an erasure waits for."""
     async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT projection FROM memstream.projection_versions WHERE state = 'live'"
-        )
-        live = sorted(row[0] for row in await cursor.fetchall())
+        live = await versions.live_projections(conn)
     return {name: PROJECTIONS[name].topics for name in live if name in PROJECTIONS}
 
 
@@ -232,67 +193,7 @@ class ScanCounts:
         return dict(vars(self))
 
 
-_USER_SQL = """
-SELECT user_id, phone, display_name, first_seen, last_seen, conversation_count
-  FROM conversations.users WHERE tenant = %(tenant)s AND subject = %(subject)s
-"""
-_PROFILE_SQL = """
-SELECT text, generator, generator_version, sequence, memory_count, memory_ids, as_of,
-       generated_at
-  FROM summaries.profiles WHERE tenant = %(tenant)s AND subject = %(subject)s
-"""
-_MEMORY_COLUMNS = (
-    "memory_id, content, sector, kind, key, salience, state, superseded_by, origin, extractor,"
-    " extractor_version, conversation_id, provenance, reinforcement_count, observed_at,"
-    " last_seen_at, updated_at"
-)
-# Every state, each half on its partial index by subject.
-_MEMORIES_SQL = (
-    " UNION ALL ".join(
-        f"(SELECT {_MEMORY_COLUMNS} FROM memories.memories"
-        f" WHERE tenant = %(tenant)s AND subject = %(subject)s AND {state})"
-        for state in ("state = 'active'", "state <> 'active'")
-    )
-    + " ORDER BY observed_at NULLS FIRST, memory_id"
-)
-_REINFORCEMENTS_SQL = """
-SELECT r.memory_id, r.observed_at, r.provenance
-  FROM memories.memories m
-  JOIN memories.reinforcements r ON r.tenant = m.tenant AND r.memory_id = m.memory_id
- WHERE m.tenant = %(tenant)s AND m.subject = %(subject)s
- ORDER BY r.observed_at, r.event_id
-"""
-_VECTORS_SQL = {
-    "memories": "SELECT model, count(*) FROM embeddings.embeddings"
-    " WHERE tenant = %(tenant)s AND subject = %(subject)s GROUP BY model ORDER BY model",
-    "passages": "SELECT model, count(*) FROM embeddings.passage_vectors"
-    " WHERE tenant = %(tenant)s AND subject = %(subject)s GROUP BY model ORDER BY model",
-}
-_CONVERSATIONS_SQL = """
-SELECT conversation_id, platform, agent_id, channel, status, platform_status, started_at,
-       ended_at, duration_secs, turn_count, summary, title, successful, analysis, metadata,
-       dynamic_variables, failure_reason
-  FROM conversations.conversations
- WHERE tenant = %(tenant)s AND subject = %(subject)s
-   AND (coalesce(started_at, '-infinity'), conversation_id)
-       > (%(at)s::timestamptz, %(id)s::text)
- ORDER BY coalesce(started_at, '-infinity'), conversation_id
- LIMIT %(limit)s
-"""
-_TURNS_SQL = """
-SELECT conversation_id, seq, role, text, offset_ms, tool_calls FROM conversations.turns
- WHERE tenant = %(tenant)s AND conversation_id = ANY(%(ids)s) ORDER BY conversation_id, seq
-"""
-_PASSAGES_SQL = """
-SELECT conversation_id, seq, role, spoken_at, text, context FROM conversations.passages
- WHERE tenant = %(tenant)s AND conversation_id = ANY(%(ids)s) ORDER BY conversation_id, seq
-"""
-_SUMMARIES_SQL = """
-SELECT conversation_id, text, generator, generator_version, memory_count, memory_ids, as_of,
-       generated_at
-  FROM summaries.conversation_summaries
- WHERE tenant = %(tenant)s AND conversation_id = ANY(%(ids)s)
-"""
+#: The read views an export reads (a deployment may not run every read model).
 _OPTIONAL_VIEWS = (
     "summaries.profiles",
     "summaries.conversation_summaries",
@@ -344,7 +245,6 @@ class Export:
         self.counts = counts
         self._views = views
         self.scan = ScanCounts(tuple(EXPORT_TOPICS))
-        self._params = {"tenant": tenant, "subject": subject}
 
     @classmethod
     async def open(
@@ -352,7 +252,7 @@ class Export:
     ) -> Export | None:
         async with pool.connection() as conn:
             counts = await held(conn, tenant, subject)
-            views = await _views(conn, _OPTIONAL_VIEWS)
+            views = await present_views(conn, _OPTIONAL_VIEWS)
         if not any(counts.values()):
             return None
         topics = Topics(settings.topic_prefix)
@@ -395,24 +295,19 @@ class Export:
             "held": self.counts,
         }
         yield _dumps(head)[:-1]
+        tenant, subject = self.tenant, self.subject
         async with self._pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
             user = profile = None
             if "conversations.users" in self._views:
-                await cursor.execute(_USER_SQL, self._params)
-                user = await cursor.fetchone()
+                user = await conversations.user_record(conn, tenant, subject)
             if "summaries.profiles" in self._views:
-                await cursor.execute(_PROFILE_SQL, self._params)
-                profile = await cursor.fetchone()
-            memories = await self._memories(cursor)
+                profile = await summaries.profile_record(conn, tenant, subject)
+            memories = await self._memories(conn)
             vectors: dict[str, dict[str, int]] = {}
-            for kind, query in _VECTORS_SQL.items():
-                view = (
-                    "embeddings.embeddings" if kind == "memories" else "embeddings.passage_vectors"
-                )
-                if view in self._views:
-                    await cursor.execute(query, self._params)
-                    vectors[kind] = {row["model"]: row["count"] for row in await cursor.fetchall()}
+            if "embeddings.embeddings" in self._views:
+                vectors["memories"] = await embeddings.memory_vector_counts(conn, tenant, subject)
+            if "embeddings.passage_vectors" in self._views:
+                vectors["passages"] = await embeddings.passage_vector_counts(conn, tenant, subject)
         yield b',"user_record":' + _dumps(user) + b',"profile":' + _dumps(profile)
         yield b',"memories":['
         for index, memory in enumerate(memories):
@@ -429,17 +324,15 @@ class Export:
             first = False
         yield b'],"log_scan":' + _dumps(self.scan.as_dict()) + b"}"
 
-    async def _memories(self, cursor: Any) -> list[dict[str, Any]]:
+    async def _memories(self, conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
         if "memories.memories" not in self._views:
             return []
-        await cursor.execute(_MEMORIES_SQL, self._params)
-        memories: list[dict[str, Any]] = await cursor.fetchall()
-        by_id: dict[Any, list[dict[str, Any]]] = {m["memory_id"]: [] for m in memories}
+        every = await memories.every_memory(conn, self.tenant, self.subject)
+        by_id: dict[Any, list[dict[str, Any]]] = {m["memory_id"]: [] for m in every}
         if "memories.reinforcements" in self._views:
-            await cursor.execute(_REINFORCEMENTS_SQL, self._params)
-            for row in await cursor.fetchall():
+            for row in await memories.reinforcements_of(conn, self.tenant, self.subject):
                 by_id[row.pop("memory_id")].append(row)
-        return [{**memory, "reinforcements": by_id[memory["memory_id"]]} for memory in memories]
+        return [{**memory, "reinforcements": by_id[memory["memory_id"]]} for memory in every]
 
     async def _conversations(self) -> AsyncIterator[dict[str, Any]]:
         """The user's conversations, oldest first, a page at a time (each page's queries
@@ -451,24 +344,21 @@ class Export:
         last_id = ""
         while True:
             async with self._pool.connection() as conn:
-                cursor = conn.cursor(row_factory=dict_row)
-                await cursor.execute(
-                    _CONVERSATIONS_SQL, {**self._params, "at": at, "id": last_id, "limit": _PAGE}
+                page = await conversations.conversations_oldest_first(
+                    conn, self.tenant, self.subject, after=(at, last_id), limit=_PAGE
                 )
-                page = await cursor.fetchall()
                 if not page:
                     return
-                ids = {"tenant": self.tenant, "ids": [c["conversation_id"] for c in page]}
-                turns = await _by_conversation(cursor, _TURNS_SQL, ids)
+                ids = [c["conversation_id"] for c in page]
+                turns = await conversations.turns_by_conversation(conn, self.tenant, ids)
                 passages = (
-                    await _by_conversation(cursor, _PASSAGES_SQL, ids)
+                    await conversations.passages_by_conversation(conn, self.tenant, ids)
                     if "conversations.passages" in self._views
                     else {}
                 )
-                summaries: dict[str, dict[str, Any]] = {}
+                generated: dict[str, dict[str, Any]] = {}
                 if "summaries.conversation_summaries" in self._views:
-                    await cursor.execute(_SUMMARIES_SQL, ids)
-                    summaries = {row.pop("conversation_id"): row for row in await cursor.fetchall()}
+                    generated = await summaries.summaries_by_conversation(conn, self.tenant, ids)
             for conversation in page:
                 at = conversation["started_at"] or "-infinity"
                 last_id = conversation["conversation_id"]
@@ -476,7 +366,7 @@ class Export:
                     **conversation,
                     "turns": turns.get(last_id, []),
                     "passages": passages.get(last_id, []),
-                    "generated_summary": summaries.get(last_id),
+                    "generated_summary": generated.get(last_id),
                 }
             if len(page) < _PAGE:
                 return
@@ -556,17 +446,6 @@ class Export:
                 "failed_at": letter.failed_at,
             },
         }
-
-
-async def _by_conversation(
-    cursor: Any, query: str, params: dict[str, Any]
-) -> dict[str, list[dict[str, Any]]]:
-    """Rows of `query` grouped by their conversation id."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    await cursor.execute(query, params)
-    for row in await cursor.fetchall():
-        grouped.setdefault(row.pop("conversation_id"), []).append(row)
-    return grouped
 
 
 def _without_vectors(event: Event) -> dict[str, Any]:

@@ -110,6 +110,14 @@ async def live_version(conn: AsyncConnection[Any], projection: str) -> int | Non
     return int(row[0]) if row else None
 
 
+async def live_projections(conn: AsyncConnection[Any]) -> list[str]:
+    """The projections that have a live version, by name."""
+    cursor = await conn.execute(
+        "SELECT projection FROM memstream.projection_versions WHERE state = 'live'"
+    )
+    return sorted(row[0] for row in await cursor.fetchall())
+
+
 async def switch_live(
     conn: AsyncConnection[Any], projection: Projection | type[Projection], version: int
 ) -> None:

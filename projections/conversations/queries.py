@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -150,3 +151,89 @@ async def user_with_recent_conversations(
         {"tenant": tenant, "subject": subject, "recent": limit},
     )
     return await cursor.fetchall()
+
+
+# -- a user's personal data (services/personal_data.py: the export) ------------------------
+
+_USER_RECORD_SQL = """
+SELECT user_id, phone, display_name, first_seen, last_seen, conversation_count
+  FROM conversations.users WHERE tenant = %(tenant)s AND subject = %(subject)s
+"""
+_CONVERSATIONS_OLDEST_FIRST_SQL = """
+SELECT conversation_id, platform, agent_id, channel, status, platform_status, started_at,
+       ended_at, duration_secs, turn_count, summary, title, successful, analysis, metadata,
+       dynamic_variables, failure_reason
+  FROM conversations.conversations
+ WHERE tenant = %(tenant)s AND subject = %(subject)s
+   AND (coalesce(started_at, '-infinity'), conversation_id)
+       > (%(at)s::timestamptz, %(id)s::text)
+ ORDER BY coalesce(started_at, '-infinity'), conversation_id
+ LIMIT %(limit)s
+"""
+_TURNS_SQL = """
+SELECT conversation_id, seq, role, text, offset_ms, tool_calls FROM conversations.turns
+ WHERE tenant = %(tenant)s AND conversation_id = ANY(%(ids)s) ORDER BY conversation_id, seq
+"""
+_PASSAGES_SQL = """
+SELECT conversation_id, seq, role, spoken_at, text, context FROM conversations.passages
+ WHERE tenant = %(tenant)s AND conversation_id = ANY(%(ids)s) ORDER BY conversation_id, seq
+"""
+
+
+async def user_record(
+    conn: AsyncConnection[Any], tenant: str, subject: str
+) -> dict[str, Any] | None:
+    """The user as an export shows them (``user_id``, ``phone``, ``display_name``,
+    ``first_seen``, ``last_seen``, ``conversation_count``), or None."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(_USER_RECORD_SQL, {"tenant": tenant, "subject": subject})
+    return await cursor.fetchone()
+
+
+async def conversations_oldest_first(
+    conn: AsyncConnection[Any],
+    tenant: str,
+    subject: str,
+    *,
+    after: tuple[datetime | str, str],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A keyset page of a user's conversations as an export shows them, without turns,
+    oldest first (a conversation without a start first): up to ``limit`` after ``after``,
+    the (start or ``"-infinity"``, conversation id) of the previous page's last
+    (``("-infinity", "")``: from the oldest, since a conversation id is never empty)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        _CONVERSATIONS_OLDEST_FIRST_SQL,
+        {"tenant": tenant, "subject": subject, "at": after[0], "id": after[1], "limit": limit},
+    )
+    return await cursor.fetchall()
+
+
+async def turns_by_conversation(
+    conn: AsyncConnection[Any], tenant: str, conversation_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The turns of each of the conversations in order (``seq``, ``role``, ``text``,
+    ``offset_ms``, ``tool_calls``), by conversation id (one without turns left out)."""
+    return await _by_conversation(conn, _TURNS_SQL, tenant, conversation_ids)
+
+
+async def passages_by_conversation(
+    conn: AsyncConnection[Any], tenant: str, conversation_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The passages of each of the conversations in order (``seq``, ``role``,
+    ``spoken_at``, ``text``, ``context``), by conversation id (one without passages left
+    out)."""
+    return await _by_conversation(conn, _PASSAGES_SQL, tenant, conversation_ids)
+
+
+async def _by_conversation(
+    conn: AsyncConnection[Any], query: str, tenant: str, conversation_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows of `query` grouped by their conversation id (taken out of each row)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(query, {"tenant": tenant, "ids": list(conversation_ids)})
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in await cursor.fetchall():
+        grouped.setdefault(row.pop("conversation_id"), []).append(row)
+    return grouped

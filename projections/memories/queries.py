@@ -15,9 +15,11 @@ __all__ = [
     "DECAYED_SALIENCE",
     "REINFORCEMENT_BOOST",
     "decayed_salience",
+    "every_memory",
     "get_memory",
     "list_memories",
     "memories_page",
+    "reinforcements_of",
     "top_memories",
 ]
 
@@ -131,4 +133,49 @@ async def memories_page(
             "limit": limit,
         },
     )
+    return await cursor.fetchall()
+
+
+# -- a user's personal data (services/personal_data.py: the export) ------------------------
+
+_EVERY_MEMORY_COLUMNS = (
+    "memory_id, content, sector, kind, key, salience, state, superseded_by, origin, extractor,"
+    " extractor_version, conversation_id, provenance, reinforcement_count, observed_at,"
+    " last_seen_at, updated_at"
+)
+# Every state, each half on its partial index by subject.
+_EVERY_MEMORY_SQL = (
+    " UNION ALL ".join(
+        f"(SELECT {_EVERY_MEMORY_COLUMNS} FROM memories.memories"
+        f" WHERE tenant = %(tenant)s AND subject = %(subject)s AND {state})"
+        for state in ("state = 'active'", "state <> 'active'")
+    )
+    + " ORDER BY observed_at NULLS FIRST, memory_id"
+)
+_REINFORCEMENTS_OF_SQL = """
+SELECT r.memory_id, r.observed_at, r.provenance
+  FROM memories.memories m
+  JOIN memories.reinforcements r ON r.tenant = m.tenant AND r.memory_id = m.memory_id
+ WHERE m.tenant = %(tenant)s AND m.subject = %(subject)s
+ ORDER BY r.observed_at, r.event_id
+"""
+
+
+async def every_memory(
+    conn: AsyncConnection[Any], tenant: str, subject: str
+) -> list[dict[str, Any]]:
+    """Every memory of the user as an export shows it, in every state, with or without
+    content, oldest first (one without ``observed_at`` first)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(_EVERY_MEMORY_SQL, {"tenant": tenant, "subject": subject})
+    return await cursor.fetchall()
+
+
+async def reinforcements_of(
+    conn: AsyncConnection[Any], tenant: str, subject: str
+) -> list[dict[str, Any]]:
+    """The reinforcements of every memory of the user (``memory_id``, ``observed_at``,
+    ``provenance``), oldest first."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(_REINFORCEMENTS_OF_SQL, {"tenant": tenant, "subject": subject})
     return await cursor.fetchall()

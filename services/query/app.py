@@ -40,8 +40,9 @@ share (the query embedder, caches, rate limits, the search, briefing and context
 services/query/service.py, on the base both services share (the pool, the lifespan, keys,
 tenants, refusals, health: services/service_base.py), and the JSON they answer in
 services/query/serialise.py. The reads of each read model are beside its projection
-(``projections/<name>/queries.py``), but the search's, which fuses three read models
-(services/query/search.py), and erasure's and export's (services/personal_data.py).
+(``projections/<name>/queries.py``; erasure's and export's counts over every read model
+in projections/personal_data.py), but the search's, which fuses three read models
+(services/query/search.py).
 """
 
 from __future__ import annotations
