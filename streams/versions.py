@@ -80,7 +80,28 @@ async def register(
         )
         row = await cursor.fetchone()
         assert row is not None
+        if row[0] == "live":
+            await _add_missing_views(conn, projection, version)
         return str(row[0])
+
+
+async def _add_missing_views(
+    conn: AsyncConnection[Any], projection: Projection, version: int
+) -> None:
+    """Give the live version's tables that have no view one: a table the projection added
+    to its schema after the version went live (``CREATE TABLE IF NOT EXISTS`` in its
+    ``schema_sql``, e.g. ``conversations.passage_stats``) is readable from its next start."""
+    for table in projection.tables:
+        target = sql.SQL("{}.{}").format(sql.Identifier(projection.name), sql.Identifier(table))
+        origin = sql.SQL("{}.{}").format(
+            sql.Identifier(version_schema(projection.name, version)), sql.Identifier(table)
+        )
+        cursor = await conn.execute(
+            "SELECT to_regclass(%s) IS NULL", [f'"{projection.name}"."{table}"']
+        )
+        missing = await cursor.fetchone()
+        if missing and missing[0]:
+            await conn.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(target, origin))
 
 
 async def config(conn: AsyncConnection[Any], projection: str, version: int) -> dict[str, Any]:

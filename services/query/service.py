@@ -335,6 +335,9 @@ class QueryService(ServiceBase):
             # Versions built before passages existed: memories only until a rebuild
             # (docs/operations.md, "Passages after an upgrade").
             query = replace(query, sources=tuple(s for s in query.sources if s != "passages"))
+        passage_stats = "passages" in query.sources and await self.read_model_exists(
+            "conversations.passage_stats"
+        )
         # The lexical list needs no vector: it runs while the question is embedded, and
         # the dense list on a second connection, so the database computes both at once
         # (docs/query.md, "Latency").
@@ -350,7 +353,9 @@ class QueryService(ServiceBase):
             return rows, model
 
         async with self.pool.connection() as conn:
-            lexical = asyncio.create_task(lexical_candidates(conn, query, weights))
+            lexical = asyncio.create_task(
+                lexical_candidates(conn, query, weights, passage_stats=passage_stats)
+            )
             try:
                 dense_rows, model = await dense()
                 lexical_rows = await lexical

@@ -24,9 +24,15 @@ from schemas import (
     UserForgotten,
     decode_event,
 )
-from services.query.search import Hit, SearchQuery, SearchWeights, search_memories
+from services.query.search import (
+    Hit,
+    SearchQuery,
+    SearchWeights,
+    lexical_candidates,
+    search_memories,
+)
 from services.settings import Settings
-from streams import EventLog
+from streams import EventLog, versions
 from streams.topics import EMBEDDINGS, Topics
 from tests.helpers import BASE_TIME, read_topic
 from tests.integration.projection_contract import project
@@ -359,3 +365,80 @@ async def test_another_callers_passages_are_never_found(topics: Settings, db: An
     await project_all(topics, [call("call-2", DENTAL, subject=OTHER)])
     assert await search(db, "Friday cleaning") == []
     assert [h.type for h in await search(db, "Friday cleaning", subject=OTHER)][:1] == ["passage"]
+
+
+# What conversations.passage_stats must always be: the aggregate of the user's passages.
+AGGREGATE = """
+SELECT tenant, subject, count(*), sum(length(search)) FROM conversations.passages
+ GROUP BY tenant, subject ORDER BY tenant, subject
+"""
+STATS = "SELECT tenant, subject, passages, lexemes FROM conversations.passage_stats ORDER BY 1, 2"
+
+
+async def test_passage_stats_are_the_aggregate_of_the_passages_through_every_change(
+    topics: Settings, db: Any
+) -> None:
+    first = call("call-1", DENTAL)
+    again = call("call-1", [("agent", "Hello?"), ("user", "Wrong number, sorry.")], days=0.1)
+    other = call("call-2", DENTAL, subject=OTHER, days=1)
+    third = call("call-3", DENTAL, days=2)
+    await project_all(topics, [first, other, third])
+    assert await rows(db, STATS) == await rows(db, AGGREGATE)
+    assert len(await rows(db, STATS)) == 2
+    # A redelivered call replaces its passages (a delete, then a COPY).
+    await project_all(topics, [again])
+    assert await rows(db, STATS) == await rows(db, AGGREGATE)
+    # Deletes through the view (what retention runs), then an update.
+    await db.execute("DELETE FROM conversations.passages WHERE conversation_id = 'call-3'")
+    assert await rows(db, STATS) == await rows(db, AGGREGATE)
+    await db.execute(
+        "UPDATE conversations.passages SET context = context || ' Friday Friday'"
+        " WHERE conversation_id = 'call-2'"
+    )
+    assert await rows(db, STATS) == await rows(db, AGGREGATE)
+    # Erasure: the user's row goes with their last passage.
+    forget = UserForgotten.create(
+        tenant=TENANT,
+        subject=OTHER,
+        source=Source(platform="api"),
+        occurred_at=BASE_TIME + timedelta(days=3),
+        data={},
+    )
+    await project_all(topics, [forget])
+    assert await rows(db, STATS) == await rows(db, AGGREGATE)
+    assert [r[1] for r in await rows(db, STATS)] == [CALLER]
+
+
+async def test_the_lexical_list_is_the_same_with_passage_stats_as_from_every_passage(
+    topics: Settings, db: Any
+) -> None:
+    await project_all(
+        topics,
+        [
+            call("call-1", DENTAL),
+            call("call-2", [("agent", "Any allergies?"), ("user", "Penicillin, yes.")], days=1),
+            memory("Allergic to penicillin", "call-2", [1], days=1),
+        ],
+    )
+    for text in ("Friday cleaning", "penicillin allergy", "What about nine on Friday?"):
+        query = SearchQuery(tenant=TENANT, subject=CALLER, text=text)
+        kept = await lexical_candidates(db, query, passage_stats=True)
+        scanned = await lexical_candidates(db, query, passage_stats=False)
+        assert kept and kept == scanned
+        assert await lexical_candidates(db, query) == kept  # the database is asked
+
+
+async def test_a_version_built_before_passage_stats_gets_them_at_its_next_start(
+    topics: Settings, db: Any
+) -> None:
+    await project_all(topics, [call("call-1", DENTAL), call("call-2", DENTAL, subject=OTHER)])
+    expected = await rows(db, AGGREGATE)
+    # As a version registered before this release: no table, no triggers, no view.
+    await db.execute("DROP VIEW conversations.passage_stats")
+    await db.execute("DROP TABLE conversations_v1.passage_stats")
+    for trigger in ("passage_stats_added", "passage_stats_changed", "passage_stats_removed"):
+        await db.execute(f"DROP TRIGGER {trigger} ON conversations_v1.passages")
+    assert await versions.register(db, ConversationsProjection(), 1) == "live"
+    assert await rows(db, STATS) == expected
+    await project_all(topics, [call("call-3", DENTAL, days=1)])
+    assert await rows(db, STATS) == await rows(db, AGGREGATE) != expected
