@@ -1,17 +1,18 @@
 """The read models' side of erasure and export, where a statement spans them all: what
-each holds of a user (:func:`held`), and which of their read views a deployment has
-(:func:`present_views`). services/personal_data.py runs these; each read model's own
-reads of a user are in its ``queries.py``.
+each holds of a user (:func:`held`; read views a deployment does not have are left out,
+``streams.database.present_views``). services/personal_data.py runs it; each read
+model's own reads of a user are in its ``queries.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
 
-__all__ = ["held", "present_views"]
+from streams.database import present_views
+
+__all__ = ["held"]
 
 #: What `held` counts: (name, the read view, the conditions of the counts that add up to
 #: the user's rows in it).
@@ -32,14 +33,6 @@ def _count(view: str, conditions: tuple[str, ...]) -> str:
         f"(SELECT count(*) FROM {view} WHERE tenant = %(tenant)s AND subject = %(subject)s{also})"
         for also in conditions
     )
-
-
-async def present_views(conn: AsyncConnection[Any], views: Sequence[str]) -> set[str]:
-    """The read views among `views` that exist (a deployment may not run every read model)."""
-    cursor = await conn.execute(
-        "SELECT v FROM unnest(%s::text[]) AS v WHERE to_regclass(v) IS NOT NULL", [list(views)]
-    )
-    return {row[0] for row in await cursor.fetchall()}
 
 
 async def held(conn: AsyncConnection[Any], tenant: str, subject: str) -> dict[str, int]:

@@ -17,6 +17,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from streams.database import present_views
+
 __all__ = ["MEMORY_PURGES", "TRANSCRIPT_PURGES", "Purge", "purge"]
 
 
@@ -155,11 +157,7 @@ async def purge(
 async def _present(conn: AsyncConnection[Any], purges: tuple[Purge, ...]) -> set[str]:
     """The read views (``schema.view``) and columns (``schema.view.column``) the purges
     need that exist."""
-    views = sorted({view for purge in purges for view in purge.views})
-    cursor = await conn.execute(
-        "SELECT v FROM unnest(%s::text[]) v WHERE to_regclass(v) IS NOT NULL", [views]
-    )
-    found = {row[0] for row in await cursor.fetchall()}
+    found = await present_views(conn, sorted({view for purge in purges for view in purge.views}))
     columns = sorted({column for purge in purges for column in purge.columns})
     cursor = await conn.execute(
         "SELECT c FROM unnest(%s::text[]) c JOIN information_schema.columns i"

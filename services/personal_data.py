@@ -54,7 +54,7 @@ from projections import PROJECTIONS
 from projections.conversations import queries as conversations
 from projections.embeddings import queries as embeddings
 from projections.memories import queries as memories
-from projections.personal_data import held, present_views
+from projections.personal_data import held
 from projections.summaries import queries as summaries
 from schemas import (
     EmbeddingComputed,
@@ -73,6 +73,7 @@ from services.logs import call_fields
 from services.query.consistency import parse_positions, wait_until_past
 from services.settings import Settings
 from streams import BrokerUnavailable, versions
+from streams.database import present_views
 from streams.dlq import StoredLetter
 from streams.offsets import partitions_of
 from streams.reader import LogReader

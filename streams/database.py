@@ -9,6 +9,7 @@ launcher) and :func:`connection_pool` (the services' pool, ``services.database``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -17,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from streams.exceptions import DatabaseUnavailable
 
-__all__ = ["connect", "connect_beside", "connect_sync", "connection_pool"]
+__all__ = ["connect", "connect_beside", "connect_sync", "connection_pool", "present_views"]
 
 #: Seconds a connection attempt may take, unless a caller says otherwise.
 CONNECT_TIMEOUT_S = 10
@@ -74,3 +75,11 @@ def connection_pool(
         timeout=timeout,
         kwargs={"autocommit": True},
     )
+
+
+async def present_views(conn: AsyncConnection[Any], views: Sequence[str]) -> set[str]:
+    """The read views among `views` that exist (a deployment may not run every read model)."""
+    cursor = await conn.execute(
+        "SELECT v FROM unnest(%s::text[]) AS v WHERE to_regclass(v) IS NOT NULL", [list(views)]
+    )
+    return {row[0] for row in await cursor.fetchall()}
