@@ -697,6 +697,15 @@ class SubjectKeyStore:
                 self._deployment[name] = raw
         return self._deployment
 
+    def poll_due(self) -> bool:
+        """Whether the next use of the cache polls the database (:meth:`_poll`)."""
+        return time.monotonic() - self.polled_at >= self.cache_s
+
+    def poll(self) -> None:
+        """Poll now if it is due: what :func:`prepare_keys` runs in a worker thread, so the
+        sealing that follows finds the cache fresh and does not query on the event loop."""
+        self._poll()
+
     def _poll(self) -> None:
         """Every `cache_s`: learn the keys destroyed since the previous poll."""
         now = time.monotonic()
@@ -946,8 +955,9 @@ _AHEAD_TASKS: set[asyncio.Future[None]] = set()
 async def prepare_keys(events: Iterable[Event]) -> None:
     """Have the keys that sealing `events` needs in memory (`EventLog` calls it): the live
     key of each subject and, for a transcript or memory, its period's key. One missing costs a
-    worker thread's trip to the database, never the event loop's. Nothing to do without
-    encryption, or when every key is cached.
+    worker thread's trip to the database, never the event loop's; so does the cache's poll
+    for destroyed keys, when it is due. Nothing to do without encryption, or when every
+    key is cached and the cache is fresh.
 
     A transcript also has its next period's key made in the background when it is not
     cached (:func:`_create_ahead`), so the first call of each new day does not wait for
@@ -955,6 +965,9 @@ async def prepare_keys(events: Iterable[Event]) -> None:
     codec = get_personal_codec()
     if isinstance(codec, SubjectKeyCodec):
         store = codec.store
+        if store.poll_due():
+            # Every MEMSTREAM_KEY_CACHE_S: a query, in a thread rather than in the sealing.
+            await asyncio.to_thread(store.poll)
         subjects: set[str] = set()
         periods: set[tuple[str, str]] = set()
         for event in events:
