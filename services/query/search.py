@@ -39,6 +39,10 @@ passage that is as relevant. Three rules join the kinds:
 
 Each :class:`Hit` carries its breakdown, the lists it came from and its provenance in one
 shape for both kinds (conversation id and turn indexes).
+
+The SQL is beside the read models it reads, in ``projections/search.py`` (the candidate
+lists, the candidates' memories, links and passages, the passages' neighbours); this
+module fuses, ranks and merges what those queries return.
 """
 
 from __future__ import annotations
@@ -50,12 +54,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection
 
-from projections.conversations.passages import WINDOW
-from projections.memories.queries import DECAYED_SALIENCE, REINFORCEMENT_BOOST
-from projections.text_search import ANY_TERM_QUERY
+from projections import search as search_reads
 from services.query.answer_types import answer_type, holds_answer
 
 __all__ = ["SECTORS", "SOURCES", "Hit", "SearchQuery", "SearchWeights", "search_memories"]
@@ -173,183 +174,6 @@ class Hit:
     into it."""
 
 
-# Lexical: BM25 over the user's documents (memories and/or passages). Term frequency is
-# read from the tsvector's positions, weighted by their label: A (a memory, or a passage's
-# own turn) counts 1, B (a passage's context) counts context_weight. Only the documents
-# that contain a word of the question are read ({docs}); what BM25 needs of all of them,
-# their count and mean length per kind, comes from {kinds}: for passages, the user's row
-# of conversations.passage_stats (kept by triggers) where it exists.
-_LEXICAL_SQL = """
-WITH q AS (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(text)s))),
-terms AS (SELECT {any_term} AS tq),
-docs AS ({docs}),
-kinds AS ({kinds}),
--- Document frequency over all the user's documents; length normalised within each kind
--- (a five-word memory is not "short" beside thirty-word passages: it is a memory).
-stats AS (SELECT passage, sum(docs) OVER () AS n, avgdl FROM kinds WHERE docs > 0),
-matches AS (
-    SELECT d.memory_id, d.conversation_id, d.seq, length(d.search)::float8 AS dl,
-           ts_rank(d.search, terms.tq, 1) AS ts_rank, u.lexeme,
-           (SELECT count(*) FILTER (WHERE w = 'A')
-                   + %(context_weight)s * count(*) FILTER (WHERE w <> 'A')
-              FROM unnest(u.weights) w)::float8 AS tf
-      FROM docs d CROSS JOIN terms CROSS JOIN LATERAL unnest(d.search) u
-     WHERE u.lexeme IN (SELECT lexeme FROM q)
-),
-df AS (SELECT lexeme, count(*)::float8 AS df FROM matches GROUP BY lexeme),
-scored AS (
-    SELECT m.memory_id, m.conversation_id, m.seq,
-           sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5)) * m.tf * (%(k1)s + 1)
-               / (m.tf + %(k1)s * (1 - %(b)s + %(b)s * m.dl / s.avgdl))) AS bm25,
-           max(m.ts_rank) AS ts_rank
-      FROM matches m JOIN df USING (lexeme)
-      JOIN stats s ON s.passage = (m.memory_id IS NULL)
-     GROUP BY m.memory_id, m.conversation_id, m.seq
-)
-SELECT memory_id, conversation_id, seq, {ranking} AS lexical FROM scored
- ORDER BY lexical DESC, memory_id, conversation_id, seq
- LIMIT %(depth)s
-"""
-
-_MEMORIES_OF_USER = """
-  FROM memories.memories m
- WHERE m.tenant = %(tenant)s AND m.subject = %(subject)s
-   AND m.state = 'active' AND m.content IS NOT NULL
-   AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
-"""
-_MEMORY_DOCS = f"""
-SELECT m.memory_id, NULL::text AS conversation_id, NULL::integer AS seq,
-       setweight(m.search, 'A') AS search
-{_MEMORIES_OF_USER}   AND m.search @@ (SELECT tq FROM terms)
-"""
-_MEMORY_KINDS = f"""
-SELECT false AS passage, count(*)::float8 AS docs,
-       GREATEST(avg(length(m.search)), 1)::float8 AS avgdl
-{_MEMORIES_OF_USER}"""
-
-_PASSAGE_DOCS = """
-SELECT NULL::uuid AS memory_id, p.conversation_id, p.seq, p.search
-  FROM conversations.passages p
- WHERE p.tenant = %(tenant)s AND p.subject = %(subject)s AND p.search @@ (SELECT tq FROM terms)
-"""
-_PASSAGE_KINDS = """
-SELECT true AS passage, s.passages::float8 AS docs,
-       GREATEST(s.lexemes::float8 / GREATEST(s.passages, 1), 1) AS avgdl
-  FROM conversations.passage_stats s
- WHERE s.tenant = %(tenant)s AND s.subject = %(subject)s
-"""
-# A conversations version built before passage_stats: every passage of the user is read.
-_PASSAGE_KINDS_SCANNED = """
-SELECT true AS passage, count(*)::float8 AS docs,
-       GREATEST(avg(length(p.search)), 1)::float8 AS avgdl
-  FROM conversations.passages p
- WHERE p.tenant = %(tenant)s AND p.subject = %(subject)s
-"""
-
-# Dense: {dimension} and {model} are literals so the model's partial HNSW index
-# (embeddings projection) can serve the memories' ORDER BY.
-_MEMORY_DENSE = """
-SELECT e.memory_id, NULL::text AS conversation_id, NULL::integer AS seq,
-       e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}) AS distance
-  FROM embeddings.embeddings e
-  JOIN memories.memories m ON m.tenant = e.tenant AND m.memory_id = e.memory_id
- WHERE e.tenant = %(tenant)s AND e.subject = %(subject)s AND e.model = {model}
-   AND (e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}))
-       <= %(max_distance)s
-   AND m.state = 'active' AND m.content IS NOT NULL
-   AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
- ORDER BY e.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}), e.memory_id
- LIMIT %(depth)s
-"""
-
-_PASSAGE_DENSE = """
-SELECT NULL::uuid AS memory_id, v.conversation_id, v.seq,
-       v.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}) AS distance
-  FROM embeddings.passage_vectors v
- WHERE v.tenant = %(tenant)s AND v.subject = %(subject)s AND v.model = {model}
-   AND (v.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}))
-       <= %(max_distance)s
- ORDER BY distance, v.conversation_id, v.seq
- LIMIT %(depth)s
-"""
-
-_MEMORY_COLUMNS = f"""
-m.memory_id, m.content, m.sector, m.kind, m.observed_at, m.last_seen_at,
-m.reinforcement_count, m.provenance, {DECAYED_SALIENCE} AS salience
-"""
-
-_MEMORIES_SQL = f"""
-SELECT {_MEMORY_COLUMNS}
-  FROM memories.memories m
- WHERE m.tenant = %(tenant)s AND m.memory_id = ANY(%(ids)s)
-"""
-
-# One hop from the seeds along the links of the same model, to active memories only.
-_NEIGHBOURS_SQL = f"""
-SELECT l.memory_id AS seed, l.weight, {_MEMORY_COLUMNS}
-  FROM embeddings.links l
-  JOIN memories.memories m ON m.tenant = l.tenant AND m.memory_id = l.linked_id
- WHERE l.tenant = %(tenant)s AND l.model = {{model}} AND l.memory_id = ANY(%(seeds)s)
-   AND m.state = 'active' AND m.content IS NOT NULL
-   AND (%(sectors)s::text[] IS NULL OR m.sector = ANY(%(sectors)s::text[]))
-"""
-
-# The candidate passages (their moment, for recency), and which memories cite them: the
-# active ones fold them, superseded or retracted ones make them stale.
-_PASSAGES_SQL = """
-WITH wanted AS (
-    SELECT * FROM unnest(%(conversations)s::text[], %(seqs)s::integer[])
-             AS w(conversation_id, seq)
-), cited AS MATERIALIZED (
-    -- The user's citations of the candidates' conversations, read once per search:
-    -- active memories through memories_by_subject, the others through
-    -- memories_inactive_by_subject (never a scan of the tenant's memories).
-    SELECT c->>'conversation_id' AS conversation_id, t.seq::integer AS seq,
-           m.memory_id, m.state, m.content IS NOT NULL AS said
-      FROM (SELECT memory_id, state, content, provenance FROM memories.memories
-             WHERE tenant = %(tenant)s AND subject = %(subject)s AND state = 'active'
-            UNION ALL
-            SELECT memory_id, state, content, provenance FROM memories.memories
-             WHERE tenant = %(tenant)s AND subject = %(subject)s AND state <> 'active') m
-      CROSS JOIN LATERAL jsonb_array_elements(m.provenance) AS c
-      CROSS JOIN LATERAL jsonb_array_elements_text(c->'turns') AS t(seq)
-     WHERE c->>'conversation_id' = ANY(%(conversations)s::text[])
-)
-SELECT p.conversation_id, p.seq, p.role, p.text, p.spoken_at,
-       (SELECT array_agg(x.memory_id ORDER BY x.memory_id) FROM cited x
-         WHERE x.conversation_id = p.conversation_id AND x.seq = p.seq
-           AND x.state = 'active' AND x.said) AS active,
-       -- Stale: what was said around it (its window) is cited by superseded or retracted
-       -- memories only.
-       (SELECT bool_or(x.state <> 'active') AND NOT bool_or(x.state = 'active') FROM cited x
-         WHERE x.conversation_id = p.conversation_id
-           AND x.seq BETWEEN p.seq - %(window)s AND p.seq + %(window)s) AS stale
-  FROM wanted w
-  JOIN conversations.passages p
-    ON p.tenant = %(tenant)s AND p.subject = %(subject)s
-   AND p.conversation_id = w.conversation_id AND p.seq = w.seq
-"""
-
-# The neighbours of the returned passages (WINDOW on each side, passages only).
-_CONTEXT_SQL = """
-WITH wanted AS (
-    SELECT * FROM unnest(%(conversations)s::text[], %(seqs)s::integer[])
-             AS w(conversation_id, seq)
-)
-SELECT w.conversation_id, w.seq AS around, n.seq, n.role, n.text
-  FROM wanted w
-  CROSS JOIN LATERAL (
-      (SELECT seq, role, text FROM conversations.passages p
-        WHERE p.tenant = %(tenant)s AND p.conversation_id = w.conversation_id
-          AND p.seq < w.seq ORDER BY p.seq DESC LIMIT %(window)s)
-      UNION ALL
-      (SELECT seq, role, text FROM conversations.passages p
-        WHERE p.tenant = %(tenant)s AND p.conversation_id = w.conversation_id
-          AND p.seq >= w.seq ORDER BY p.seq LIMIT %(window)s + 1)
-  ) n
- ORDER BY w.conversation_id, w.seq, n.seq
-"""
-
 _SPEAKERS = {"user": "caller", "agent": "agent"}
 
 
@@ -386,20 +210,9 @@ def _sources(query: SearchQuery) -> tuple[bool, bool]:
     return "memories" in query.sources, "passages" in query.sources and not query.sectors
 
 
-def _params(query: SearchQuery, w: SearchWeights, **more: Any) -> dict[str, Any]:
-    return {
-        "tenant": query.tenant,
-        "subject": query.subject,
-        "text": query.text,
-        "sectors": list(query.sectors) if query.sectors else None,
-        "depth": max(w.depth, 2 * query.limit),
-        "max_distance": 1.0 - w.min_cosine,
-        "boost": REINFORCEMENT_BOOST,
-        "k1": w.bm25_k1,
-        "b": w.bm25_b,
-        "context_weight": w.context_weight,
-        **more,
-    }
+def _depth(query: SearchQuery, w: SearchWeights) -> int:
+    """Candidates taken from each list: ``depth``, or more when the limit is higher."""
+    return max(w.depth, 2 * query.limit)
 
 
 async def lexical_candidates(
@@ -415,33 +228,21 @@ async def lexical_candidates(
     database); without it every passage of the user is read for their count and length."""
     w = weights or SearchWeights()
     with_memories, with_passages = _sources(query)
-    if with_passages and passage_stats is None:
-        cursor = await conn.execute("SELECT to_regclass('conversations.passage_stats') IS NOT NULL")
-        found = await cursor.fetchone()
-        passage_stats = bool(found and found[0])
-    passage_kinds = _PASSAGE_KINDS if passage_stats else _PASSAGE_KINDS_SCANNED
-    parts = [
-        texts
-        for texts, wanted in (
-            ((_MEMORY_DOCS, _MEMORY_KINDS), with_memories),
-            ((_PASSAGE_DOCS, passage_kinds), with_passages),
-        )
-        if wanted
-    ]
-    if not parts:
-        return []
-    statement = sql.SQL(_LEXICAL_SQL).format(
-        docs=sql.SQL(" UNION ALL ".join(docs for docs, _ in parts)),
-        kinds=sql.SQL(" UNION ALL ".join(kinds for _, kinds in parts)),
-        any_term=sql.SQL(ANY_TERM_QUERY),
-        ranking=sql.SQL("bm25" if w.lexical_ranking == "bm25" else "ts_rank"),
+    return await search_reads.lexical_candidates(
+        conn,
+        tenant=query.tenant,
+        subject=query.subject,
+        text=query.text,
+        sectors=query.sectors,
+        memories=with_memories,
+        passages=with_passages,
+        depth=_depth(query, w),
+        k1=w.bm25_k1,
+        b=w.bm25_b,
+        context_weight=w.context_weight,
+        ranking=w.lexical_ranking,
+        passage_stats=passage_stats,
     )
-    cursor = conn.cursor(row_factory=dict_row)
-    # Never prepared: a prepared statement's generic plan, which PostgreSQL may settle on
-    # after five runs, does not know the question's lexemes nor the user, and was 4x
-    # slower for a user with 20,000 passages (140 ms against 34, median).
-    await cursor.execute(statement, _params(query, w), prepare=False)
-    return await cursor.fetchall()
 
 
 async def dense_candidates(
@@ -456,20 +257,18 @@ async def dense_candidates(
     ``vector``, at least ``min_cosine``, nearest first."""
     w = weights or SearchWeights()
     with_memories, with_passages = _sources(query)
-    dense = [
-        text
-        for text, wanted in ((_MEMORY_DENSE, with_memories), (_PASSAGE_DENSE, with_passages))
-        if wanted
-    ]
-    if not dense:
-        return []
-    statement = sql.SQL(" UNION ALL ".join(f"({part})" for part in dense)).format(
-        dimension=sql.Literal(len(vector)), model=sql.Literal(model)
+    return await search_reads.dense_candidates(
+        conn,
+        tenant=query.tenant,
+        subject=query.subject,
+        sectors=query.sectors,
+        memories=with_memories,
+        passages=with_passages,
+        vector=vector,
+        model=model,
+        depth=_depth(query, w),
+        min_cosine=w.min_cosine,
     )
-    params = _params(query, w, vector="[" + ",".join(repr(float(x)) for x in vector) + "]")
-    cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(statement, params)
-    return sorted(await cursor.fetchall(), key=lambda r: float(r["distance"]))
 
 
 async def rank_candidates(
@@ -487,9 +286,7 @@ async def rank_candidates(
     with_memories, with_passages = _sources(query)
     if not (with_memories or with_passages):
         return []
-    params = _params(query, w, now=now)
-    literals = {"model": sql.Literal(model)}
-    cursor = conn.cursor(row_factory=dict_row)
+    depth = _depth(query, w)
 
     # 1. Fuse the two lists by weighted reciprocal rank.
     fused: dict[Key, float] = {}
@@ -499,7 +296,7 @@ async def rank_candidates(
         key = _key(row)
         lexical[key] = float(row["lexical"])
         fused[key] = fused.get(key, 0.0) + w.lexical / (w.rrf_k + rank)
-    for rank, row in enumerate(dense_rows[: params["depth"]], start=1):
+    for rank, row in enumerate(dense_rows[:depth], start=1):
         key = _key(row)
         cosine[key] = 1.0 - float(row["distance"])
         fused[key] = fused.get(key, 0.0) + w.dense / (w.rrf_k + rank)
@@ -508,18 +305,18 @@ async def rank_candidates(
     passage_keys = [k for k in fused if isinstance(k, tuple)]
     memories: dict[uuid.UUID, dict[str, Any]] = {}
     if memory_ids:
-        params["ids"] = memory_ids
-        await cursor.execute(sql.SQL(_MEMORIES_SQL), params)
-        memories = {row["memory_id"]: row for row in await cursor.fetchall()}
+        rows = await search_reads.memories_by_id(conn, tenant=query.tenant, ids=memory_ids, now=now)
+        memories = {row["memory_id"]: row for row in rows}
 
     # 2. One hop of graph expansion from the best fused memories.
     links: dict[uuid.UUID, float] = {}
     graph: dict[uuid.UUID, float] = {}
     seeds = sorted(memories, key=lambda m: (-fused[m], str(m)))[: w.seeds]
     if seeds:
-        params["seeds"] = seeds
-        await cursor.execute(sql.SQL(_NEIGHBOURS_SQL).format(**literals), params)
-        for row in await cursor.fetchall():
+        linked = await search_reads.linked_memories(
+            conn, tenant=query.tenant, seeds=seeds, model=model, sectors=query.sectors, now=now
+        )
+        for row in linked:
             memory_id = row["memory_id"]
             memories.setdefault(memory_id, row)
             links[memory_id] = max(links.get(memory_id, 0.0), float(row["weight"]))
@@ -531,11 +328,10 @@ async def rank_candidates(
 
     passages: dict[tuple[str, int], dict[str, Any]] = {}
     if passage_keys:
-        params["conversations"] = [c for c, _ in passage_keys]
-        params["seqs"] = [s for _, s in passage_keys]
-        params["window"] = WINDOW
-        await cursor.execute(_PASSAGES_SQL, params)
-        passages = {(r["conversation_id"], r["seq"]): r for r in await cursor.fetchall()}
+        rows = await search_reads.candidate_passages(
+            conn, tenant=query.tenant, subject=query.subject, keys=passage_keys
+        )
+        passages = {(r["conversation_id"], r["seq"]): r for r in rows}
 
     # 3. The composite score of each candidate. A document first in both lists has
     # relevance 1. Recency is measured back from the newest candidate (``relative``), so
@@ -658,10 +454,10 @@ async def rank_candidates(
         key=_rank_order,
     )
     if not w.merge_neighbours:
-        return await _with_context(cursor, params, ranked_hits[: query.limit], w.memory_context)
+        return await _with_context(conn, query.tenant, ranked_hits[: query.limit], w.memory_context)
     # Enough candidates that merging neighbours still leaves ``limit`` hits.
     candidates = await _with_context(
-        cursor, params, ranked_hits[: 3 * query.limit], w.memory_context
+        conn, query.tenant, ranked_hits[: 3 * query.limit], w.memory_context
     )
     return _merge_neighbours(candidates, into_memories=w.merge_into_memories)[: query.limit]
 
@@ -721,7 +517,7 @@ def _sourced(hit: Hit) -> Hit:
 
 
 async def _with_context(
-    cursor: Any, params: dict[str, Any], hits: list[Hit], memories: bool
+    conn: AsyncConnection[Any], tenant: str, hits: list[Hit], memories: bool
 ) -> list[Hit]:
     """``hits`` with each passage's neighbouring turns and, with ``memories``, each
     memory's best quote (else its first source turn) with that turn's neighbours."""
@@ -735,13 +531,10 @@ async def _with_context(
         ]
     if not wanted:
         return hits
-    params["conversations"] = [c for c, _ in wanted]
-    params["seqs"] = [s for _, s in wanted]
-    params["window"] = WINDOW
-    await cursor.execute(_CONTEXT_SQL, params)
+    rows = await search_reads.passage_neighbours(conn, tenant=tenant, keys=wanted)
     context: dict[tuple[str, int], list[dict[str, Any]]] = {}
     own: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in await cursor.fetchall():
+    for row in rows:
         if row["seq"] == row["around"]:
             own[(row["conversation_id"], row["seq"])] = row
             continue
