@@ -1,6 +1,6 @@
 """Read queries of the embeddings read model, through its live views (``embeddings.*``).
 
-The search reads the vectors themselves (services/query/search.py); what is here counts
+The search reads the vectors themselves (projections/search.py); what is here counts
 them."""
 
 from __future__ import annotations
