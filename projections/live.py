@@ -31,6 +31,7 @@ __all__ = [
     "covering",
     "delete_call",
     "delete_subject",
+    "prefetch_counts",
     "record_prefetch",
 ]
 
@@ -167,3 +168,12 @@ async def delete_subject(conn: AsyncConnection[Any], tenant: str, subject: str) 
         "DELETE FROM live.prefetches WHERE tenant = %s AND subject = %s", [tenant, subject]
     )
     return cursor.rowcount
+
+
+async def prefetch_counts(conn: AsyncConnection[Any]) -> tuple[int, int]:
+    """How many calls have prefetches, and how many prefetches there are (every tenant)."""
+    cursor = await conn.execute(
+        "SELECT count(DISTINCT (tenant, conversation_id)), count(*) FROM live.prefetches"
+    )
+    row = await cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from projections import PROJECTIONS
 from services.expiring import Expiring
 from services.settings import Settings
-from streams import EventLog
+from streams import EventLog, versions
 from streams.exceptions import BrokerUnavailable
 from streams.offsets import log_extent
 from streams.topics import Topics
@@ -64,16 +64,7 @@ class Readiness:
         except (KafkaError, BrokerUnavailable, OSError) as exc:
             return f"unknown: {type(exc).__name__}"
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT v.projection, c.topic, c.partition, c.next_offset"
-                "  FROM memstream.projection_versions v"
-                "  JOIN memstream.checkpoints c"
-                "    ON c.projection = v.projection AND c.version = v.version"
-                " WHERE v.state = 'live'"
-            )
-            done: dict[str, dict[tuple[str, int], int]] = {}
-            for projection, topic, partition, offset in await cursor.fetchall():
-                done.setdefault(projection, {})[(topic, partition)] = offset
+            done = await versions.live_checkpoints(conn)
         lag: dict[str, int] = {}
         for name, projection in PROJECTIONS.items():
             if name not in done:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -137,6 +137,32 @@ async def live_projections(conn: AsyncConnection[Any]) -> list[str]:
         "SELECT projection FROM memstream.projection_versions WHERE state = 'live'"
     )
     return sorted(row[0] for row in await cursor.fetchall())
+
+
+async def live_checkpoints(
+    conn: AsyncConnection[Any],
+    projections: Sequence[str] | None = None,
+    topics: Sequence[str] | None = None,
+) -> dict[str, dict[tuple[str, int], int]]:
+    """The next offset each live projection version will read, by projection and
+    (topic, partition); only of `projections` and `topics` when given."""
+    cursor = await conn.execute(
+        "SELECT v.projection, c.topic, c.partition, c.next_offset"
+        "  FROM memstream.projection_versions v"
+        "  JOIN memstream.checkpoints c"
+        "    ON c.projection = v.projection AND c.version = v.version"
+        " WHERE v.state = 'live'"
+        "   AND (%(projections)s::text[] IS NULL OR v.projection = ANY(%(projections)s))"
+        "   AND (%(topics)s::text[] IS NULL OR c.topic = ANY(%(topics)s))",
+        {
+            "projections": None if projections is None else list(projections),
+            "topics": None if topics is None else list(topics),
+        },
+    )
+    done: dict[str, dict[tuple[str, int], int]] = {}
+    for projection, topic, partition, offset in await cursor.fetchall():
+        done.setdefault(projection, {})[(topic, partition)] = offset
+    return done
 
 
 async def switch_live(

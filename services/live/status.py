@@ -8,6 +8,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import AsyncConnection
 
+from projections.live import prefetch_counts
 from services.settings import Settings
 from streams.offsets import log_extent
 from streams.topics import LIVE, Topics
@@ -38,10 +39,7 @@ async def live_status(settings: Settings, conn: AsyncConnection[Any]) -> dict[st
         partitions.append(
             {"partition": partition, "log_end": end, "committed": checkpoint, "lag": lag}
         )
-    cursor = await conn.execute(
-        "SELECT count(DISTINCT (tenant, conversation_id)), count(*) FROM live.prefetches"
-    )
-    calls, rows = await cursor.fetchone() or (0, 0)
+    calls, rows = await prefetch_counts(conn)
     return {
         "group": group,
         "topic": topic,

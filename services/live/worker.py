@@ -60,6 +60,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from projections.conversations.queries import platform_status
 from projections.live import content_terms, delete_call, delete_subject, record_prefetch
 from schemas import (
     CallSignalled,
@@ -581,13 +582,8 @@ class LiveProcessor:
     async def _reported(self, call: LiveCall) -> bool:
         """Whether the conversations read model has the call's own report."""
         async with self.service.pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT platform_status FROM conversations.conversations"
-                " WHERE tenant = %s AND conversation_id = %s AND subject = %s",
-                [call.tenant, call.conversation_id, call.subject],
-            )
-            row = await cursor.fetchone()
-        return row is not None and row[0] is not None and row[0] != RECONSTRUCTED_STATUS
+            _, status = await platform_status(conn, call.tenant, call.conversation_id, call.subject)
+        return status is not None and status != RECONSTRUCTED_STATUS
 
     async def _reconstruct(self, call: LiveCall) -> None:
         ended_at = call.ended_at_platform

@@ -35,6 +35,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from services.errors import ApiError
+from streams import versions
 
 __all__ = [
     "DEFAULT_WAIT_MS",
@@ -164,21 +165,14 @@ async def _behind(
     if not wanted:
         return {}
     async with pool.connection() as conn:
-        cursor = await conn.execute(
-            """
-            SELECT c.projection, c.topic, c.partition, c.next_offset
-              FROM memstream.projection_versions v
-              JOIN memstream.checkpoints c
-                ON c.projection = v.projection AND c.version = v.version
-             WHERE v.state = 'live' AND v.projection = ANY(%s) AND c.topic = ANY(%s)
-            """,
-            [wanted, sorted({position.topic for position in positions})],
+        reached = await versions.live_checkpoints(
+            conn, wanted, sorted({position.topic for position in positions})
         )
-        reached = {(row[0], row[1], row[2]): row[3] for row in await cursor.fetchall()}
     behind: dict[str, str] = {}
     for position, names in consumers.items():
         for projection in names:
-            next_offset = reached.get((projection, position.topic, position.partition), 0)
+            done = reached.get(projection, {})
+            next_offset = done.get((position.topic, position.partition), 0)
             if next_offset <= position.offset:
                 behind[projection] = f"{position.topic}:{position.partition}:{next_offset}"
     return behind
