@@ -965,9 +965,7 @@ async def prepare_keys(events: Iterable[Event]) -> None:
     codec = get_personal_codec()
     if isinstance(codec, SubjectKeyCodec):
         store = codec.store
-        if store.poll_due():
-            # Every MEMSTREAM_KEY_CACHE_S: a query, in a thread rather than in the sealing.
-            await asyncio.to_thread(store.poll)
+        await _poll_if_due(store)
         subjects: set[str] = set()
         periods: set[tuple[str, str]] = set()
         for event in events:
@@ -984,6 +982,14 @@ async def prepare_keys(events: Iterable[Event]) -> None:
                 store.ensure_periods(missing)
 
             await asyncio.to_thread(prepare)
+
+
+async def _poll_if_due(store: SubjectKeyStore) -> None:
+    """Every MEMSTREAM_KEY_CACHE_S the cache asks the database which keys were destroyed:
+    here in a worker thread, before an append reads the cache, rather than as a query on
+    the event loop inside it."""
+    if store.poll_due():
+        await asyncio.to_thread(store.poll)
 
 
 def _create_ahead(store: SubjectKeyStore, periods: Iterable[tuple[str, str]]) -> None:
@@ -1027,6 +1033,7 @@ async def latest_erasures(subjects: Iterable[str]) -> dict[str, datetime]:
     if not wanted or not isinstance(codec, SubjectKeyCodec):
         return {}
     store = codec.store
+    await _poll_if_due(store)
     if all(store.knows(s) for s in wanted):
         return store.latest_erasures(wanted)  # from memory, as sealing for them would be
     return await asyncio.to_thread(store.latest_erasures, wanted)
