@@ -323,6 +323,13 @@ class LiveProcessor:
             )
         )
 
+        async def restored() -> None:
+            # Every state the changelog restored is read at the next run, not only those
+            # already known to be due (partitions this worker was just given).
+            self._due = None
+
+        self._table.on_recover(restored)
+
         @app.agent(source)
         async def live_events(stream: Any) -> None:
             async for events in stream.take_events(BATCH, within=BATCH_WITHIN_S):
@@ -530,17 +537,18 @@ class LiveProcessor:
 
     async def _look_for_due_calls(self) -> None:
         """Reconstruct or drop the calls that are due, each subject under its lock. The
-        first run reads every state (those recovered from the changelog); later runs open
-        only the subjects whose next call is due."""
+        first run after the table was restored from its changelog (at the start, and after
+        each rebalance) reads every state; the others open only the subjects whose next
+        call is due. Nothing runs while the table is being restored."""
         now = self.clock()
+        app, live = self._app, self.topics.name("live")
+        if app is None or app.rebalancing or app.in_recovery:
+            # The table is being restored from its changelog: what it holds is not all
+            # yet. Once it is, `restored` has the next run read every state.
+            return
         # The table's memory keeps the subjects of partitions handed to another worker at
         # a rebalance: only those of this worker's partitions are its to end or drop.
-        app, live = self._app, self.topics.name("live")
-        owned = (
-            {tp.partition for tp in app.consumer.assignment() if tp.topic == live}
-            if app is not None
-            else set()
-        )
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == live}
         if self._due is None:
             self._due = {}
             for key, value in list(self._table.items()):
