@@ -406,7 +406,7 @@ class SubjectKeyStore:
 
     def subject(self, tenant: str, subject_hash: str) -> _Subject:
         """What is known of a subject: its live key and its latest erasure."""
-        self._poll()
+        self.poll()
         state = self._subjects.get((tenant, subject_hash))
         if state is None:
             with self._lock:
@@ -415,8 +415,8 @@ class SubjectKeyStore:
 
     def key(self, kid: str) -> _Key:
         """The key named `kid` (raises ValueError when this database has none)."""
-        if time.monotonic() - self.polled_at >= self.cache_s:
-            self._poll()
+        if self.poll_due():
+            self.poll()
         key = self._keys.get(kid)
         if key is None:
             if not kid.isdigit():
@@ -432,7 +432,7 @@ class SubjectKeyStore:
         """Load the subjects of these keys that are not cached, and the `plain` subjects
         (of records written before encryption) not cached, in one query each: a batch of
         records costs a round trip or two, not one per subject (a rebuild's first pass)."""
-        self._poll()
+        self.poll()
         missing = sorted({int(kid) for kid in kids if kid not in self._keys and kid.isdigit()})
         named = {(s.partition("/")[0], self.subject_hash(s)) for s in plain}
         unknown = sorted(subject for subject in named if subject not in self._subjects)
@@ -456,7 +456,7 @@ class SubjectKeyStore:
         """The latest erasure of each of `subjects` that was ever erased (the others are
         left out), as this process knows it; the subjects not cached are loaded in one
         query (call it in a worker thread when `knows` says some are not)."""
-        self._poll()
+        self.poll()
         wanted = {s: (s.partition("/")[0], self.subject_hash(s)) for s in set(subjects)}
         states = {key: state for key in wanted.values() if (state := self._subjects.get(key))}
         missing = sorted(set(wanted.values()) - set(states))
@@ -485,7 +485,7 @@ class SubjectKeyStore:
         ones one insert each, in one transaction (one commit); one query loads those that
         had a key. EventLog calls it in a worker thread before sealing, so the event loop
         never waits on the database."""
-        self._poll()
+        self.poll()
         wanted = sorted(
             {
                 (s.partition("/")[0], self.subject_hash(s))
@@ -525,7 +525,7 @@ class SubjectKeyStore:
 
     def live_key(self, tenant: str, subject_hash: str) -> _Key:
         """The key to seal the subject's new values with, created if it has none."""
-        self._poll()
+        self.poll()
         state = self._subjects.get((tenant, subject_hash))
         if state is not None and state.live is not None:
             return state.live
@@ -545,7 +545,7 @@ class SubjectKeyStore:
         """The tenant's key of the period `owner` (:func:`period_owner`), created if the
         period has none; None when it was destroyed or is past the tenant's retention of
         the period's family."""
-        self._poll()
+        self.poll()
         state = self._subjects.get((tenant, owner))
         if state is None:
             with self._lock:
@@ -698,18 +698,15 @@ class SubjectKeyStore:
         return self._deployment
 
     def poll_due(self) -> bool:
-        """Whether the next use of the cache polls the database (:meth:`_poll`)."""
+        """Whether the next use of the cache polls the database (:meth:`poll`)."""
         return time.monotonic() - self.polled_at >= self.cache_s
 
     def poll(self) -> None:
-        """Poll now if it is due: what :func:`prepare_keys` runs in a worker thread, so the
-        sealing that follows finds the cache fresh and does not query on the event loop."""
-        self._poll()
-
-    def _poll(self) -> None:
-        """Every `cache_s`: learn the keys destroyed since the previous poll."""
+        """Every `cache_s`: learn the keys destroyed since the previous poll (each use of
+        the cache calls it; an append has it run in a worker thread first,
+        :func:`_poll_if_due`, so the sealing does not query on the event loop)."""
         now = time.monotonic()
-        if now - self.polled_at < self.cache_s or not self._lock.acquire(blocking=False):
+        if not self.poll_due() or not self._lock.acquire(blocking=False):
             return  # fresh enough, or another thread is polling
         try:
             # The first poll only sets the start: every key loaded after it is current.
