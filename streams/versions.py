@@ -21,6 +21,7 @@ from psycopg import AsyncConnection, errors, sql
 from psycopg.types.json import Jsonb
 
 from streams import checkpoints
+from streams.database import present_views
 from streams.exceptions import StreamsError
 from streams.offsets import log_extent
 from streams.projection import Projection, version_schema
@@ -91,17 +92,22 @@ async def _add_missing_views(
     """Give the live version's tables that have no view one: a table the projection added
     to its schema after the version went live (``CREATE TABLE IF NOT EXISTS`` in its
     ``schema_sql``, e.g. ``conversations.passage_stats``) is readable from its next start."""
+    present = await present_views(conn, [f"{projection.name}.{t}" for t in projection.tables])
     for table in projection.tables:
-        target = sql.SQL("{}.{}").format(sql.Identifier(projection.name), sql.Identifier(table))
-        origin = sql.SQL("{}.{}").format(
-            sql.Identifier(version_schema(projection.name, version)), sql.Identifier(table)
-        )
-        cursor = await conn.execute(
-            "SELECT to_regclass(%s) IS NULL", [f'"{projection.name}"."{table}"']
-        )
-        missing = await cursor.fetchone()
-        if missing and missing[0]:
+        if f"{projection.name}.{table}" not in present:
+            target, origin = _view(projection, version, table)
             await conn.execute(sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(target, origin))
+
+
+def _view(
+    projection: Projection | type[Projection], version: int, table: str
+) -> tuple[sql.Composed, sql.Composed]:
+    """The read view of `table` (``<projection>.<table>``) and the version's table it shows."""
+    name = sql.Identifier(table)
+    return (
+        sql.SQL("{}.{}").format(sql.Identifier(projection.name), name),
+        sql.SQL("{}.{}").format(sql.Identifier(version_schema(projection.name, version)), name),
+    )
 
 
 async def config(conn: AsyncConnection[Any], projection: str, version: int) -> dict[str, Any]:
@@ -215,12 +221,11 @@ async def _make_live(
         " WHERE projection = %s AND version = %s",
         [projection.name, version],
     )
-    views = sql.Identifier(projection.name)
-    source = sql.Identifier(version_schema(projection.name, version))
-    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(views))
+    await conn.execute(
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(projection.name))
+    )
     for table in projection.tables:
-        target = sql.SQL("{}.{}").format(views, sql.Identifier(table))
-        origin = sql.SQL("{}.{}").format(source, sql.Identifier(table))
+        target, origin = _view(projection, version, table)
         try:
             # Same columns: replaced in place, readers never see the view missing.
             async with conn.transaction():
