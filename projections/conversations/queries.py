@@ -241,13 +241,13 @@ async def _by_conversation(
 
 async def platform_status(
     conn: AsyncConnection[Any], tenant: str, conversation_id: str, subject: str
-) -> tuple[bool, str | None]:
-    """Whether the conversation of `subject` is a row, and its ``platform_status`` (None
-    until the platform's own report of the call has been projected)."""
+) -> str | None:
+    """The ``platform_status`` of `subject`'s conversation: None while it is not a row, or
+    until the platform's own report of the call has been projected."""
     cursor = await conn.execute(
         "SELECT platform_status FROM conversations.conversations"
         " WHERE tenant = %s AND conversation_id = %s AND subject = %s",
         [tenant, conversation_id, subject],
     )
     row = await cursor.fetchone()
-    return (row is not None, row[0] if row is not None else None)
+    return None if row is None else row[0]

@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS passages (
 
 -- What BM25 needs of all of a user's passages, kept so that a search reads only the
 -- passages that match: how many there are and their lexemes in all (`length(search)`
--- summed). Kept by statement triggers on `passages` (every insert and delete, whoever
+-- summed). Kept by statement triggers on `passages` (every insert, update and delete, whoever
 -- makes it: the projection, erasure, retention), so it is always the aggregate of the
 -- user's rows; a user with no passage has no row. Created and filled from the passages
 -- when missing, so a version built before it gets it at its next start.

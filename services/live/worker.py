@@ -590,7 +590,7 @@ class LiveProcessor:
     async def _reported(self, call: LiveCall) -> bool:
         """Whether the conversations read model has the call's own report."""
         async with self.service.pool.connection() as conn:
-            _, status = await platform_status(conn, call.tenant, call.conversation_id, call.subject)
+            status = await platform_status(conn, call.tenant, call.conversation_id, call.subject)
         return status is not None and status != RECONSTRUCTED_STATUS
 
     async def _reconstruct(self, call: LiveCall) -> None:
