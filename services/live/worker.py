@@ -466,8 +466,12 @@ class LiveProcessor:
     ) -> list[str]:
         """Prefetch the new topic: search, keep for the readers, append; the hits' ids."""
         query = SearchQuery(call.tenant, call.subject, topic, limit=PREFETCH_RESULTS)
+        # Checked every few seconds, not asked of the database at each prefetch.
+        passage_stats = await self.service.read_model_exists("conversations.passage_stats")
         async with self.service.pool.connection() as conn:
-            hits = await search_memories(conn, query, vector=vector, model=model, now=utc_now())
+            hits = await search_memories(
+                conn, query, vector=vector, model=model, now=utc_now(), passage_stats=passage_stats
+            )
             prefetched = ContextPrefetched.create(
                 id=derived_event_id("context.prefetched", str(event.id)),
                 tenant=call.tenant,

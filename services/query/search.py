@@ -192,12 +192,14 @@ async def search_memories(
     model: str,
     now: datetime,
     weights: SearchWeights | None = None,
+    passage_stats: bool | None = None,
 ) -> list[Hit]:
     """The user's memories and passages for ``query.text``, best first (``vector`` is the
     text embedded by ``model``): the two candidate lists one after the other, then
-    :func:`rank_candidates`. The query service runs the lists side by side instead."""
+    :func:`rank_candidates`. The query service runs the lists side by side instead.
+    `passage_stats`: as for :func:`lexical_candidates`."""
     w = weights or SearchWeights()
-    lexical_rows = await lexical_candidates(conn, query, w)
+    lexical_rows = await lexical_candidates(conn, query, w, passage_stats=passage_stats)
     dense_rows = await dense_candidates(conn, query, vector=vector, model=model, weights=w)
     return await rank_candidates(
         conn, query, lexical_rows, dense_rows, model=model, now=now, weights=w
