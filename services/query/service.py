@@ -19,6 +19,7 @@ from fastapi import Request
 
 from projections import PROJECTIONS
 from projections.conversations.queries import get_conversation
+from projections.embeddings.models import MODEL_NAME, is_local
 from projections.embeddings.processor import Embedder
 from projections.live import Prefetch, call_prefetches
 from projections.memories import top_memories
@@ -72,12 +73,13 @@ logger = logging.getLogger("services.query.app")
 def _embedders(
     model: str | None, settings: Settings, threads: int | None = None
 ) -> tuple[Embedder, Embedder | None]:
-    """The query embedder for `model` (None: the local model) and its fallback; `threads`
-    is the local model's (None: onnxruntime's choice, one per core)."""
+    """The query embedder for `model` (None or empty: the default local model; a local
+    model's name: that model) and its fallback; `threads`: the local model's sessions
+    (None: one per core)."""
     from projections.embeddings.local import LocalEmbedder
 
-    if not model:
-        return LocalEmbedder(threads=threads), None
+    if is_local(model):
+        return LocalEmbedder(model=model or MODEL_NAME, threads=threads), None
     from projections.embeddings.openai_embedder import OpenAIEmbedder
 
     remote = OpenAIEmbedder.from_settings(settings.replace(embedding_model=model))

