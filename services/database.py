@@ -28,12 +28,6 @@ logger = logging.getLogger(__name__)
 #: What ``Retry-After`` says on a 503 database_unavailable.
 RETRY_AFTER_S = 5
 
-# SQLSTATEs of an OperationalError that mean "the database cannot serve", not "this
-# query failed": connection exceptions (08...), the server shutting down or starting
-# (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now), and no
-# connection slot left (53300 too_many_connections).
-_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
-
 
 def connection_pool(
     settings: Settings, *, min_size: int, max_size: int = 10
@@ -56,10 +50,7 @@ def unavailable(exc: BaseException) -> bool:
         # DatabaseUnavailable: the personal data key store's own connection (sealing an
         # event to append it) could not reach the database.
         return True
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    # No SQLSTATE: the client lost or could not open the connection.
-    return exc.sqlstate is None or exc.sqlstate.startswith(_UNAVAILABLE_STATES)
+    return database.unreachable(exc)
 
 
 def add_unavailable_handler(app: FastAPI, rejected: Counter) -> None:

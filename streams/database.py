@@ -83,3 +83,21 @@ async def present_views(conn: AsyncConnection[Any], views: Sequence[str]) -> set
         "SELECT v FROM unnest(%s::text[]) AS v WHERE to_regclass(v) IS NOT NULL", [list(views)]
     )
     return {row[0] for row in await cursor.fetchall()}
+
+
+# SQLSTATEs of an OperationalError that mean "the database cannot serve", not "this
+# statement failed": connection exceptions (08...), the server shutting down or starting
+# (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now), and no
+# connection slot left (53300 too_many_connections). Other OperationalErrors are about
+# the statement: 54000 program_limit_exceeded (a value too long for an index), 57014
+# query_canceled...
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc``, an error of psycopg, means the database cannot be reached or
+    cannot serve (no SQLSTATE: the client lost or could not open the connection), rather
+    than that a statement failed."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    return exc.sqlstate is None or exc.sqlstate.startswith(_UNREACHABLE_STATES)

@@ -100,6 +100,18 @@ _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _of_the_database(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a projection's apply, is the database's state (retry the
+    batch until it answers) rather than the events' (retry, then isolate the poison event).
+    An OperationalError counts as the database's only with a SQLSTATE that says so
+    (``database.unreachable``): 54000 program_limit_exceeded, a value too long for an
+    index, is an OperationalError too, and retrying it as an outage stalled every tenant's
+    events behind one event."""
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, _CONNECTION_ERRORS) and database.unreachable(exc)
+
+
 @dataclass(frozen=True, slots=True)
 class _Batch:
     """A fetched batch: its records, their decoded events (or decode errors; None for a
@@ -441,9 +453,9 @@ class ProjectionRunner:
                     if isinstance(prepared, _PrepareFailed):
                         raise prepared.error
                     await self.projection.apply(conn, prepared)
-                except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS):
-                    raise
                 except Exception as exc:
+                    if _of_the_database(exc):
+                        raise
                     raise ApplyFailed(str(exc)) from exc
                 applied = len(records)
             self._fault(AFTER_APPLY)
@@ -490,9 +502,9 @@ class ProjectionRunner:
                         await self.projection.apply(conn, prepared)
                     applied += 1
                     break
-                except (*_CONNECTION_ERRORS, *_TRANSIENT_ERRORS):
-                    raise
                 except Exception as exc:
+                    if _of_the_database(exc):
+                        raise
                     if attempts > self.settings.poison_retries:
                         event = record.event
                         logger.error(

@@ -3,7 +3,9 @@
 It deliberately does NOT dedupe, so a record applied twice shows as two rows and a
 record lost shows as a missing offset: the runtime's exactly-once effects are what
 keep the ledger exact. Events carrying ``reason == "poison"`` (conversation.failed)
-make ``apply`` raise, to exercise retries and the DLQ.
+make ``apply`` raise, to exercise retries and the DLQ; ``reason == "unindexable"`` makes
+it insert a key PostgreSQL's btree index cannot hold (SQLSTATE 54000, which psycopg
+raises as an OperationalError, the class of a lost connection too).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class LedgerProjection(Projection):
         return (
             "CREATE TABLE IF NOT EXISTS ledger ("
             ' topic text NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL,'
-            " event_id uuid NOT NULL, worker text NOT NULL)"
+            " event_id uuid NOT NULL, worker text NOT NULL);"
+            " CREATE TABLE IF NOT EXISTS ledger_keys (key text PRIMARY KEY)"
         )
 
     async def apply(self, conn: AsyncConnection[Any], records: Sequence[LogRecord]) -> None:
@@ -43,6 +46,12 @@ class LedgerProjection(Projection):
             event = record.event
             if isinstance(event, ConversationFailed) and event.data.reason == "poison":
                 raise PoisonEvent(f"poison event at offset {record.offset}")
+            if isinstance(event, ConversationFailed) and event.data.reason == "unindexable":
+                # 12,800 characters of hex: over the 2,704 bytes of a btree entry.
+                await conn.execute(
+                    "INSERT INTO ledger_keys"
+                    " SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i"
+                )
         async with conn.cursor().copy(
             'COPY ledger (topic, partition, "offset", event_id, worker) FROM STDIN'
         ) as copy:

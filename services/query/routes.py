@@ -241,6 +241,7 @@ def add_query_routes(app: FastAPI, service: QueryService) -> None:
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", first_error(exc)[1], path="user") from None
         subject = subject_of(key.tenant, user)
+        conversation_id = tools.check_id(conversation_id, "conversation_id")
         if not key.allows("read"):
             if not conversation_id:
                 raise ApiError(
@@ -367,7 +368,9 @@ def add_query_routes(app: FastAPI, service: QueryService) -> None:
                     key,
                     conversation_id=message.call_id,
                     caller_id=message.number,
-                    user=user if isinstance(user, str) else None,
+                    user=tools.check_id(user, "user", code="invalid_payload")
+                    if isinstance(user, str)
+                    else None,
                 )
                 answer = await tool_answer(request, key, subject, text.strip(), message.call_id)
             except ApiError as exc:
@@ -505,7 +508,8 @@ def add_query_routes(app: FastAPI, service: QueryService) -> None:
         only; it holds no personal data beyond the subject's hash."""
         key = await service.authorise(request, "admin")
         params = request.query_params
-        user, key_id = params.get("user"), params.get("key_id")
+        user = params.get("user")
+        key_id = tools.check_id(params.get("key_id"), "key_id")
         if user is None and key_id is None:
             raise ApiError(422, "invalid_request", "give user or key_id", path="user")
         try:

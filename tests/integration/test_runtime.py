@@ -196,6 +196,30 @@ async def test_poison_events_go_to_the_dlq_and_the_partition_moves_on(
     assert decode_failure["payload"] == "{not json"
 
 
+async def test_an_event_the_database_refuses_is_dead_lettered_not_retried_as_an_outage(
+    topics: Settings, db: Any
+) -> None:
+    # A statement error that psycopg raises as an OperationalError (54000, a key too long
+    # for its index) is the event's, not the database's: retrying it as an outage stalled
+    # every tenant's events behind it.
+    settings = topics.replace(poison_retries=1)
+    tp = Topics(settings.topic_prefix)
+    before, after = call_events("acme", 3), call_events("beta", 3)
+    async with EventLog(settings) as log:
+        await log.append_many(before)
+        refused = await log.append(failed_event("acme", "unindexable"))
+        await log.append_many(after)
+
+    runner = ProjectionRunner(LedgerProjection(), settings)
+    good = len(before) + len(after)
+    await run_until(runner, (lambda: settled(settings, db), final(good)), timeout=30)
+    assert await ledger_stats(db) == (good, good)
+    [letter] = [decode_dead_letter(r.value) for r in await read_topic(settings, tp.dlq)]
+    assert (letter["partition"], letter["offset"]) == (refused.partition, refused.offset)
+    assert letter["stage"] == "apply" and letter["attempts"] == settings.poison_retries + 1
+    assert letter["error"]["type"] == "ProgramLimitExceeded"
+
+
 async def test_the_runner_reconnects_when_its_database_connection_is_killed(
     topics: Settings, db: Any
 ) -> None:
