@@ -24,14 +24,15 @@ its own (never compare vectors of one with the other's):
   run (onnxruntime's dynamic quantisation, derived from ``model.onnx`` at first use:
   :func:`_quantised_model`). Each text runs alone: the activations' scale is then the
   text's own, so a vector never depends on the texts embedded beside it, and no run
-  computes padding. About 2.5x the throughput of the fp32 model on the project's 2-core
-  machine (docs/memory.md, "Embeddings and links"); on the recall corpus its turn
-  rankings are the fp32 model's within a point (recall@10 0.842 for both).
+  computes padding. About twice the throughput of the fp32 model on the project's 2-core
+  machine, and a third of its time for a question alone (docs/memory.md, "Embeddings and
+  links"); on the recall corpus its turn rankings are the fp32 model's within a point
+  (recall@10 0.842 for both).
 - :data:`FP32_MODEL_NAME`, ``local/all-minilm-l6-v2-int8``: ``model.onnx`` as it is, whose
   int8 weights onnxruntime turns back to fp32 when it loads them, in batches sorted by
   length and padded to their own longest text. The default before the dq8 model; a
   deployment whose vectors are of it keeps it with ``MEMSTREAM_EMBEDDING_MODEL``
-  (docs/operations.md, "Upgrading").
+  (docs/operations.md, "The local model after an upgrade").
 
 Runs go to :attr:`LocalEmbedder.threads` onnxruntime sessions of one thread each, side by
 side: for runs this small, one session of two threads spent a third of its time handing
@@ -93,6 +94,9 @@ _PROBE_TOLERANCE = 2e-3
 
 _PAD_ID = 0
 
+#: Sessions by default at most: each holds its own copy of the weights (25-40 MB).
+MAX_SESSIONS = 8
+
 Floats = npt.NDArray[np.float32]
 Lengths = npt.NDArray[np.intp]
 
@@ -109,9 +113,9 @@ class LocalEmbedder:
         a machine also derives it, about 3 s, and caches it: :func:`_quantised_model`).
 
         ``threads``: onnxruntime sessions of one thread each, which run side by side
-        (None: one per core). Raises :class:`ValueError` for a model that is not local,
-        :class:`RuntimeError` naming the package when a file is missing or is not the
-        pinned one.
+        (None: one per core this process may use, at most :data:`MAX_SESSIONS`). Raises
+        :class:`ValueError` for a model that is not local, :class:`RuntimeError` naming
+        the package when a file is missing or is not the pinned one.
         """
         if model not in LOCAL_MODELS:
             raise ValueError(
@@ -131,7 +135,7 @@ class LocalEmbedder:
         tokenizer.no_padding()
         self._tokenizer = tokenizer
         self.name = model
-        self.threads = threads if threads is not None else max(1, os.cpu_count() or 1)
+        self.threads = threads if threads is not None else _cores()
         self._alone = model == MODEL_NAME
         if self._alone:
             self._sessions = _quantised_sessions(model_path, self.threads, tokenizer)
@@ -200,6 +204,16 @@ class LocalEmbedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         result: Floats = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return result
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count: a
+    container's share), at most :data:`MAX_SESSIONS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_SESSIONS))
 
 
 def _session(model: bytes, *, fp32: bool) -> ort.InferenceSession:

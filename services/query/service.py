@@ -75,7 +75,7 @@ def _embedders(
 ) -> tuple[Embedder, Embedder | None]:
     """The query embedder for `model` (None or empty: the default local model; a local
     model's name: that model) and its fallback; `threads`: the local model's sessions
-    (None: one per core)."""
+    (None: one per core, at most ``local.MAX_SESSIONS``)."""
     from projections.embeddings.local import LocalEmbedder
 
     if is_local(model):
@@ -100,9 +100,9 @@ class QueryService(ServiceBase):
     ) -> None:
         """``embedder`` embeds queries with the model the embedding processor uses (from
         settings when not given); ``fallback`` (the local model) when it is unavailable.
-        ``embed_threads``: the local model's threads (None: one per core, the lowest
-        latency for one question; the live processor takes 1, which spends a third less
-        CPU per text on a busy machine: docs/benchmarks.md, "live")."""
+        ``embed_threads``: the local model's sessions of one thread each (None: one per
+        core; a question alone runs on one of them, and requests at once on several; the
+        live processor takes 1)."""
         super().__init__(settings, pool_min_size=2)
         self._embed_threads = embed_threads
         # Given embedders are used as they are; otherwise the model follows the live
