@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -342,7 +343,7 @@ def test_reproduces_the_reference_centroids_shipped_with_the_model(
         centroid = centroid_of(fp32.embed(queries[benchmark]["queries"]))
         assert cos(centroid, want) > 0.99999
         assert max_diff([centroid], [want]) < 1e-5
-        assert cos(centroid_of(embedder.embed(queries[benchmark]["queries"])), want) > 0.995
+        assert cos(centroid_of(embedder.embed(queries[benchmark]["queries"])), want) > 0.99
 
 
 def centroid_of(vectors: list[list[float]]) -> list[float]:
@@ -416,15 +417,22 @@ def test_the_dq8_model_is_cached_and_a_damaged_cache_is_derived_again(
     assert cached.stat().st_size > 10**7
 
 
-def test_a_dq8_model_that_gives_other_vectors_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_dq8_model_that_gives_other_vectors_is_not_used(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fp32: LocalEmbedder,
 ) -> None:
     # What another onnxruntime's quantiser could do: the check compares what the derived
-    # model computes with what it computed when it was adopted.
+    # model computes with what it computed when it was adopted. The fp32 model embeds
+    # instead, under its own name (its vectors are right), and the error says why.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(local, "_PROBE_HEAD", tuple(x + 0.01 for x in local._PROBE_HEAD))
-    with pytest.raises(RuntimeError, match="does not give the vectors it was adopted with"):
-        LocalEmbedder(threads=1)
+    with caplog.at_level(logging.ERROR, logger=local.__name__):
+        embedder = LocalEmbedder(threads=1)
+    assert embedder.name == FP32_MODEL_NAME
+    assert embedder.embed(MEMORIES) == fp32.embed(MEMORIES)
+    assert "does not give the vectors it was adopted with" in caplog.text
 
 
 def test_an_unwritable_cache_still_gives_the_model(
