@@ -17,19 +17,35 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, get_args, get_origin
+from types import MappingProxyType, UnionType
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, Union, get_args, get_origin
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from schemas.exceptions import UnknownEventType
 
 __all__ = [
+    "EARLIEST_INSTANT",
     "EVENT_TYPES",
+    "LATEST_INSTANT",
     "LOGICAL_TOPICS",
+    "MAX_ID_CHARS",
     "MEMSTREAM_NAMESPACE",
     "Event",
     "EventData",
+    "Id",
+    "Instant",
     "Source",
     "Upcaster",
     "derived_event_id",
@@ -49,15 +65,55 @@ LOGICAL_TOPICS: frozenset[str] = frozenset(
     {"conversations", "memories", "embeddings", "summaries", "live"}
 )
 
+#: The longest id an event holds (a conversation or call, a user, a source's ids), as the
+#: query API's: ids are indexed, and a btree entry of PostgreSQL holds at most about
+#: 2,700 bytes, so a longer id would be acknowledged and then never projected.
+MAX_ID_CHARS = 256
+
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # The tenant part is checked against the ``tenant`` field by Event itself; the
-# pattern only documents the shape in the JSON Schema.
-SUBJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}/.+$"
+# pattern only documents the shape in the JSON Schema. The user part is an id, or
+# the subject of a caller nothing identifies, ``anonymous-<conversation id>``
+# (services/identity.py), longer than an id by its prefix; 256 is MAX_ID_CHARS.
+SUBJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}/(?:.{1,256}|anonymous-.{1,256})$"
 
 _TENANT_RE = re.compile(TENANT_PATTERN)
 
 Tenant = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
 Subject = Annotated[str, StringConstraints(pattern=SUBJECT_PATTERN)]
+Id = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)]
+"""An id from outside memstream (a platform's call or agent id): at most
+:data:`MAX_ID_CHARS` characters."""
+
+#: The earliest and the latest point in time an event may hold. Calls happen now, give or
+#: take a clock: a time outside these is a broken sender. Refusing it keeps the date
+#: arithmetic downstream from overflowing (a period's start, a call's end), and PostgreSQL
+#: from storing a time it holds but psycopg cannot read back (after 9999 in UTC).
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _plausible(value: datetime) -> datetime:
+    # Compared, never converted: astimezone on year 1 at +14:00 overflows.
+    if not EARLIEST_INSTANT <= value <= LATEST_INSTANT:
+        raise ValueError("must be between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z")
+    return value
+
+
+class _PlausibleJsonSchema:
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The bounds of a date-time in the vocabulary of JSON Schema's format validators.
+        schema = handler(core_schema)
+        schema["formatMinimum"] = f"{EARLIEST_INSTANT:%Y-%m-%dT%H:%M:%SZ}"
+        schema["formatMaximum"] = f"{LATEST_INSTANT:%Y-%m-%dT%H:%M:%SZ}"
+        return schema
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible), _PlausibleJsonSchema()]
+"""A timezone-aware point in time between :data:`EARLIEST_INSTANT` and
+:data:`LATEST_INSTANT`: every time an event holds is one."""
 
 # --------------------------------------------------------------------------- ids
 
@@ -160,11 +216,11 @@ class Source(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    platform: str
+    platform: Id
     """``elevenlabs``, ``vapi``, ``retell``, ``api`` or ``memstream`` (derived events)."""
-    event_id: str | None = None
+    event_id: Id | None = None
     """The platform's own event, call or conversation id."""
-    agent_id: str | None = None
+    agent_id: Id | None = None
 
 
 class EventData(BaseModel):
@@ -234,12 +290,12 @@ class Event(BaseModel):
     tenant: Tenant
     subject: Subject
     """The user the event is about, ``tenant/user``; the Kafka key."""
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     """Platform time."""
-    recorded_at: AwareDatetime
+    recorded_at: Instant
     """Time the event was appended."""
     source: Source
-    correlation_id: str | None = None
+    correlation_id: Id | None = None
     """The conversation id."""
     causation_id: uuid.UUID | None = None
     """Id of the event this one was derived from."""
@@ -263,6 +319,21 @@ class Event(BaseModel):
         call that began at or before a user's erasure is the forgotten user's, whenever it
         ended, and one that begins after it is a new relationship."""
         return self.occurred_at
+
+    @model_validator(mode="after")
+    def _no_nul_character(self, info: ValidationInfo) -> Self:
+        # PostgreSQL text (and jsonb) cannot hold a NUL: an event with one anywhere, in a
+        # turn's text, a metadata key or the subject, would be acknowledged and then fail
+        # in every projection. Checked on the decoded values, where sealed fields are open;
+        # not again on a record read back from the log (schemas.wire.decode_event).
+        context = info.context
+        if context is not None and context.get(FROM_LOG):
+            return self
+        if _holds_nul(self):
+            raise ValueError(
+                f"{_nul_path(self)} holds a NUL character (\\u0000), which memstream cannot store"
+            )
+        return self
 
     @model_validator(mode="after")
     def _subject_belongs_to_tenant(self) -> Self:
@@ -310,6 +381,97 @@ class Event(BaseModel):
             causation_id=causation_id,
             data=data,
         )
+
+
+_NUL = "\x00"
+
+#: Key of the validation context set when a record read from the log is decoded.
+FROM_LOG = "from_log"
+
+
+_TEXT_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def _text_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``cls`` that may hold a string: not a vector's thousands of floats,
+    which would make the walk many times slower than validating the event."""
+    names = _TEXT_FIELDS.get(cls)
+    if names is None:
+        names = tuple(
+            name for name, field in cls.model_fields.items() if _may_hold_text(field.annotation)
+        )
+        _TEXT_FIELDS[cls] = names
+    return names
+
+
+_NEVER_TEXT = (bool, int, float, uuid.UUID, datetime, AwareDatetime, type(None))
+
+
+def _may_hold_text(annotation: Any) -> bool:
+    if annotation in _NEVER_TEXT:
+        return False
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _may_hold_text(args[0])
+    if origin is Literal:
+        return False  # the model's own strings
+    if origin in (Union, UnionType, tuple, list, frozenset, set):
+        return any(_may_hold_text(arg) for arg in args if arg is not Ellipsis)
+    return True  # str, Any, a dict, a model, anything else: walked
+
+
+def _holds_nul(root: object) -> bool:
+    """Whether a string anywhere in ``root`` (a model, dict keys included) holds a NUL.
+
+    A loop over a stack, not recursion: metadata kept verbatim may nest deeper than
+    Python's recursion limit allows. Run on every event made or taken from outside, so
+    as lean as it can be."""
+    stack: list[object] = [root]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        value = pop()
+        if isinstance(value, str):
+            if _NUL in value:
+                return True
+        elif isinstance(value, BaseModel):
+            fields = value.__dict__
+            extend(fields[name] for name in _text_fields(type(value)))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and _NUL in key:
+                    return True
+                push(item)
+        elif isinstance(value, list | tuple):
+            extend(value)
+    return False
+
+
+def _nul_path(root: object) -> str:
+    """Where a NUL is, e.g. ``data.turns[1].text``, or ``a key of data.metadata`` (never
+    the key itself, which holds it); called once :func:`_holds_nul` found one."""
+    stack: list[tuple[object, str]] = [(root, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _NUL in value:
+                return path or "the event"
+        elif isinstance(value, BaseModel):
+            fields = value.__dict__
+            stack.extend(
+                (fields[name], _key_path(path, name)) for name in _text_fields(type(value))
+            )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and _NUL in key:
+                    return f"a key of {path or 'the event'}"
+                stack.append((item, _key_path(path, str(key))))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+    return "the event"
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _register(cls: type[Event]) -> None:

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from schemas.codec import (
     ERASED,
@@ -29,9 +29,10 @@ from schemas.codec import (
     PersonalText,
     TranscriptJSONArray,
 )
-from schemas.envelope import Event, EventData, upcasts_from
+from schemas.envelope import MAX_ID_CHARS, Event, EventData, Id, Instant, upcasts_from
 
 __all__ = [
+    "MAX_CALL_SECS",
     "Analysis",
     "CallSignalled",
     "CallSignalledData",
@@ -78,6 +79,14 @@ __all__ = [
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+ConversationId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+"""A platform's conversation or call id: indexed by the read models, so at most
+:data:`~schemas.envelope.MAX_ID_CHARS` characters."""
+
+#: No call lasts a week: a longer duration, or a turn said later than that into its call,
+#: is a broken sender. The webhooks refuse the same (services/ingest/platforms/payload.py);
+#: the read models store offsets as 32-bit integers of milliseconds.
+MAX_CALL_SECS = 7 * 24 * 3600
 
 
 def _e164_or_erased(value: str) -> str:
@@ -102,12 +111,12 @@ DynamicValue = str | int | float | bool | None
 
 
 class ConversationStartedData(EventData):
-    conversation_id: NonEmptyStr
+    conversation_id: ConversationId
     caller_phone: E164 | None = None
     """The caller's number in E.164 form, when the call came over the phone network."""
-    user_id: PersonalText | None = None
+    user_id: Annotated[PersonalText, StringConstraints(max_length=MAX_ID_CHARS)] | None = None
     """The caller's id in the customer's own system, when the platform passes one."""
-    agent_id: str | None = None
+    agent_id: Id | None = None
     dynamic_variables: PersonalJSON[dict[str, DynamicValue]] = Field(default_factory=dict)
     """What the platform fills the agent's prompt with: the caller's name, account..."""
     channel: Channel = "unknown"
@@ -136,8 +145,8 @@ class Turn(EventData):
     text: str
     """What was said; empty for a turn that only calls tools. Personal: sealed with the
     transcript (``ConversationEndedData.turns``)."""
-    offset_ms: int = Field(ge=0)
-    """Milliseconds since the start of the conversation."""
+    offset_ms: int = Field(strict=True, ge=0, le=MAX_CALL_SECS * 1000)
+    """Milliseconds since the start of the conversation (an integer: ``true`` is not 1)."""
     tool_calls: tuple[ToolCall, ...] = ()
 
 
@@ -154,10 +163,10 @@ class Analysis(EventData):
 
 
 class ConversationEndedData(EventData):
-    conversation_id: NonEmptyStr
-    started_at: AwareDatetime
-    ended_at: AwareDatetime | None = None
-    duration_secs: float | None = Field(default=None, ge=0)
+    conversation_id: ConversationId
+    started_at: Instant
+    ended_at: Instant | None = None
+    duration_secs: float | None = Field(default=None, ge=0, le=MAX_CALL_SECS)
     status: str
     """The platform's final status, e.g. ``done``."""
     turns: TranscriptJSONArray[tuple[Turn, ...]] = ()
@@ -220,7 +229,7 @@ def _turn_v1_to_v2(turn: dict[str, Any]) -> dict[str, Any]:
 
 
 class ConversationFailedData(EventData):
-    conversation_id: NonEmptyStr
+    conversation_id: ConversationId
     reason: PersonalText
     """The platform's message, which may quote the call or name the number."""
     failure_type: str | None = None
@@ -294,7 +303,7 @@ class UserForgotten(Event):
 class Provenance(EventData):
     """Where a memory came from: the conversation and the turns that said it."""
 
-    conversation_id: NonEmptyStr
+    conversation_id: ConversationId
     turns: tuple[Annotated[int, Field(ge=0)], ...] = ()
     """Indices into the conversation's transcript (``conversation.ended`` turns)."""
 
@@ -310,7 +319,7 @@ class MemoryExtractedData(EventData):
     """What the extractor saw: ``fact``, ``preference``, ``plan``, ``problem``, ``feeling``..."""
     key: str | None = None
     """A slot for facts that replace each other (``home_city``); None when facts accumulate."""
-    observed_at: AwareDatetime
+    observed_at: Instant
     """When the caller said it: the start of the call."""
     extractor: NonEmptyStr
     """Which path produced it: ``rules``, or ``llm:<model>``."""
@@ -336,7 +345,7 @@ class MemoryExtracted(Event):
 class MemoryReinforcedData(EventData):
     memory_id: uuid.UUID
     """The memory said again."""
-    observed_at: AwareDatetime
+    observed_at: Instant
     provenance: Provenance
 
 
@@ -359,7 +368,7 @@ class MemorySupersededData(EventData):
     """The memory no longer true."""
     superseded_by: uuid.UUID
     """The memory that replaces it (extracted from the same conversation)."""
-    observed_at: AwareDatetime
+    observed_at: Instant
 
 
 class MemorySuperseded(Event):
@@ -422,7 +431,7 @@ class PassageVector(EventData):
 
 
 class PassagesEmbeddedData(EventData):
-    conversation_id: NonEmptyStr
+    conversation_id: ConversationId
     model: NonEmptyStr
     """The embedding model; vectors of different models are never compared."""
     dimension: int = Field(ge=1, le=16_000)
@@ -473,7 +482,7 @@ class SummaryInputs(EventData):
     last_event_id: uuid.UUID
     """The newest input event the summary includes: for a profile the last memory event
     of the user the summariser had applied, for a conversation its ``conversation.ended``."""
-    as_of: AwareDatetime
+    as_of: Instant
     """When the newest input began (``Event.began``: a memory's observation, the start of
     a conversation's call); also the summary's own ``occurred_at``. An erasure at or after
     it covers the summary."""
@@ -490,7 +499,7 @@ class SummaryGeneratedData(EventData):
     generator_version: NonEmptyStr
     """Bumped when the same inputs would give another text; for ``platform`` the
     platform's name."""
-    conversation_id: str | None = None
+    conversation_id: Id | None = None
     """The conversation a ``conversation`` summary is about (None for a profile)."""
     sequence: int | None = Field(default=None, ge=1)
     """A profile's number among the user's profiles (1, 2, ...): readers keep the highest,
@@ -527,8 +536,8 @@ LiveSignal = Literal[
 
 
 class TurnSaidData(EventData):
-    conversation_id: NonEmptyStr
-    started_at: AwareDatetime | None = None
+    conversation_id: ConversationId
+    started_at: Instant | None = None
     """When the call began, when the sender says; else the turn's own time stands in."""
     turns: TranscriptJSONArray[tuple[Turn, ...]] = ()
     """What was said: one final turn per event as platforms send them (partials are never
@@ -554,14 +563,14 @@ class TurnSaid(Event):
 
 
 class CallSignalledData(EventData):
-    conversation_id: NonEmptyStr
+    conversation_id: ConversationId
     signal: LiveSignal
     """What happened: speech started or stopped (``role`` says whose), a status change
     (``status``), the caller interrupted, the call was hung up, the transcript was updated."""
     role: TurnRole | None = None
     status: Annotated[str, StringConstraints(max_length=64)] | None = None
     """The platform's status for ``status``, e.g. ``ringing``, ``ended``."""
-    started_at: AwareDatetime | None = None
+    started_at: Instant | None = None
 
 
 class CallSignalled(Event):
@@ -587,16 +596,16 @@ class PrefetchedHit(EventData):
     """The memory's id, or the passage's ``<conversation id>#<turn seq>``."""
     text: str
     score: float
-    said_at: AwareDatetime | None = None
-    conversation_id: str | None = None
+    said_at: Instant | None = None
+    conversation_id: Id | None = None
     turns: tuple[int, ...] = ()
     speaker: Literal["caller", "agent"] | None = None
     """A passage's speaker."""
 
 
 class ContextPrefetchedData(EventData):
-    conversation_id: NonEmptyStr
-    started_at: AwareDatetime | None = None
+    conversation_id: ConversationId
+    started_at: Instant | None = None
     topic: PersonalText
     """The caller's words the search was for (the turn that shifted the topic)."""
     hits: PersonalJSONArray[tuple[PrefetchedHit, ...]] = ()

@@ -69,19 +69,27 @@ _MAX_PAGE = 200
 USER: TypeAdapter[str] = TypeAdapter(User)
 
 
+#: PostgreSQL text cannot hold a NUL character, nor can an event (schemas.envelope.Event):
+#: refused here, a 422, rather than failing when the event is made.
+_NO_NUL = r"^[^\x00]*$"
+
+
 class AssertRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    content: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    content: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=_NO_NUL),
+    ]
     sector: Sector = "semantic"
     salience: float = Field(default=0.5, ge=0.0, le=1.0)
-    asserted_by: Annotated[str, StringConstraints(max_length=200)] | None = None
+    asserted_by: Annotated[str, StringConstraints(max_length=200, pattern=_NO_NUL)] | None = None
 
 
 class RetractRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=500, pattern=_NO_NUL)] | None = None
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -254,6 +262,9 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
             parsed_id = uuid.UUID(memory_id)
         except ValueError:
             raise ApiError(422, "invalid_request", "memory_id is not a UUID", "memory_id") from None
+        reason = request.query_params.get("reason")
+        if reason is not None and "\x00" in reason:
+            raise ApiError(422, "invalid_request", "reason must not hold a NUL character", "reason")
         subject = subject_of(key.tenant, user)
         async with service.pool.connection() as conn:
             memory = await get_memory(conn, key.tenant, parsed_id)
@@ -266,7 +277,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
             subject=subject,
             source=Source(platform="memstream"),
             occurred_at=utc_now(),
-            data={"memory_id": parsed_id, "reason": request.query_params.get("reason")},
+            data={"memory_id": parsed_id, "reason": reason},
         )
         position = await service.append(event)
         return JSONResponse(

@@ -110,6 +110,76 @@ async def test_a_field_of_the_wrong_type_is_refused_with_its_path(
     assert await appended(topics) == []
 
 
+def _with_nul_in_a_metadata_key(document: dict[str, Any]) -> None:
+    document["data"]["metadata"]["no\x00te"] = "x"
+
+
+def _with_offset_true(document: dict[str, Any]) -> None:
+    document["data"]["turns"][2]["offset_ms"] = True
+
+
+def _with_offset_beyond_a_week(document: dict[str, Any]) -> None:
+    document["data"]["turns"][2]["offset_ms"] = 2**62
+
+
+def _with_an_endless_duration(document: dict[str, Any]) -> None:
+    document["data"]["duration_secs"] = 1e308
+
+
+def _with_a_start_after_9999_in_utc(document: dict[str, Any]) -> None:
+    document["data"]["started_at"] = "9999-12-31T23:59:59-14:00"
+
+
+def _with_a_start_before_1970(document: dict[str, Any]) -> None:
+    document["data"]["started_at"] = "1969-12-31T23:59:59Z"
+
+
+def _with_a_long_conversation_id(document: dict[str, Any]) -> None:
+    document["data"]["conversation_id"] = "c" * 257
+
+
+def _with_a_long_source_event_id(document: dict[str, Any]) -> None:
+    document["source"]["event_id"] = "c" * 257
+
+
+def _with_a_long_user(document: dict[str, Any]) -> None:
+    document["subject"] = "acme/" + "u" * 257
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (_with_nul_in_a_metadata_key, "events[0]"),
+        (_with_offset_true, "events[0].data.turns.2.offset_ms"),
+        (_with_offset_beyond_a_week, "events[0].data.turns.2.offset_ms"),
+        (_with_an_endless_duration, "events[0].data.duration_secs"),
+        (_with_a_start_after_9999_in_utc, "events[0].data.started_at"),
+        (_with_a_start_before_1970, "events[0].data.started_at"),
+        (_with_a_long_conversation_id, "events[0].data.conversation_id"),
+        (_with_a_long_source_event_id, "events[0].source.event_id"),
+        (_with_a_long_user, "events[0].subject"),
+    ],
+    ids=lambda value: value.__name__.removeprefix("_with_") if callable(value) else None,
+)
+async def test_what_no_read_model_can_store_is_refused(
+    topics: Settings, ingest: httpx.AsyncClient, api_key: str, change: Any, path: str
+) -> None:
+    """A NUL character (PostgreSQL text holds none), an id too long to index, a time
+    outside 1970..2200 or an offset beyond any call: 422 invalid_event, nothing appended,
+    rather than an event every projection fails on."""
+    document = wire(call_events("acme", 1)[1])
+    change(document)
+    response = await ingest.post(
+        "/v1/events", json=[document], headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["path"]) == ("invalid_event", path)
+    if change is _with_nul_in_a_metadata_key:
+        assert "a key of data.metadata holds a NUL character" in error["message"]
+    assert await appended(topics) == []
+
+
 async def test_a_key_cannot_write_another_tenants_events(
     topics: Settings, ingest: httpx.AsyncClient, api_key: str
 ) -> None:

@@ -1249,3 +1249,126 @@ def test_payload_error_keeps_its_path_through_pickling() -> None:
     assert (copied.path, copied.message, str(copied)) == (error.path, error.message, str(error))
     assert str(error) == "data.transcript[3].time_in_call_secs: must be a number, got a string"
     assert error.code == "invalid_payload"
+
+
+# ------------------------------------------------- what no read model can store
+
+PARSERS: dict[str, Callable[[dict[str, Any]], NormalisedWebhook]] = {
+    "elevenlabs_post_call_transcription": eleven_post_call,
+    "elevenlabs_initiation": eleven_initiation,
+    "vapi_end_of_call_report": vapi_message,
+    "retell_call_analyzed": retell_webhook,
+}
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """Set the field at the dotted ``path`` (``[i]`` for list elements) of a body."""
+
+    def change(body: dict[str, Any]) -> None:
+        parts = path.replace("[", ".").replace("]", "").split(".")
+        node: Any = body
+        for part in parts[:-1]:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[parts[-1]] = value
+
+    return change
+
+
+def _drop(path: str) -> Callable[[dict[str, Any]], None]:
+    def change(body: dict[str, Any]) -> None:
+        parent, _, name = path.rpartition(".")
+        node: Any = body
+        for part in parent.split("."):
+            node = node[part]
+        node.pop(name)
+
+    return change
+
+
+ELEVEN = "elevenlabs_post_call_transcription"
+VAPI = "vapi_end_of_call_report"
+RETELL = "retell_call_analyzed"
+NUL = "\x00"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "change", "path"),
+    [
+        # PostgreSQL text holds no NUL: wherever it is, the field holding it is named.
+        (ELEVEN, _set("data.transcript[1].message", f"peni{NUL}lin"), "data.transcript[1].message"),
+        (ELEVEN, _set("data.metadata.note", f"x{NUL}y"), "data.metadata.note"),
+        (ELEVEN, _set("data.metadata.deep", {"a": [1, f"x{NUL}"]}), "data.metadata.deep.a[1]"),
+        (ELEVEN, _set("data.metadata.deep", {f"no{NUL}te": 1}), "data.metadata.deep"),
+        (ELEVEN, _set("data.analysis.transcript_summary", NUL), "data.analysis.transcript_summary"),
+        (ELEVEN, _set("data.analysis.evaluation_criteria_results", {"k": NUL}),
+         "data.analysis.evaluation_criteria_results.k"),
+        (ELEVEN, _set("data.status", f"done{NUL}"), "data.status"),
+        (ELEVEN, _set("data.conversation_id", f"conv{NUL}"), "data.conversation_id"),
+        # ... and in JSON text that is kept parsed, into which the path goes on.
+        (ELEVEN, _set("data.transcript[4].tool_calls[0].params_as_json", '{"a": "\\u0000"}'),
+         "data.transcript[4].tool_calls[0].params_as_json.a"),
+        (ELEVEN, _set("data.conversation_initiation_client_data.dynamic_variables.x", NUL),
+         "data.conversation_initiation_client_data.dynamic_variables.x"),
+        ("elevenlabs_initiation", _set("caller_id", f"+1415{NUL}"), "caller_id"),
+        (VAPI, _set("message.endedReason", NUL), "message.endedReason"),
+        (VAPI, _set("message.costBreakdown", {NUL: 1}), "message.costBreakdown"),
+        (RETELL, _set("call.transcript_object[0].content", NUL),
+         "call.transcript_object[0].content"),
+        (RETELL, _set("call.metadata", {"k": [NUL]}), "call.metadata.k[0]"),
+        # Ids are indexed: at most 256 characters.
+        (ELEVEN, _set("data.conversation_id", "c" * 257), "data.conversation_id"),
+        (ELEVEN, _set("data.user_id", "u" * 257), "data.user_id"),
+        (ELEVEN, _set("data.agent_id", "a" * 257), "data.agent_id"),
+        ("elevenlabs_initiation", _set("call_sid", "c" * 257), "call_sid"),
+        (VAPI, _set("message.call.id", "c" * 257), "message.call.id"),
+        (RETELL, _set("call.call_id", "c" * 257), "call.call_id"),
+        # Points in time: 1970-01-01..2200-01-01 UTC, before and after date arithmetic.
+        (ELEVEN, _set("data.metadata.start_time_unix_secs", 253_402_300_799),
+         "data.metadata.start_time_unix_secs"),
+        (ELEVEN, _set("data.metadata.start_time_unix_secs", -1),
+         "data.metadata.start_time_unix_secs"),
+        (ELEVEN, _set("data.metadata.start_time_unix_secs", 7_258_118_400 - 10),
+         "data.metadata.call_duration_secs"),
+        (VAPI, _set("message.endedAt", "0001-01-01T00:00:01Z"), "message.endedAt"),
+        (VAPI, _set("message.startedAt", "0001-01-01T00:00:00+14:00"), "message.startedAt"),
+        (VAPI, _set("message.endedAt", "9999-12-31T23:59:59-14:00"), "message.endedAt"),
+        (VAPI, _set("message.startedAt", 1e300), "message.startedAt"),
+        (RETELL, _set("call.start_timestamp", 253_402_300_799_000), "call.start_timestamp"),
+        # Durations: no call lasts a week, however it is told.
+        (VAPI, lambda b: [_drop(f"message.{k}")(b) for k in ("durationSeconds", "durationMs")]
+         and _set("message.endedAt", "2025-10-22T17:10:19Z")(b), "message.endedAt"),
+        (RETELL, _set("call.end_timestamp", RETELL_START_MS + 8 * 24 * 3600 * 1000),
+         "call.end_timestamp"),
+    ],
+)  # fmt: skip
+def test_what_no_read_model_can_store_is_refused_naming_the_field(
+    fixture: str, change: Callable[[dict[str, Any]], object], path: str
+) -> None:
+    body = load(fixture)
+    change(body)
+    assert payload_error(lambda: PARSERS[fixture](body)).path == path
+
+
+def test_an_id_of_256_characters_and_the_edges_of_time_are_accepted() -> None:
+    body = load(ELEVEN)
+    body["data"]["conversation_id"] = "c" * 256  # the caller is anonymous: anonymous-c...c
+    del body["data"]["metadata"]["phone_call"]
+    del body["data"]["conversation_initiation_client_data"]["dynamic_variables"][
+        "system__caller_id"
+    ]
+    body["data"]["metadata"]["start_time_unix_secs"] = 0
+    event = ended(eleven_post_call(body))
+    assert event.subject == f"{TENANT}/anonymous-{'c' * 256}"
+    assert event.data.started_at == datetime(1970, 1, 1, tzinfo=UTC)
+    assert decode_event(encode_event(event)) == event
+
+
+def test_a_live_turn_said_later_than_any_call_lasts_gives_no_event() -> None:
+    """A mid-call message is a signal, not the record of the call: one memstream cannot
+    store is acknowledged without an event, as one of the wrong shape is."""
+    body = vapi_live(
+        {"type": "transcript", "transcriptType": "final", "role": "user", "transcript": "hi",
+         "timestamp": "2025-10-22T17:10:00Z"},
+        startedAt="2025-10-14T17:10:00Z",
+    )  # fmt: skip
+    assert vapi_message(body).events == []

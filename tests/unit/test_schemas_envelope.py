@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -24,6 +26,7 @@ from schemas import (
     EmbeddingComputed,
     Event,
     EventData,
+    InvalidEvent,
     MemoryAsserted,
     MemoryAssertedData,
     MemoryExtracted,
@@ -201,6 +204,142 @@ def test_turn_offset_cannot_be_negative() -> None:
 def test_caller_phone_must_be_e164(phone: str) -> None:
     with pytest.raises(ValidationError):
         ConversationStartedData(conversation_id="c1", caller_phone=phone)
+
+
+# ------------------------------------------------------- what no read model can store
+
+
+def conversation_ended(**data: Any) -> dict[str, Any]:
+    """The wire form of a valid conversation.ended, its ``data`` updated with ``data``."""
+    return {
+        "id": str(new_event_id()), "type": "conversation.ended", "v": 2, "tenant": "acme",
+        "subject": "acme/usr_1", "occurred_at": "2026-11-18T16:42:07Z",
+        "recorded_at": "2026-11-18T16:42:09Z", "source": {"platform": "api"},
+        "data": {"conversation_id": "call-1", "started_at": "2026-11-18T16:38:51Z",
+                 "status": "done", "metadata": {"cost": {"total": 0.12}},
+                 "turns": [{"role": "user", "text": "hi", "offset_ms": 0}], **data},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"subject": "acme/usr\x00_1"}, "subject"),
+        ({"source": Source(platform="api", event_id="e\x00")}, "source.event_id"),
+        (
+            {
+                "data": MemoryAssertedData(
+                    memory_id=uuid.uuid4(), content="a\x00", sector="semantic"
+                )
+            },
+            "data.content",
+        ),
+    ],
+)
+def test_a_nul_character_anywhere_in_an_event_is_refused(
+    overrides: dict[str, Any], where: str
+) -> None:
+    """PostgreSQL text holds no NUL: an event with one would fail in every projection."""
+    with pytest.raises(ValidationError, match=rf"{where} holds a NUL character"):
+        MemoryAsserted(**memory_asserted(**overrides))
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"turns": [{"role": "user", "text": "a\x00", "offset_ms": 0}]}, "data.turns[0].text"),
+        ({"metadata": {"cost": {"no\x00te": 1}}}, "a key of data.metadata.cost"),
+        ({"metadata": {"k": [1, ["\x00"]]}}, "data.metadata.k[1][0]"),
+        ({"status": "\x00"}, "data.status"),
+    ],
+)  # fmt: skip
+def test_a_nul_character_in_an_event_from_outside_is_refused_with_where_it_is(
+    data: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=re.escape(f"{where} holds a NUL character")):
+        decode_event(conversation_ended(**data))
+
+
+def test_a_record_read_from_the_log_is_not_searched_for_nul_again() -> None:
+    """Checked when it was appended; walking it again would slow every rebuild down."""
+    record = conversation_ended(status="\x00")
+    assert decode_event(orjson.dumps(record)).data.status == "\x00"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        "1969-12-31T23:59:59Z",
+        "2200-01-01T00:00:01Z",
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC: converting it overflows
+        "9999-12-31T23:59:59-14:00",  # after 9999 in UTC: psycopg cannot read it back
+    ],
+)
+@pytest.mark.parametrize(
+    "field", ["occurred_at", "recorded_at", "data.started_at", "data.ended_at"]
+)
+def test_a_time_outside_1970_to_2200_is_refused(field: str, instant: str) -> None:
+    record = conversation_ended()
+    if field.startswith("data."):
+        record["data"][field.removeprefix("data.")] = instant
+    else:
+        record[field] = instant
+    with pytest.raises(InvalidEvent, match="between 1970-01-01T00:00:00Z and 2200-01-01"):
+        decode_event(record)
+
+
+def test_the_edges_of_1970_to_2200_are_accepted() -> None:
+    event = decode_event(
+        conversation_ended(started_at="1970-01-01T00:00:00Z", ended_at="2200-01-01T00:00:00Z")
+    )
+    assert event.data.ended_at == datetime(2200, 1, 1, tzinfo=UTC)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"turns": [{"role": "user", "text": "hi", "offset_ms": True}]}, "offset_ms"),
+        ({"turns": [{"role": "user", "text": "hi", "offset_ms": 1.5}]}, "offset_ms"),
+        ({"turns": [{"role": "user", "text": "hi", "offset_ms": 2**62}]}, "offset_ms"),
+        ({"turns": [{"role": "user", "text": "hi", "offset_ms": 7 * 86_400_000 + 1}]}, "offset_ms"),
+        ({"duration_secs": 1e308}, "duration_secs"),
+        ({"duration_secs": 7 * 86_400 + 1}, "duration_secs"),
+    ],
+)  # fmt: skip
+def test_offsets_and_durations_are_those_of_a_call(data: dict[str, Any], field: str) -> None:
+    """No call lasts a week (the webhooks refuse the same); an offset is an integer, not a
+    boolean, and fits the read models' 32-bit column."""
+    with pytest.raises(InvalidEvent, match=field):
+        decode_event(conversation_ended(**data))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.update(subject="acme/" + "u" * 257),
+        lambda r: r.update(subject="acme/anonymous-" + "c" * 257),
+        lambda r: r.update(correlation_id="c" * 257),
+        lambda r: r["source"].update(event_id="e" * 257),
+        lambda r: r["source"].update(agent_id="a" * 257),
+        lambda r: r["source"].update(platform="p" * 257),
+        lambda r: r["data"].update(conversation_id="c" * 257),
+    ],
+)
+def test_an_id_over_256_characters_is_refused(change: Any) -> None:
+    """Ids are indexed, and a btree entry holds about 2,700 bytes."""
+    record = conversation_ended()
+    change(record)
+    with pytest.raises(InvalidEvent):
+        decode_event(record)
+
+
+def test_ids_of_256_characters_and_an_anonymous_subject_of_one_are_accepted() -> None:
+    record = conversation_ended(conversation_id="c" * 256)
+    record.update(subject="acme/anonymous-" + "c" * 256, correlation_id="c" * 256)
+    record["source"].update(event_id="e" * 256, agent_id="a" * 256)
+    assert decode_event(record).correlation_id == "c" * 256
+    record["subject"] = "acme/" + "u" * 256
+    assert decode_event(record).subject == "acme/" + "u" * 256
 
 
 # -------------------------------------------------------------------------- create

@@ -12,7 +12,7 @@ Signatures are checked before these functions run, on the raw bytes.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from schemas import (
@@ -202,8 +202,8 @@ def _transcription(
                 "is required (or event_timestamp and metadata.call_duration_secs)"
             )
         # The webhook is sent when the call is over, so this is the latest it started.
-        started_at = event_time - timedelta(seconds=duration)
-    ended_at = started_at + timedelta(seconds=duration) if duration is not None else None
+        started_at = duration_node.shifted(event_time, -duration)
+    ended_at = duration_node.shifted(started_at, duration) if duration is not None else None
 
     client_data = data["conversation_initiation_client_data"]
     variables_node = client_data["dynamic_variables"]

@@ -10,7 +10,12 @@ Conventions shared by all adapters:
 - an absent field and a JSON ``null`` are the same thing, "missing";
 - ``optional_*`` readers return ``None`` for a missing field, required readers
   raise; both raise when the field is present with the wrong JSON type;
-- fields nobody reads are never looked at, so unknown fields are ignored.
+- fields nobody reads are never looked at, so unknown fields are ignored;
+- what is kept must be storable: no string anywhere (an object's keys included) holds
+  a NUL character, which PostgreSQL text cannot hold; no id is longer than
+  ``MAX_ID_CHARS``, which the read models index; no point in time is outside
+  ``EARLIEST_INSTANT``..``LATEST_INSTANT``. The event schemas refuse the same, but a
+  refusal here names the field of the body.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from typing import Any
 
 import orjson
 
+from schemas.envelope import EARLIEST_INSTANT, LATEST_INSTANT, MAX_ID_CHARS
+from schemas.events import MAX_CALL_SECS
 from services.ingest.platforms.exceptions import PayloadError
 
 __all__ = [
+    "MAX_CALL_SECS",
+    "MAX_ID_CHARS",
     "Node",
     "tool_arguments",
     "tool_result_text",
@@ -33,9 +42,12 @@ __all__ = [
 
 _MISSING: Any = object()
 
+_PLAUSIBLE = f"{EARLIEST_INSTANT:%Y-%m-%dT%H:%M:%SZ}..{LATEST_INSTANT:%Y-%m-%dT%H:%M:%SZ}"
+
 # Ids end up in Kafka keys, derived event ids (which refuse \x1f) and subjects
 # (whose pattern does not match a newline): a control character is a wrong shape.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_NUL = "\x00"
 
 # Unix timestamps in milliseconds are above this; in seconds they stay below it
 # until the year 5138. Used only where a platform's unit is unconfirmed.
@@ -47,10 +59,9 @@ _SMALLEST_UNIX_MS = 100_000_000_000
 # would fail first on a body nested as deep as JSON parsing allows).
 MAX_KEPT_DEPTH = 64
 
-# No call lasts a week: a duration or an offset beyond it is a broken payload, and
-# refusing it here keeps timedelta and the 64-bit integers of the wire format from
-# overflowing further on.
-MAX_CALL_SECS = 7 * 24 * 3600
+# MAX_CALL_SECS (schemas.events): no call lasts a week, so a duration or an offset
+# beyond it is a broken payload; refusing it here also keeps timedelta and the integers
+# of the wire format and the read models from overflowing further on.
 
 
 def _json_kind(value: object) -> str:
@@ -143,18 +154,40 @@ class Node:
         return self._kept(self.raw)
 
     def _kept(self, value: Any) -> Any:
-        """A deep copy of a JSON value to keep in an event (422 if nested too deep)."""
+        """A deep copy of a JSON value to keep in an event (422 if nested too deep, or if a
+        string in it, a key included, holds a NUL character)."""
         try:
             return _json_copy(value, MAX_KEPT_DEPTH)
         except _TooDeep:
             raise self.error(f"nests deeper than {MAX_KEPT_DEPTH} levels") from None
+        except _HoldsNul:
+            raise Node(value, self.path)._error_at_nul() from None
+
+    def _error_at_nul(self) -> PayloadError:
+        """The error about the first NUL character in this value (a string, a list or an
+        object), naming the field that holds it; the value is one :meth:`_kept` refused."""
+        value = self._value
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _NUL in key:
+                    return self.error("has a key holding a NUL character (\\u0000)")
+                if _holds_nul(item):
+                    return self[key]._error_at_nul()
+        if isinstance(value, list):
+            for node in self.items():
+                if _holds_nul(node.raw):
+                    return node._error_at_nul()
+        return self.error("must not contain a NUL character (\\u0000)")
 
     def optional_string(self) -> str | None:
-        """A string, or ``None`` if missing."""
+        """A string, or ``None`` if missing; never one holding a NUL character, which no
+        read model can store."""
         if self.missing:
             return None
         if not isinstance(self._value, str):
             raise self.error(f"must be a string, got {_json_kind(self._value)}")
+        if _NUL in self._value:
+            raise self.error("must not contain a NUL character (\\u0000)")
         return self._value
 
     def string(self) -> str:
@@ -165,18 +198,22 @@ class Node:
         return value
 
     def optional_identifier(self, *, integers: bool = False) -> str | None:
-        """An id: a string without control characters; ``None`` if missing or blank.
+        """An id: a string without control characters, of at most ``MAX_ID_CHARS``
+        characters; ``None`` if missing or blank.
 
         With ``integers``, a JSON integer is accepted too, as its decimal text
         (for ids a customer passes through variables that may be numbers).
         """
         if integers and isinstance(self._value, int) and not isinstance(self._value, bool):
             return str(self._value)
-        value = self.optional_string()
+        # A string is read here, not by optional_string: a NUL is a control character.
+        value = self._value if isinstance(self._value, str) else self.optional_string()
         if value is None or not value.strip():
             return None
         if _CONTROL_CHARACTER.search(value):
             raise self.error("must not contain control characters")
+        if len(value) > MAX_ID_CHARS:
+            raise self.error(f"must be at most {MAX_ID_CHARS} characters")
         return value
 
     def identifier(self) -> str:
@@ -283,17 +320,41 @@ class Node:
                 parsed = datetime.fromisoformat(self._value)
             except ValueError:
                 raise self.error("must be an ISO 8601 date and time") from None
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+            return self.plausible(
+                parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+            )
         value = self.number()
         return self._from_unix(value / 1000 if abs(value) >= _SMALLEST_UNIX_MS else value)
+
+    def shifted(self, instant: datetime, secs: float) -> datetime:
+        """``instant`` moved by ``secs`` seconds, this field's duration (negative: earlier),
+        e.g. a call's end from its start: a plausible point in time, or an error about this
+        field."""
+        try:
+            moved = instant + timedelta(seconds=secs)
+        except OverflowError:
+            raise self.error(f"puts the call outside {_PLAUSIBLE}") from None
+        if not EARLIEST_INSTANT <= moved <= LATEST_INSTANT:
+            raise self.error(f"puts the call outside {_PLAUSIBLE}")
+        return moved
+
+    def plausible(self, instant: datetime) -> datetime:
+        """``instant``, read from this field, if it is between ``EARLIEST_INSTANT`` and
+        ``LATEST_INSTANT``: a call happens now, give or take a clock, and a time far from
+        it would overflow date arithmetic, or be stored where it cannot be read back."""
+        # Compared, never converted: astimezone on year 1 at +14:00 overflows.
+        if not EARLIEST_INSTANT <= instant <= LATEST_INSTANT:
+            raise self.error(f"must be within {_PLAUSIBLE}")
+        return instant
 
     def _from_unix(self, secs: float) -> datetime:
         try:
             # Through timedelta rather than fromtimestamp: exact for every float and
             # independent of the platform's C library limits.
-            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=secs)
+            instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=secs)
         except OverflowError:
-            raise self.error("is not a representable point in time") from None
+            raise self.error(f"must be within {_PLAUSIBLE}") from None
+        return self.plausible(instant)
 
 
 def tool_arguments(node: Node) -> dict[str, Any]:
@@ -310,6 +371,7 @@ def tool_arguments(node: Node) -> dict[str, Any]:
         return node.object()
     if not isinstance(value, str):
         raise node.error(f"must be an object or a JSON string, got {_json_kind(value)}")
+    node.optional_string()  # no NUL character
     if not value.strip():
         return {}
     try:
@@ -317,7 +379,11 @@ def tool_arguments(node: Node) -> dict[str, Any]:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
         return {"_raw": value}
-    return parsed if isinstance(parsed, dict) else {"_raw": value}
+    if not isinstance(parsed, dict):
+        return {"_raw": value}
+    # Kept like an object sent as one: "\u0000" in the JSON text is a NUL once parsed.
+    copied: dict[str, Any] = Node(parsed, node.path).object()
+    return copied
 
 
 def tool_result_text(node: Node) -> str | None:
@@ -326,7 +392,7 @@ def tool_result_text(node: Node) -> str | None:
         return None
     value = node.raw
     if isinstance(value, str):
-        return value
+        return node.string()  # no NUL character
     try:
         # Sorted keys: a redelivery must give identical text.
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
@@ -338,12 +404,38 @@ class _TooDeep(Exception):
     pass
 
 
+class _HoldsNul(Exception):
+    pass
+
+
 def _json_copy(value: Any, depth: int) -> Any:
-    """A deep copy of parsed JSON (dicts, lists, scalars) at most ``depth`` levels deep."""
+    """A deep copy of parsed JSON (dicts, lists, scalars) at most ``depth`` levels deep,
+    without a NUL character in any string or key."""
+    if isinstance(value, str):
+        if _NUL in value:
+            raise _HoldsNul
+        return value
     if isinstance(value, dict | list):
         if depth <= 0:
             raise _TooDeep
         if isinstance(value, dict):
-            return {key: _json_copy(item, depth - 1) for key, item in value.items()}
+            copied: dict[str, Any] = {}
+            for key, item in value.items():
+                if _NUL in key:
+                    raise _HoldsNul
+                copied[key] = _json_copy(item, depth - 1)
+            return copied
         return [_json_copy(item, depth - 1) for item in value]
     return value
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a string in ``value`` (parsed JSON no deeper than ``MAX_KEPT_DEPTH``, as
+    :func:`_json_copy` checked it), a key included, holds a NUL character."""
+    if isinstance(value, str):
+        return _NUL in value
+    if isinstance(value, dict):
+        return any(_NUL in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False

@@ -16,7 +16,7 @@ no tool calls.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from schemas import (
@@ -33,7 +33,7 @@ from schemas import (
 from schemas.events import TurnRole
 from services.identity import caller_subject
 from services.ingest.platforms.exceptions import PayloadError
-from services.ingest.platforms.payload import Node
+from services.ingest.platforms.payload import MAX_CALL_SECS, Node
 from services.ingest.platforms.transcript import TranscriptBuilder
 from services.ingest.platforms.webhook import NormalisedWebhook, platform_event, require_aware
 
@@ -190,19 +190,21 @@ def _call_ended(
     started_at = start_node.optional_unix_ms()
     ended_at = end_node.optional_unix_ms()
     duration: float | None = None
+    duration_node = call["duration_ms"]
     if started_at is not None and ended_at is not None:
         if ended_at < started_at:
             raise end_node.error("must not be before call.start_timestamp")
         duration = (ended_at - started_at).total_seconds()
+        if duration > MAX_CALL_SECS:
+            raise end_node.error("is over a week after call.start_timestamp: longer than any call")
     else:
-        duration_node = call["duration_ms"]
         duration = duration_node.optional_duration_secs(scale=0.001)
     if started_at is None:
         if ended_at is None or duration is None:
             raise start_node.error("is required (or end_timestamp and duration_ms)")
-        started_at = ended_at - timedelta(seconds=duration)
+        started_at = duration_node.shifted(ended_at, -duration)
     if ended_at is None and duration is not None:
-        ended_at = started_at + timedelta(seconds=duration)
+        ended_at = duration_node.shifted(started_at, duration)
 
     variables = call["retell_llm_dynamic_variables"]
     subject, _ = _call_subject(tenant, call, call_id, default_region)

@@ -43,7 +43,12 @@ from schemas import (
 from schemas.events import Channel, LiveSignal, TurnRole
 from services.identity import caller_subject
 from services.ingest.platforms.exceptions import PayloadError
-from services.ingest.platforms.payload import Node, tool_arguments, tool_result_text
+from services.ingest.platforms.payload import (
+    MAX_CALL_SECS,
+    Node,
+    tool_arguments,
+    tool_result_text,
+)
 from services.ingest.platforms.transcript import PendingTurn, TranscriptBuilder
 from services.ingest.platforms.webhook import NormalisedWebhook, platform_event, require_aware
 
@@ -216,6 +221,10 @@ def _live_event(
     at_ms = round(occurred_at.timestamp() * 1000)
     if message_type == "transcript":
         offset = (occurred_at - started_at) // timedelta(milliseconds=1) if started_at else 0
+        if offset > MAX_CALL_SECS * 1000:
+            raise message["timestamp"].error(
+                "is over a week after call.startedAt: longer than any call"
+            )
         return platform_event(
             TurnSaid,
             webhook_type=f"transcript/{role}/{at_ms}/{_digest(text)}",
@@ -372,12 +381,13 @@ def _end_of_call_report(
 
     started_node = message["startedAt"]
     started_at = started_node.optional_instant() or call["startedAt"].optional_instant()
-    ended_at = message["endedAt"].optional_instant() or call["endedAt"].optional_instant()
-    duration = _duration_secs(message, started_at, ended_at)
+    ended_node = call["endedAt"] if message["endedAt"].missing else message["endedAt"]
+    ended_at = ended_node.optional_instant()
+    duration = _duration_secs(message, started_at, ended_at, ended_node)
     if started_at is None:
         if ended_at is None or duration is None:
             raise started_node.error("is required (or endedAt and durationSeconds)")
-        started_at = ended_at - timedelta(seconds=duration)
+        started_at = message.first("durationSeconds", "durationMs").shifted(ended_at, -duration)
 
     subject, _ = _subject(tenant, message, call_id, default_region)
 
@@ -428,14 +438,17 @@ def _end_of_call_report(
 
 
 def _duration_secs(
-    message: Node, started_at: datetime | None, ended_at: datetime | None
+    message: Node, started_at: datetime | None, ended_at: datetime | None, ended_node: Node
 ) -> float | None:
     for name, scale in (("durationSeconds", 1.0), ("durationMs", 0.001)):
         value = message[name].optional_duration_secs(scale)
         if value is not None:
             return value
     if started_at is not None and ended_at is not None and ended_at >= started_at:
-        return (ended_at - started_at).total_seconds()
+        duration = (ended_at - started_at).total_seconds()
+        if duration > MAX_CALL_SECS:
+            raise ended_node.error("is over a week after startedAt: longer than any call")
+        return duration
     return None
 
 
