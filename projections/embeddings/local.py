@@ -110,6 +110,8 @@ class ModelMismatch(RuntimeError):
 class LocalEmbedder:
     """all-MiniLM-L6-v2 on onnxruntime: 384 dims, offline, CPU (``models.LOCAL_MODELS``)."""
 
+    #: The model this embedder runs (the class's: the default model).
+    name: str = MODEL_NAME
     dimension: int = DIMENSION
 
     def __init__(self, *, model: str = MODEL_NAME, threads: int | None = None) -> None:
