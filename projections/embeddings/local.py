@@ -42,6 +42,7 @@ work between them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -322,6 +323,17 @@ def _quantised_model(source: Path, *, fresh: bool = False) -> bytes:
     if not fresh:
         with contextlib.suppress(OSError):
             return cache.read_bytes()
+    # One process derives, the others starting beside it (`memstream run` starts the
+    # embedder, the query service and the live processor at once) wait and read its file:
+    # three derivations side by side took 13-15 s on two cores, one takes 3.
+    with _derivation_lock(cache):
+        if not fresh:
+            with contextlib.suppress(OSError):
+                return cache.read_bytes()
+        return _derive(source, cache)
+
+
+def _derive(source: Path, cache: Path) -> bytes:
     with tempfile.TemporaryDirectory(prefix="memstream-dq8-") as directory:
         folded, quantised = Path(directory) / "folded.onnx", Path(directory) / "dq8.onnx"
         options = ort.SessionOptions()
@@ -342,6 +354,24 @@ def _quantised_model(source: Path, *, fresh: bool = False) -> bytes:
     except OSError as exc:
         logger.info("%s not cached (%s): it is derived again at each start", MODEL_NAME, exc)
     return model
+
+
+@contextlib.contextmanager
+def _derivation_lock(cache: Path) -> Iterator[None]:
+    """An exclusive lock beside ``cache`` across processes (none when the directory
+    cannot be written: each process then derives its own)."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        lock = cache.with_name(f".{cache.name}.lock").open("a")
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _cache_dir() -> Path:

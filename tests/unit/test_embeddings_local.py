@@ -13,6 +13,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -410,7 +411,7 @@ def test_the_dq8_model_is_cached_and_a_damaged_cache_is_derived_again(
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     LocalEmbedder(threads=1)
-    [cached] = (tmp_path / "memstream").iterdir()
+    [cached] = (tmp_path / "memstream").glob("*.onnx")
     assert cached.name.startswith("all-minilm-l6-v2-dq8-") and cached.stat().st_size > 10**7
     cached.write_bytes(b"not a model")
     assert LocalEmbedder(threads=1).embed(MEMORIES) == embedder.embed(MEMORIES)
@@ -442,3 +443,24 @@ def test_an_unwritable_cache_still_gives_the_model(
     blocked.write_text("a file where the cache directory should be")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked / "cache"))
     assert LocalEmbedder(threads=1).embed(MEMORIES[:2]) == embedder.embed(MEMORIES[:2])
+
+
+def test_processes_starting_together_derive_the_dq8_model_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lock is on an open file (flock): two opens conflict even in one process, so two
+    # threads stand for two processes here.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    derived: list[int] = []
+    real = local._derive
+
+    def derive(source: Path, cache: Path) -> bytes:
+        derived.append(1)
+        return real(source, cache)
+
+    monkeypatch.setattr(local, "_derive", derive)
+    source = local._locate(local._MODEL_PACKAGE, local._MODEL_DISTRIBUTION, local._MODEL_FILE)
+    with ThreadPoolExecutor(3) as pool:
+        models = list(pool.map(lambda _: local._quantised_model(source), range(3)))
+    assert len(derived) == 1
+    assert models[0] == models[1] == models[2] and len(models[0]) > 10**7
