@@ -7,9 +7,10 @@
   first partition assignment until every partition's position reached the log end
   (the database is checked afterwards: lag 0, every memory a row).
 - **local embedding**: `LocalEmbedder` (the default local model, all-MiniLM-L6-v2 dq8 on
-  onnxruntime, one session per core) embedding 2,000 spoken turns of 5-40 words (generated, varied lengths, about
-  30 tokens on average) in calls of 500, as the embedder processor calls it (one call
-  per batch of records); then 200 context windows of 80-120 words (three turns or so).
+  onnxruntime, one session per core) embedding 2,000 spoken turns of 5-40 words
+  (generated, varied lengths, about 30 tokens on average) in calls of 500, as the
+  embedder processor calls it (one call per batch of records); then 200 context windows
+  of 80-120 words (three turns or so).
   Target: 1,000 turns/s, what embedding every conversation turn needs. The time to load
   the model is reported too.
 - **embeddings rebuild**: 100,000 `embedding.computed` events (384 dimensions) are
