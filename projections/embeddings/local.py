@@ -187,7 +187,8 @@ class LocalEmbedder:
             # so each session gets long and short ones alike.
             session = self._sessions[share]
             for batch in batches[share :: len(self._sessions)]:
-                vectors[batch] = self._run(session, [encodings[i] for i in batch], lengths[batch])
+                rows = [encodings[i] for i in batch]
+                vectors[batch] = _run(session, self._input_names, rows, lengths[batch])
 
         shares = min(len(self._sessions), len(batches))
         if shares == 1:
@@ -200,26 +201,31 @@ class LocalEmbedder:
         result: list[list[float]] = vectors.tolist()
         return result
 
-    def _run(
-        self, session: ort.InferenceSession, rows: Sequence[Encoding], lengths: Lengths
-    ) -> Floats:
-        """Pooled, normalised vectors of one batch (``lengths``: tokens per row)."""
-        width = int(lengths.max())
-        ids = np.full((len(rows), width), _PAD_ID, dtype=np.int64)
-        for row, encoding in enumerate(rows):
-            ids[row, : len(encoding.ids)] = encoding.ids
-        mask = (np.arange(width) < lengths[:, None]).astype(np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden: Floats = session.run(["last_hidden_state"], feeds)[0]
-        # Mean over real tokens, then L2: sentence-transformers' Pooling + Normalize.
-        weights = mask.astype(np.float32)
-        summed = np.einsum("bsd,bs->bd", hidden, weights)
-        pooled = summed / np.clip(weights.sum(axis=1, keepdims=True), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        result: Floats = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
-        return result
+
+def _run(
+    session: ort.InferenceSession,
+    input_names: frozenset[str],
+    rows: Sequence[Encoding],
+    lengths: Lengths,
+) -> Floats:
+    """Pooled, normalised vectors of one batch (``lengths``: tokens per row;
+    ``input_names``: the session's inputs, read once by its owner)."""
+    width = int(lengths.max())
+    ids = np.full((len(rows), width), _PAD_ID, dtype=np.int64)
+    for row, encoding in enumerate(rows):
+        ids[row, : len(encoding.ids)] = encoding.ids
+    mask = (np.arange(width) < lengths[:, None]).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in input_names:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    hidden: Floats = session.run(["last_hidden_state"], feeds)[0]
+    # Mean over real tokens, then L2: sentence-transformers' Pooling + Normalize.
+    weights = mask.astype(np.float32)
+    summed = np.einsum("bsd,bs->bd", hidden, weights)
+    pooled = summed / np.clip(weights.sum(axis=1, keepdims=True), 1e-9, None)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    result: Floats = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return result
 
 
 def _cores() -> int:
@@ -293,17 +299,10 @@ def _quantised_sessions(
 
 
 def _probe(session: ort.InferenceSession, tokenizer: Tokenizer) -> list[float]:
-    ids = np.array([tokenizer.encode(_PROBE).ids], dtype=np.int64)
-    feeds = {
-        "input_ids": ids,
-        "attention_mask": np.ones_like(ids),
-        "token_type_ids": np.zeros_like(ids),
-    }
-    names = {i.name for i in session.get_inputs()}
-    hidden = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})[0]
-    pooled = hidden[0].mean(axis=0)
-    pooled /= np.linalg.norm(pooled)
-    return [float(x) for x in pooled[: len(_PROBE_HEAD)]]
+    encoding = tokenizer.encode(_PROBE)
+    names = frozenset(i.name for i in session.get_inputs())
+    [vector] = _run(session, names, [encoding], np.array([len(encoding.ids)], dtype=np.intp))
+    return [float(x) for x in vector[: len(_PROBE_HEAD)]]
 
 
 def _quantised_model(source: Path, *, fresh: bool = False) -> bytes:
