@@ -50,6 +50,7 @@ __all__ = [
     "Upcaster",
     "derived_event_id",
     "event_class",
+    "holds_nul",
     "new_event_id",
     "readable_versions",
     "registered_types",
@@ -329,7 +330,7 @@ class Event(BaseModel):
         context = info.context
         if context is not None and context.get(FROM_LOG):
             return self
-        if _holds_nul(self):
+        if holds_nul(self):
             raise ValueError(
                 f"{_nul_path(self)} holds a NUL character (\\u0000), which memstream cannot store"
             )
@@ -420,8 +421,9 @@ def _may_hold_text(annotation: Any) -> bool:
     return True  # str, Any, a dict, a model, anything else: walked
 
 
-def _holds_nul(root: object) -> bool:
-    """Whether a string anywhere in ``root`` (a model, dict keys included) holds a NUL.
+def holds_nul(root: object) -> bool:
+    """Whether a string anywhere in ``root`` (a model or parsed JSON, dict keys included)
+    holds a NUL.
 
     A loop over a stack, not recursion: metadata kept verbatim may nest deeper than
     Python's recursion limit allows. Run on every event made or taken from outside, so
@@ -448,7 +450,7 @@ def _holds_nul(root: object) -> bool:
 
 def _nul_path(root: object) -> str:
     """Where a NUL is, e.g. ``data.turns[1].text``, or ``a key of data.metadata`` (never
-    the key itself, which holds it); called once :func:`_holds_nul` found one."""
+    the key itself, which holds it); called once :func:`holds_nul` found one."""
     stack: list[tuple[object, str]] = [(root, "")]
     while stack:
         value, path = stack.pop()

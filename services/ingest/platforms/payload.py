@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from schemas.envelope import EARLIEST_INSTANT, LATEST_INSTANT, MAX_ID_CHARS
+from schemas.envelope import EARLIEST_INSTANT, LATEST_INSTANT, MAX_ID_CHARS, holds_nul
 from schemas.events import MAX_CALL_SECS
 from services.ingest.platforms.exceptions import PayloadError
 
@@ -171,11 +171,11 @@ class Node:
             for key, item in value.items():
                 if _NUL in key:
                     return self.error("has a key holding a NUL character (\\u0000)")
-                if _holds_nul(item):
+                if holds_nul(item):
                     return self[key]._error_at_nul()
         if isinstance(value, list):
             for node in self.items():
-                if _holds_nul(node.raw):
+                if holds_nul(node.raw):
                     return node._error_at_nul()
         return self.error("must not contain a NUL character (\\u0000)")
 
@@ -427,15 +427,3 @@ def _json_copy(value: Any, depth: int) -> Any:
             return copied
         return [_json_copy(item, depth - 1) for item in value]
     return value
-
-
-def _holds_nul(value: Any) -> bool:
-    """Whether a string in ``value`` (parsed JSON no deeper than ``MAX_KEPT_DEPTH``, as
-    :func:`_json_copy` checked it), a key included, holds a NUL character."""
-    if isinstance(value, str):
-        return _NUL in value
-    if isinstance(value, dict):
-        return any(_NUL in key or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
