@@ -9,6 +9,7 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from schemas.envelope import MAX_ID_CHARS
 from services.errors import ApiError
 
 __all__ = [
@@ -34,7 +35,10 @@ Sector = Literal["semantic", "episodic", "procedural", "emotional", "reflective"
 User = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"
+        strip_whitespace=True,
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
     ),
 ]
 #: PostgreSQL text cannot hold a NUL character: refused here rather than failing there.

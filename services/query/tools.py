@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from schemas import PrefetchedHit
+from schemas.envelope import MAX_ID_CHARS
 from services.errors import ApiError
 from services.query.search import Hit
 
@@ -34,7 +35,6 @@ MAX_TOOL_CALLS = 16
 #: As the REST search's query.
 MAX_QUERY_CHARS = 2000
 _MAX_ANSWER_CHARS = 800
-_MAX_ID_CHARS = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -154,11 +154,11 @@ def check_id(value: str | None, path: str, *, code: str = "invalid_request") -> 
     character."""
     if value is None:
         return None
-    if len(value) > _MAX_ID_CHARS or _CONTROL.search(value):
+    if len(value) > MAX_ID_CHARS or _CONTROL.search(value):
         raise ApiError(
             422,
             code,
-            f"{path} is over {_MAX_ID_CHARS} characters or holds a control character",
+            f"{path} is over {MAX_ID_CHARS} characters or holds a control character",
             path=path,
         )
     return value.strip() or None
@@ -166,9 +166,7 @@ def check_id(value: str | None, path: str, *, code: str = "invalid_request") -> 
 
 def _plain_id(value: Any) -> bool:
     return (
-        isinstance(value, str)
-        and 0 < len(value) <= _MAX_ID_CHARS
-        and _CONTROL.search(value) is None
+        isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and _CONTROL.search(value) is None
     )
 
 
