@@ -107,9 +107,7 @@ def _of_the_database(exc: BaseException) -> bool:
     (``database.unreachable``): 54000 program_limit_exceeded, a value too long for an
     index, is an OperationalError too, and retrying it as an outage stalled every tenant's
     events behind one event."""
-    if isinstance(exc, _TRANSIENT_ERRORS):
-        return True
-    return isinstance(exc, _CONNECTION_ERRORS) and database.unreachable(exc)
+    return isinstance(exc, _TRANSIENT_ERRORS) or database.unreachable(exc)
 
 
 @dataclass(frozen=True, slots=True)
