@@ -128,12 +128,14 @@ SELECT e.memory_id, NULL::text AS conversation_id, NULL::integer AS seq,
  LIMIT %(depth)s
 """
 
+# Passages: an exact scan of the user's vectors, compared at half precision (their
+# storage since halfvec; a version created before stores `vector`, converted here).
 _PASSAGE_DENSE = """
 SELECT NULL::uuid AS memory_id, v.conversation_id, v.seq,
-       v.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}) AS distance
+       v.embedding::halfvec({dimension}) <=> %(vector)s::halfvec({dimension}) AS distance
   FROM embeddings.passage_vectors v
  WHERE v.tenant = %(tenant)s AND v.subject = %(subject)s AND v.model = {model}
-   AND (v.embedding::vector({dimension}) <=> %(vector)s::vector({dimension}))
+   AND (v.embedding::halfvec({dimension}) <=> %(vector)s::halfvec({dimension}))
        <= %(max_distance)s
  ORDER BY distance, v.conversation_id, v.seq
  LIMIT %(depth)s

@@ -170,11 +170,22 @@ SELECT n.tenant, n.model, pair.a, pair.b, n.subject, x.weight
  WHERE x.rank <= %(limit)s
 """
 
-# Passage vectors: staged like memory vectors, then one statement per run.
-_PASSAGE_STAGING_SQL = (
-    "CREATE TEMP TABLE IF NOT EXISTS passage_vectors_incoming (LIKE passage_vectors)"
-    " ON COMMIT DELETE ROWS"
-)
+# Passage vectors: staged like memory vectors (as `vector`, the binary form packed for
+# both), then one statement per run; the insert converts them to the table's halfvec (an
+# implicit cast: pgvector rounds each value to nearest and rejects one beyond its range;
+# a version created with a `vector` column takes them as they are).
+_PASSAGE_STAGING_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS passage_vectors_incoming (
+    tenant           text        NOT NULL,
+    conversation_id  text        NOT NULL,
+    seq              integer     NOT NULL,
+    model            text        NOT NULL,
+    subject          text        NOT NULL,
+    dimension        integer     NOT NULL,
+    embedding        vector      NOT NULL,
+    observed_at      timestamptz NOT NULL
+) ON COMMIT DELETE ROWS
+"""
 _PASSAGE_COPY_SQL = (
     "COPY pg_temp.passage_vectors_incoming"
     " (tenant, conversation_id, seq, model, subject, dimension, embedding, observed_at)"

@@ -33,7 +33,11 @@ CREATE TABLE IF NOT EXISTS links (
 
 -- Passages (the conversations read model's passages table) as vectors: one per turn,
 -- conversation and model, embedded in its window of neighbours. Searched one user at a
--- time, exactly (a user's few thousand passages); no links.
+-- time, exactly (a user's few thousand passages); no links. Stored at half precision
+-- (halfvec, 2 bytes a value): the search reads every vector of the user, and half the
+-- bytes made it a third faster for the heaviest users (docs/query.md, Figures), while
+-- the rounding (relative 2^-11 a value) moves a cosine by about 1e-4. A version created
+-- before this (a `vector` column) keeps working as it is (projection.py, search.py).
 CREATE TABLE IF NOT EXISTS passage_vectors (
     tenant           text        NOT NULL,
     conversation_id  text        NOT NULL,
@@ -41,7 +45,7 @@ CREATE TABLE IF NOT EXISTS passage_vectors (
     model            text        NOT NULL,
     subject          text        NOT NULL,
     dimension        integer     NOT NULL,
-    embedding        vector      NOT NULL,
+    embedding        halfvec     NOT NULL,
     observed_at      timestamptz NOT NULL,
     PRIMARY KEY (tenant, conversation_id, seq, model)
 );

@@ -18,7 +18,8 @@ exchanges between the agent and the caller (greetings and reasons for calling,
 identity checks, rescheduling, billing, faults, preferences, personal details, fillers,
 closings, each with varied slots); each passage's context is its neighbours in its
 call (``WINDOW``), as the conversations projection writes it. Its vector in
-``passage_vectors`` (binary ``COPY``, as the embeddings projection stages them) is its
+``passage_vectors`` (staged by binary ``COPY`` and inserted by the embeddings projection's
+own statements) is its
 turn's window within its bank exchange, embedded by the real local model, plus the same
 small noise. Passages are written in the order their calls ended, interleaved across
 users as a projection writes them; memories cite a caller turn of one of their user's
@@ -76,6 +77,9 @@ from projections.conversations import ConversationsProjection
 from projections.conversations.passages import WINDOW
 from projections.embeddings.local import LocalEmbedder
 from projections.embeddings.projection import (
+    _PASSAGE_COPY_SQL,
+    _PASSAGE_INSERT_SQL,
+    _PASSAGE_STAGING_SQL,
     EmbeddingsProjection,
     _binary_vector,
     hnsw_index_name,
@@ -953,13 +957,17 @@ async def _copy_passages(conn: AsyncConnection[Any], talk: _Talk, calls: list[_C
         "tenant, conversation_id, seq, subject, role, spoken_at, text, context",
         text,
     )
-    target = sql.Identifier(version_schema("embeddings", 1), "passage_vectors")
-    statement = sql.SQL(
-        "COPY {} (tenant, conversation_id, seq, model, subject, dimension, embedding,"
-        " observed_at) FROM STDIN (FORMAT BINARY)"
-    ).format(target)
-    async with conn.cursor().copy(statement) as copy:
-        await copy.write(b"".join(vectors))
+    # Staged and inserted by the projection's own statements: the vectors go in as
+    # `vector` and are stored as the table's halfvec by the insert's cast.
+    schema = version_schema("embeddings", 1)
+    async with conn.transaction():
+        await conn.execute(
+            sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema))
+        )
+        await conn.execute(_PASSAGE_STAGING_SQL)
+        async with conn.cursor().copy(_PASSAGE_COPY_SQL) as copy:
+            await copy.write(b"".join(vectors))
+        await conn.execute(_PASSAGE_INSERT_SQL)
 
 
 async def _vacuum(settings: Settings) -> None:

@@ -8,11 +8,15 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+import orjson
+
 from projections.conversations import ConversationsProjection
 from projections.conversations.passages import passages
 from projections.embeddings.processor import PASSAGES_PER_EVENT, EmbeddingProcessor
 from projections.embeddings.projection import EmbeddingsProjection
 from projections.memories import MemoriesProjection
+from projections.search import dense_candidates
 from schemas import (
     ConversationEnded,
     Event,
@@ -442,3 +446,44 @@ async def test_a_version_built_before_passage_stats_gets_them_at_its_next_start(
     assert await rows(db, STATS) == expected
     await project_all(topics, [call("call-3", DENTAL, days=1)])
     assert await rows(db, STATS) == await rows(db, AGGREGATE) != expected
+
+
+async def test_passage_vectors_are_half_precision_and_a_version_with_full_ones_still_works(
+    topics: Settings, db: Any
+) -> None:
+    calls = [call("call-1", DENTAL), call("call-2", DENTAL, subject=OTHER)]
+    await project_all(topics, calls)
+    column = (
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = 'embeddings_v1.passage_vectors'::regclass AND attname = 'embedding'"
+    )
+    assert await rows(db, column) == [("halfvec",)]
+    question = "Can I come in on Friday the 7th?"
+    [vector] = EMBEDDER.embed([question])
+    options: dict[str, Any] = {
+        "tenant": TENANT, "subject": CALLER, "sectors": None, "memories": False,
+        "passages": True, "vector": vector, "model": EMBEDDER.name, "depth": 10,
+        "min_cosine": 0.0,
+    }  # fmt: skip
+    half = await dense_candidates(db, **options)
+    assert [r["seq"] for r in half] and {r["conversation_id"] for r in half} == {"call-1"}
+    # Stored at half precision: each value as float16 rounds it, the cosine barely moves.
+    stored = await rows(
+        db, "SELECT embedding::vector::text FROM embeddings.passage_vectors WHERE seq = 3"
+        " AND subject = %s", CALLER
+    )  # fmt: skip
+    values = np.array(orjson.loads(stored[0][0]), dtype=np.float32)
+    assert np.array_equal(values, values.astype(np.float16).astype(np.float32))
+    # As a version created before halfvec: a `vector` column. New vectors still go in,
+    # and the search answers with the same passages at the same distances.
+    await db.execute("DROP VIEW embeddings.passage_vectors")
+    await db.execute("ALTER TABLE embeddings_v1.passage_vectors ALTER COLUMN embedding TYPE vector")
+    assert await versions.register(db, EmbeddingsProjection(), 1) == "live"
+    assert await rows(db, column) == [("vector",)]
+    await project_all(topics, [call("call-3", DENTAL, days=1)])
+    full = await dense_candidates(db, **options)
+    assert {r["conversation_id"] for r in full} == {"call-1", "call-3"}
+    assert [(r["seq"], r["distance"]) for r in full if r["conversation_id"] == "call-1"] == [
+        (r["seq"], r["distance"]) for r in half
+    ]
+
