@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["AnswerType", "answer_type", "holds_answer"]
+__all__ = ["AnswerType", "answer_type", "asks_current", "holds_answer"]
 
 AnswerType = Literal["moment", "number", "person", "place"]
 
@@ -102,6 +102,20 @@ _QUESTIONS: list[tuple[re.Pattern[str], AnswerType]] = [
     (re.compile(r"^\s*where\b|\bwhat\s+(?:address|city|town|country)\b", re.IGNORECASE),
      "place"),
 ]  # fmt: skip
+
+
+# A question about the present state of something that may have changed ("Which plan is
+# she on now?", "What's his current dose?"): of two answers, the later one is meant.
+_CURRENT = re.compile(
+    r"\b(?:now|nowadays|currently|current|these\s+days|at\s+the\s+moment|any\s*more|latest"
+    r"|most\s+recent(?:ly)?|still)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_current(question: str) -> bool:
+    """Whether ``question`` asks what holds now (a value that may have changed)."""
+    return _CURRENT.search(question) is not None
 
 
 def answer_type(question: str) -> AnswerType | None:

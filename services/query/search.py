@@ -57,7 +57,7 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 
 from projections import search as search_reads
-from services.query.answer_types import answer_type, holds_answer
+from services.query.answer_types import answer_type, asks_current, holds_answer
 
 __all__ = ["SECTORS", "SOURCES", "Hit", "SearchQuery", "SearchWeights", "search_memories"]
 
@@ -89,6 +89,11 @@ class SearchWeights:
     rrf_k: int = 10
     #: Days after which a memory's recency has halved.
     recency_half_life_days: float = 30.0
+    #: The recency weight, and half-life, for a question about what holds now ("Which
+    #: plan is she on now?": services/query/answer_types.py, ``asks_current``), where a
+    #: value said later replaces one said before.
+    current_recency: float = 0.2
+    current_half_life_days: float = 7.0
     #: Recency counted back from the newest candidate rather than from now: of two
     #: answers the later one wins even when the caller last called a year ago.
     relative_recency: bool = True
@@ -346,9 +351,13 @@ async def rank_candidates(
         moments += [p["spoken_at"] for p in passages.values()]
         anchor = min(now, max(moments, default=now))
 
+    current = asks_current(query.text)
+    recency_weight = w.current_recency if current else w.recency
+    half_life = w.current_half_life_days if current else w.recency_half_life_days
+
     def recency_of(at: datetime) -> float:
         days = max(0.0, (anchor - at).total_seconds() / 86400.0)
-        return math.exp(-math.log(2) * days / w.recency_half_life_days)
+        return math.exp(-math.log(2) * days / half_life)
 
     def breakdown(
         key: Key, relevance: float, salience: float, recency: float, link: float
@@ -380,7 +389,10 @@ async def rank_candidates(
 
     def composite(relevance: float, salience: float, recency: float, link: float) -> float:
         return (
-            w.similarity * relevance + w.salience * salience + w.recency * recency + w.link * link
+            w.similarity * relevance
+            + w.salience * salience
+            + recency_weight * recency
+            + w.link * link
         )
 
     hits: dict[Key, Hit] = {}

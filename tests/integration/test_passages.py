@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 
 from projections.conversations import ConversationsProjection
 from projections.conversations.passages import passages
@@ -487,3 +488,37 @@ async def test_passage_vectors_are_half_precision_and_a_version_with_full_ones_s
         (r["seq"], r["distance"]) for r in half
     ]
 
+
+async def test_a_question_about_now_weighs_what_was_said_later_more(
+    topics: Settings, db: Any
+) -> None:
+    asked = ("agent", "Which plan are you on?")
+    await project_all(
+        topics,
+        [
+            call("call-1", [asked, ("user", "I'm on the Basic plan.")]),
+            call("call-2", [asked, ("user", "I moved to the Premium plan.")], days=7),
+        ],
+    )
+    weights = SearchWeights(merge_neighbours=False)
+
+    def recency(hits: list[Hit]) -> dict[str, float]:
+        return {h.content: h.breakdown["recency"] for h in hits if h.speaker == "caller"}
+
+    def composite(hit: Hit, recency_weight: float) -> float:
+        b = hit.breakdown
+        return 0.6 * b["relevance"] + 0.2 * b["salience"] + recency_weight * b["recency"]
+
+    # Recency counts back from the newest candidate: a week is 2^(-7/30) of a month's
+    # half-life for any question, and half of a week's for a question about now, which
+    # also weighs it 0.2 instead of 0.1.
+    for question, half_life, weight in (
+        ("Which plan is the caller on?", 30, 0.1),
+        ("Which plan is the caller on now?", 7, 0.2),
+    ):
+        hits = await search(db, question, weights=weights)
+        assert recency(hits) == {
+            "I moved to the Premium plan.": 1.0,
+            "I'm on the Basic plan.": pytest.approx(2 ** (-7 / half_life), abs=1e-6),
+        }
+        assert all(h.score == pytest.approx(composite(h, weight), abs=1e-5) for h in hits)
