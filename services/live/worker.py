@@ -91,6 +91,7 @@ from services.query.search import Hit, SearchQuery, search_memories
 from services.settings import Settings
 from streams.exceptions import BrokerUnavailable, ConfigurationError
 from streams.offsets import client_options, partitions_of
+from streams.subject_keys import install_personal_codec
 from streams.topics import Topics
 
 __all__ = ["PREFETCH_RESULTS", "RECONSTRUCTED_STATUS", "LiveProcessor", "app_id"]
@@ -232,6 +233,10 @@ class LiveProcessor:
 
     async def start(self) -> None:
         """Start the app: its table recovered from the changelog, its agent consuming."""
+        # The calls' state is sealed by the personal data codec as it is written to the
+        # changelog: installed here as every projection runner does, not only by the
+        # process that serves this one, so no way of starting it writes it in clear.
+        await asyncio.to_thread(install_personal_codec, self.settings, check=True)
         await start_at_the_end(self.settings, [self.topics.name("live"), self.topics.conversations])
         if self._own_service:
             await self.service.start()
