@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -98,6 +99,20 @@ def _e164_or_erased(value: str) -> str:
 
 E164 = Annotated[PersonalText, AfterValidator(_e164_or_erased)]
 """A phone number in E.164 form (``^\\+[1-9][0-9]{1,14}$``); personal."""
+
+
+def _storable_salience(value: float) -> float:
+    # The memories read model keeps salience as a 4-byte float (``real``). A value too
+    # small for one (1e-320: a client's, or an LLM's talked into it) underflows there, and
+    # PostgreSQL refuses it rather than storing 0: the event would be dead-lettered. It
+    # is that 0, here, so every reader sees what the read model can store.
+    if value and not struct.unpack("f", struct.pack("f", value))[0]:
+        return 0.0
+    return value
+
+
+Salience = Annotated[float, Field(ge=0.0, le=1.0), AfterValidator(_storable_salience)]
+"""How much a memory matters, 0..1; a value below a 4-byte float's smallest is 0."""
 
 Channel = Literal["phone", "web", "unknown"]
 TurnRole = Literal["user", "agent", "tool", "system"]
@@ -254,7 +269,7 @@ class MemoryAssertedData(EventData):
     """Sealed with the key of the day it was asserted (``occurred_at``) as well: past the
     tenant's memory retention it reads ``ERASED``, and the projections skip it."""
     sector: Sector
-    salience: float = Field(default=0.5, ge=0.0, le=1.0)
+    salience: Salience = 0.5
     asserted_by: str | None = None
     """Who stated the memory: an operator, an agent tool, an import job."""
 
@@ -314,7 +329,7 @@ class MemoryExtractedData(EventData):
     """Sealed with the key of the day it was said (``observed_at``) as well: past the
     tenant's memory retention it reads ``ERASED``, and the projections skip it."""
     sector: Sector
-    salience: float = Field(ge=0.0, le=1.0)
+    salience: Salience
     kind: NonEmptyStr
     """What the extractor saw: ``fact``, ``preference``, ``plan``, ``problem``, ``feeling``..."""
     key: str | None = None

@@ -48,6 +48,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
+from starlette.requests import ClientDisconnect
 
 from schemas import Event, EventDecodeError, InvalidEvent, decode_event, utc_now
 from services import tenants
@@ -183,11 +184,18 @@ class IngestService(ServiceBase):
             raise IngestError(413, "body_too_large", f"the body is over {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise IngestError(413, "body_too_large", f"the body is over {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise IngestError(413, "body_too_large", f"the body is over {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # The sender went away (or its chunked body broke off) before the body ended:
+            # nothing to verify or append; a refusal, not an unhandled exception (a 500).
+            raise IngestError(
+                400, "incomplete_body", "the client disconnected before the body was complete"
+            ) from None
         return b"".join(chunks)
 
     async def authenticate(

@@ -120,7 +120,7 @@ _EVENTS_BODY = {
 
 def _refusals(*statuses: int) -> dict[str, Any]:
     reasons = {
-        400: "the body is not JSON (malformed_json)",
+        400: "the body is not JSON (malformed_json), or ended early (incomplete_body)",
         401: "no valid credentials (missing_credentials, bad_signature, stale_timestamp, ...)",
         403: "the API key may not append these events (tenant_mismatch, insufficient_scope, "
         "derived_event_type)",

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import orjson
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.requests import ClientDisconnect
 
 from schemas.envelope import MAX_ID_CHARS
 from services.errors import ApiError
@@ -95,10 +96,17 @@ async def read_json(request: Request) -> Any:
     if declared is not None and declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
         raise ApiError(413, "body_too_large", f"the body is over {_MAX_BODY_BYTES} bytes")
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"the body is over {_MAX_BODY_BYTES} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_BODY_BYTES:
+                raise ApiError(413, "body_too_large", f"the body is over {_MAX_BODY_BYTES} bytes")
+    except ClientDisconnect:
+        # The client went away (or its chunked body broke off) before the body ended: a
+        # refusal no one reads, but counted as one, not an unhandled exception (a 500).
+        raise ApiError(
+            400, "incomplete_body", "the client disconnected before the body was complete"
+        ) from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

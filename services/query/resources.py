@@ -263,8 +263,10 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         except ValueError:
             raise ApiError(422, "invalid_request", "memory_id is not a UUID", "memory_id") from None
         reason = request.query_params.get("reason")
-        if reason is not None and "\x00" in reason:
-            raise ApiError(422, "invalid_request", "reason must not hold a NUL character", "reason")
+        # As an erasure's: it is appended (sealed) with the event, so bounded and printable.
+        if reason is not None and not (len(reason) <= 500 and reason.isprintable()):
+            raise ApiError(422, "invalid_request", "reason is up to 500 printable characters",
+                           path="reason")  # fmt: skip
         subject = subject_of(key.tenant, user)
         async with service.pool.connection() as conn:
             memory = await get_memory(conn, key.tenant, parsed_id)

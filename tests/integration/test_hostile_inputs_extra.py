@@ -13,6 +13,11 @@ input is accepted, a pipeline and read API that still work:
 - points in time at the edges of what a datetime holds: a 500 on the webhook itself
   (date arithmetic overflowing), or accepted and then every read of the user, and of the
   tenant's user list, answers 500 (PostgreSQL holds a time Python cannot load).
+- a body that breaks off (the client goes away, a malformed chunked body): an unhandled
+  exception, counted as a 500 and logged with its traceback, in both services;
+- a memory's retraction reason of any length and any characters, appended as sent;
+- a salience too small for the memories read model's 4-byte float (1e-320): accepted,
+  then dead-lettered by the memories projection.
 
 The read models of the query folder's golden corpus are used (its ``settings`` fixture,
 a copy per test), so the query routes reach SQL.
@@ -29,16 +34,18 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from psycopg import AsyncConnection
 
 from projections.conversations import ConversationsProjection
+from projections.memories import MemoriesProjection
 from services import tenants
 from services.ingest.app import create_app as create_ingest_app
 from services.query.app import create_app as create_query_app
 from services.settings import Settings
 from streams import versions
 from streams.exceptions import DatabaseUnavailable
-from streams.runtime import ProjectionRunner
+from streams.runtime import Projection, ProjectionRunner
 from streams.topics import Topics
 from tests.helpers import read_topic
 from tests.integration.http_properties import appended, assert_error_body
@@ -100,10 +107,13 @@ def refused(response: httpx.Response) -> None:
     assert_error_body(response)
 
 
-async def project_conversations(settings: Settings, timeout: float = 20) -> None:
-    """Run the conversations projection over the test's log; fail if it cannot catch up
-    (a projection that retries one event for ever stops every tenant's reads)."""
-    projection = ConversationsProjection()
+async def project_conversations(
+    settings: Settings, timeout: float = 20, projection: Projection | None = None
+) -> None:
+    """Run the conversations projection (or ``projection``) over the test's log; fail if it
+    cannot catch up (a projection that retries one event for ever stops every tenant's
+    reads)."""
+    projection = projection or ConversationsProjection()
     runner = ProjectionRunner(projection, settings, version=1)
     await runner.start()
     task = asyncio.create_task(runner.run())
@@ -112,7 +122,7 @@ async def project_conversations(settings: Settings, timeout: float = 20) -> None
         try:
             await versions.wait_caught_up(settings, conn, projection, 1, timeout=timeout)
         except TimeoutError:
-            pytest.fail(f"the conversations projection did not catch up within {timeout} s")
+            pytest.fail(f"the {projection.name} projection did not catch up within {timeout} s")
         finally:
             await conn.close()
     finally:
@@ -385,3 +395,137 @@ async def test_a_memory_asserted_or_retracted_with_a_nul_is_refused(
         refused(response)
         assert response.status_code == 422
     assert await appended(topics) == []
+
+
+# --- a body that breaks off ------------------------------------------------------------
+
+
+async def _broken_off(app: Any, path: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """POST part of a body to ``app``, then go away (``http.disconnect``), as a client that
+    drops the connection, or whose chunked body uvicorn cannot parse, does; what the app
+    sends back. An exception escaping the app is what a server logs and counts as a 500."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "client": ("127.0.0.1", 50000), "server": ("test", 80),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+    parts: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"user": "+1415', "more_body": True}
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)
+    return sent
+
+
+def _refusal(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    error: dict[str, Any] = orjson.loads(body)["error"]
+    return start["status"], error
+
+
+def _rejected(service: str, route: str, code: str) -> float:
+    labels = {"route": route, "code": code}
+    return REGISTRY.get_sample_value(f"memstream_{service}_rejected_total", labels) or 0.0
+
+
+async def test_a_query_body_that_breaks_off_is_refused_not_an_exception(
+    topics: Settings, keys: dict[str, tenants.IssuedKey]
+) -> None:
+    """``read_json`` let Starlette's ClientDisconnect escape (services/query/requests.py):
+    "Exception in ASGI application" with a traceback, and a 500 in the request metrics."""
+    before = _rejected("query", "/v1/memories/search", "incomplete_body")
+    app = create_query_app(topics, embedder=EMBEDDER)
+    sent = await _broken_off(
+        app, "/v1/memories/search", {**auth(keys["admin"]), "content-type": "application/json"}
+    )
+    status, error = _refusal(sent)
+    assert (status, error["code"]) == (400, "incomplete_body"), error
+    assert _rejected("query", "/v1/memories/search", "incomplete_body") == before + 1
+
+
+async def test_a_webhook_body_that_breaks_off_is_refused_not_an_exception(
+    topics: Settings, tenant: str
+) -> None:
+    """The ingest service's ``read_body`` let it escape as well (services/ingest/app.py)."""
+    route = "/v1/webhooks/{tenant}/retell"
+    before = _rejected("ingest", route, "incomplete_body")
+    app = create_ingest_app(topics)
+    sent = await _broken_off(
+        app,
+        WEBHOOK["retell"].format(tenant=tenant),
+        {"content-type": "application/json", "x-retell-signature": "v=1,d=" + "0" * 64},
+    )
+    status, error = _refusal(sent)
+    assert (status, error["code"]) == (400, "incomplete_body"), error
+    assert _rejected("ingest", route, "incomplete_body") == before + 1
+    assert await appended(topics) == []
+
+
+# --- what a memory write appends ---------------------------------------------------------
+
+
+async def test_a_retraction_reason_is_bounded_and_printable(
+    topics: Settings, query: httpx.AsyncClient, keys: dict[str, tenants.IssuedKey]
+) -> None:
+    """``DELETE .../memories/{id}?reason=`` checked only for a NUL (resources.py,
+    ``retract_memory``): 60,000 characters, or escape sequences, were sealed into the
+    ``memory.retracted`` appended to the log. An erasure's reason is refused beyond 500
+    printable characters; a retraction's is the same."""
+    listed = await query.get(f"/v1/users/{USER}/memories", headers=auth(keys["admin"]))
+    memory_id = listed.json()["memories"][0]["memory_id"]
+    path = f"/v1/users/{USER}/memories/{memory_id}"
+    for reason in ("x" * 5000, "moved\nout\x1b[2J"):
+        response = await query.delete(path, params={"reason": reason}, headers=auth(keys["admin"]))
+        refused(response)
+        assert (response.status_code, response.json()["error"].get("path")) == (422, "reason")
+    # The listing above is audited; nothing else is appended.
+    assert [r.topic for r in await appended(topics) if not r.topic.endswith(".audit")] == []
+    fine = await query.delete(path, params={"reason": "moved out"}, headers=auth(keys["admin"]))
+    assert fine.status_code == 202, fine.text
+
+
+async def test_a_salience_too_small_for_the_read_model_is_not_dead_lettered(
+    topics: Settings,
+    db: AsyncConnection[Any],
+    ingest: httpx.AsyncClient,
+    query: httpx.AsyncClient,
+    keys: dict[str, tenants.IssuedKey],
+) -> None:
+    """1e-320 is a salience within 0..1 (the schemas and the query API take it), but the
+    memories read model keeps salience as ``real``, which underflows: PostgreSQL refuses
+    ``"1e-320" is out of range for type real`` and the memories projection dead-letters
+    the memory, whether asserted through the query API or ``/v1/events`` (or extracted by
+    an LLM the caller talked into it). It is stored as what a ``real`` holds: 0."""
+    asserted = await query.post(
+        f"/v1/users/{USER}/memories",
+        json={"content": "Tiny salience", "salience": 1e-320},
+        headers=auth(keys["admin"]),
+    )
+    assert asserted.status_code == 201, asserted.text
+    event: dict[str, Any] = {
+        "type": "memory.asserted", "v": 1, "tenant": TENANT, "subject": SUBJECT,
+        "id": "0193a6f2-7c10-7d3e-8a41-2b9c5d7e1f06",
+        "occurred_at": "2026-11-19T10:21:14Z", "recorded_at": "2026-11-19T10:21:14Z",
+        "source": {"platform": "gw", "event_id": "tiny"},
+        "data": {"memory_id": "0193a6f2-7c10-7d3e-8a41-2b9c5d7e1f07", "content": "Tinier",
+                 "sector": "semantic", "salience": 5e-324},
+    }  # fmt: skip
+    posted = await ingest.post("/v1/events", json=event, headers=auth(keys["admin"]))
+    assert posted.status_code == 200, posted.text
+    await project_conversations(topics, projection=MemoriesProjection())
+    assert await dead_letters(topics) == []
+    cursor = await db.execute(
+        "SELECT salience FROM memories.memories WHERE memory_id IN (%s, %s)",
+        [asserted.json()["memory_id"], event["data"]["memory_id"]],
+    )
+    assert [row[0] for row in await cursor.fetchall()] == [0.0, 0.0]

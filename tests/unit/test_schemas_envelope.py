@@ -193,6 +193,30 @@ def test_salience_must_be_a_finite_number_between_0_and_1(salience: float) -> No
         )
 
 
+@pytest.mark.parametrize(
+    ("salience", "kept"), [(1e-320, 0.0), (5e-324, 0.0), (1e-40, 1e-40), (0.3, 0.3), (0.0, 0.0)]
+)
+def test_a_salience_below_what_a_real_holds_is_zero(salience: float, kept: float) -> None:
+    """The memories read model keeps salience as ``real``, where 1e-320 underflows and
+    PostgreSQL refuses the row (the event was dead-lettered). Asserted or extracted
+    (an LLM's number), it is the 0 a ``real`` would hold; others are kept as they are."""
+    asserted = MemoryAssertedData(
+        memory_id=uuid.uuid4(), content="x", sector="semantic", salience=salience
+    )
+    extracted = MemoryExtracted.model_validate(
+        {
+            "type": "memory.extracted", "v": 1, "tenant": "acme", "subject": "acme/usr_1",
+            "id": new_event_id(), "occurred_at": OCCURRED, "recorded_at": OCCURRED,
+            "source": {"platform": "memstream"},
+            "data": {"memory_id": uuid.uuid4(), "content": "x", "sector": "semantic",
+                     "salience": salience, "kind": "fact", "observed_at": OCCURRED,
+                     "extractor": "llm:m", "extractor_version": "1",
+                     "provenance": {"conversation_id": "c-1", "turns": [0]}},
+        }
+    )  # fmt: skip
+    assert asserted.salience == extracted.data.salience == kept
+
+
 def test_turn_offset_cannot_be_negative() -> None:
     with pytest.raises(ValidationError):
         Turn(role="user", text="hi", offset_ms=-1)
