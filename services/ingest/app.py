@@ -134,6 +134,10 @@ class IngestService(ServiceBase):
         # drop a tenant's event whose id another tenant's event has (ids from before the
         # tenant was part of them, ids a client chose).
         self._recent: OrderedDict[tuple[str, uuid.UUID], None] = OrderedDict()
+        # The same keys while their append is in progress: a copy of the webhook arriving
+        # meanwhile (a platform retrying, or delivering twice at once) waits for it
+        # instead of appending the event a second time.
+        self._appending: dict[tuple[str, uuid.UUID], asyncio.Event] = {}
         # Appends of call-start events still waiting for the broker after their call was
         # answered (see `while_ringing` in `create_app`).
         self.ringing: set[asyncio.Task[Any]] = set()
@@ -284,17 +288,47 @@ class IngestService(ServiceBase):
         A redelivered webhook yields the same event ids: when this process has already
         had them acknowledged for the same tenant, they are durably in the log and are
         not appended again (another process would append them; projections dedupe by
-        tenant and id).
+        tenant and id). A copy that arrives while they are being appended waits for that
+        append: then it is a duplicate, or, if the append failed, it appends them itself.
 
         Nor is an event about a call that began at or before its user's erasure (an old
         webhook redelivered after the user was forgotten): the log refuses it
         (``EventLog.append_many``). It is acknowledged like a duplicate (no position),
         logged and counted (docs/ingest.md, "Forgotten users").
         """
+        while waits := {
+            self._appending[key]
+            for key in ((e.tenant, e.id) for e in events)
+            if key in self._appending
+        }:
+            # Checked again after each wait: an append that failed left its events to
+            # whichever request comes next.
+            await asyncio.gather(*(done.wait() for done in waits))
         fresh = [e for e in events if (e.tenant, e.id) not in self._recent]
         hits = len(events) - len(fresh)
         if hits:
             DEDUPE_HITS.labels(platform).inc(hits)
+        appending = {(e.tenant, e.id): asyncio.Event() for e in fresh}
+        self._appending.update(appending)
+        try:
+            positions = await self._append_fresh(fresh)
+        finally:
+            for key, done in appending.items():
+                del self._appending[key]
+                done.set()
+        late = [e for e, position in zip(fresh, positions, strict=True) if position is None]
+        if late:
+            ERASED_DROPPED.labels(platform).inc(len(late))
+            logger.info(
+                "events of a forgotten user not appended: their call began before the erasure",
+                extra={**call_fields(late), "events": len(late)},
+            )
+        by_id = dict(zip((e.id for e in fresh), positions, strict=True))
+        return [by_id.get(e.id) for e in events], hits
+
+    async def _append_fresh(self, fresh: Sequence[Event]) -> list[LogPosition | None]:
+        """Append ``fresh`` and remember the ids appended (before anyone waiting on them
+        is woken), or raise the IngestError that refuses the request."""
         try:
             positions = await self.log.append_many(fresh) if fresh else []
         except (orjson.JSONEncodeError, PydanticSerializationError) as exc:
@@ -314,20 +348,12 @@ class IngestService(ServiceBase):
             raise IngestError(
                 503, "log_unavailable", "the event log is unavailable; retry later"
             ) from exc
-        late = [e for e, position in zip(fresh, positions, strict=True) if position is None]
-        if late:
-            ERASED_DROPPED.labels(platform).inc(len(late))
-            logger.info(
-                "events of a forgotten user not appended: their call began before the erasure",
-                extra={**call_fields(late), "events": len(late)},
-            )
         for event, position in zip(fresh, positions, strict=True):
             if position is not None:
                 self._recent[(event.tenant, event.id)] = None
         while len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
-        by_id = dict(zip((e.id for e in fresh), positions, strict=True))
-        return [by_id.get(e.id) for e in events], hits
+        return positions
 
 
 class Parse(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -153,6 +154,18 @@ async def test_the_same_webhook_delivered_five_times_is_one_conversation(
     await project(topics, ConversationsProjection())
     user = await get_user(db, TENANT, f"{TENANT}/{CALLER}")
     assert user is not None and user["conversation_count"] == 1
+
+
+async def test_copies_of_a_webhook_delivered_at_once_are_appended_once(
+    topics: Settings, ingest: httpx.AsyncClient, tenant: str
+) -> None:
+    body = payload("elevenlabs_post_call_transcription")
+    responses = await asyncio.gather(*(deliver(ingest, "elevenlabs", body) for _ in range(20)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    # One of them appended it; each of the others waited for that append, a duplicate.
+    assert sorted(r.json()["duplicates"] for r in responses) == [0] + [1] * 19
+    [event] = await appended(topics)
+    assert {e["id"] for r in responses for e in r.json()["events"]} == {str(event.id)}
 
 
 async def test_redelivery_through_two_ingest_processes_still_counts_once(
