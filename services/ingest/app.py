@@ -182,6 +182,15 @@ class IngestService(ServiceBase):
     # -- steps ------------------------------------------------------------------------
 
     async def read_body(self, request: Request) -> bytes:
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            # A signature is over the bytes as sent and JSON is read as sent: a compressed
+            # body would only fail later as "not valid JSON", which misleads.
+            raise IngestError(
+                415,
+                "unsupported_content_encoding",
+                f"the body is {encoding}-encoded: send it uncompressed",
+            )
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -127,6 +127,7 @@ def _refusals(*statuses: int) -> dict[str, Any]:
         404: "no such tenant (unknown_tenant)",
         413: "the body is over MEMSTREAM_MAX_BODY_BYTES (body_too_large), or an event "
         "over the log's record size (event_too_large)",
+        415: "a compressed body, e.g. Content-Encoding: gzip (unsupported_content_encoding)",
         422: "JSON of the wrong shape (invalid_payload and others, with the field's path)",
         503: "the log did not acknowledge the append (log_unavailable): retry",
     }
@@ -153,12 +154,12 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-_WEBHOOK_REFUSALS = (400, 401, 404, 413, 422, 503)
+_WEBHOOK_REFUSALS = (400, 401, 404, 413, 415, 422, 503)
 
 #: What each POST route takes and answers, beyond what FastAPI sees in its signature.
 OPERATIONS: dict[str, dict[str, Any]] = {
     "/v1/events": _operation(
-        _EVENTS_BODY, ["apiKey"], _ok("appended", _ACCEPTED), 400, 401, 403, 413, 422, 503
+        _EVENTS_BODY, ["apiKey"], _ok("appended", _ACCEPTED), 400, 401, 403, 413, 415, 422, 503
     ),
     "/v1/webhooks/{tenant}/elevenlabs": _operation(
         _WEBHOOK_BODY, ["elevenlabsSignature"], _ok("appended", _ACCEPTED), *_WEBHOOK_REFUSALS

@@ -92,6 +92,14 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
 
 
 async def read_json(request: Request) -> Any:
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        # Read as sent: a compressed body would only fail as "not valid JSON".
+        raise ApiError(
+            415,
+            "unsupported_content_encoding",
+            f"the body is {encoding}-encoded: send it uncompressed",
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
         raise ApiError(413, "body_too_large", f"the body is over {_MAX_BODY_BYTES} bytes")

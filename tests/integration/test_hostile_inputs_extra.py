@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -469,6 +470,36 @@ async def test_a_webhook_body_that_breaks_off_is_refused_not_an_exception(
     assert (status, error["code"]) == (400, "incomplete_body"), error
     assert _rejected("ingest", route, "incomplete_body") == before + 1
     assert await appended(topics) == []
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", " GZip "])
+async def test_a_compressed_body_is_refused_as_such(
+    topics: Settings,
+    tenant: str,
+    query: httpx.AsyncClient,
+    ingest: httpx.AsyncClient,
+    keys: dict[str, tenants.IssuedKey],
+    encoding: str,
+) -> None:
+    """A compressed body was refused as "not valid JSON ... surrogates not allowed": a 4xx,
+    but one that sends its sender looking for a bug in its JSON."""
+    body = gzip.compress(orjson.dumps({"user": SUBJECT, "query": "allergies"}))
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    searched = await query.post(
+        "/v1/memories/search", content=body, headers={**headers, **auth(keys["admin"])}
+    )
+    webhook = payload("retell_call_analyzed")
+    raw = gzip.compress(orjson.dumps(webhook))
+    route = WEBHOOK["retell"].format(tenant=tenant)
+    delivered = await ingest.post(route, content=raw, headers={**headers, **signed("retell", raw)})
+    for response in (searched, delivered):
+        assert response.status_code == 415, response.text
+        assert response.json()["error"]["code"] == "unsupported_content_encoding"
+    assert await appended(topics) == []
+    # Identity is no encoding: read as before.
+    plain = orjson.dumps(webhook)
+    headers = {"content-encoding": "identity", **signed("retell", plain)}
+    assert (await ingest.post(route, content=plain, headers=headers)).status_code == 200
 
 
 # --- what a memory write appends ---------------------------------------------------------
