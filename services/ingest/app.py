@@ -48,10 +48,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
-from starlette.requests import ClientDisconnect
 
 from schemas import Event, EventDecodeError, InvalidEvent, decode_event, utc_now
 from services import tenants
+from services.bodies import read_body
 from services.briefing import Briefing, load_briefing
 from services.errors import ApiError
 from services.expiring import Expiring
@@ -182,34 +182,9 @@ class IngestService(ServiceBase):
     # -- steps ------------------------------------------------------------------------
 
     async def read_body(self, request: Request) -> bytes:
-        encoding = request.headers.get("content-encoding", "").strip().lower()
-        if encoding not in ("", "identity"):
-            # A signature is over the bytes as sent and JSON is read as sent: a compressed
-            # body would only fail later as "not valid JSON", which misleads.
-            raise IngestError(
-                415,
-                "unsupported_content_encoding",
-                f"the body is {encoding}-encoded: send it uncompressed",
-            )
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise IngestError(413, "body_too_large", f"the body is over {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise IngestError(413, "body_too_large", f"the body is over {limit} bytes")
-                chunks.append(chunk)
-        except ClientDisconnect:
-            # The sender went away (or its chunked body broke off) before the body ended:
-            # nothing to verify or append; a refusal, not an unhandled exception (a 500).
-            raise IngestError(
-                400, "incomplete_body", "the client disconnected before the body was complete"
-            ) from None
-        return b"".join(chunks)
+        """The body as sent, up to ``MEMSTREAM_MAX_BODY_BYTES`` (services/bodies.py): a
+        refusal appends nothing."""
+        return await read_body(request, self.settings.max_body_bytes, IngestError)
 
     async def authenticate(
         self, tenant: str, platform: str, verify: Callable[[list[str]], None]

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import orjson
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from starlette.requests import ClientDisconnect
 
 from schemas.envelope import MAX_ID_CHARS
+from services.bodies import read_body
 from services.errors import ApiError
 
 __all__ = [
@@ -92,29 +92,7 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
 
 
 async def read_json(request: Request) -> Any:
-    encoding = request.headers.get("content-encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
-        # Read as sent: a compressed body would only fail as "not valid JSON".
-        raise ApiError(
-            415,
-            "unsupported_content_encoding",
-            f"the body is {encoding}-encoded: send it uncompressed",
-        )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"the body is over {_MAX_BODY_BYTES} bytes")
-    body = b""
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > _MAX_BODY_BYTES:
-                raise ApiError(413, "body_too_large", f"the body is over {_MAX_BODY_BYTES} bytes")
-    except ClientDisconnect:
-        # The client went away (or its chunked body broke off) before the body ended: a
-        # refusal no one reads, but counted as one, not an unhandled exception (a 500).
-        raise ApiError(
-            400, "incomplete_body", "the client disconnected before the body was complete"
-        ) from None
+    body = await read_body(request, _MAX_BODY_BYTES)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
