@@ -86,10 +86,14 @@ class AssertRequest(BaseModel):
     asserted_by: Annotated[str, StringConstraints(max_length=200, pattern=_NO_NUL)] | None = None
 
 
-class RetractRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    reason: Annotated[str, StringConstraints(max_length=500, pattern=_NO_NUL)] | None = None
+def _reason(request: Request) -> str | None:
+    """A retraction's or an erasure's ``?reason=``: appended (sealed) with its event, so
+    at most 500 printable characters (422 otherwise)."""
+    reason = request.query_params.get("reason")
+    if reason is not None and not (len(reason) <= 500 and reason.isprintable()):
+        raise ApiError(422, "invalid_request", "reason is up to 500 printable characters",
+                       path="reason")  # fmt: skip
+    return reason
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -262,11 +266,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
             parsed_id = uuid.UUID(memory_id)
         except ValueError:
             raise ApiError(422, "invalid_request", "memory_id is not a UUID", "memory_id") from None
-        reason = request.query_params.get("reason")
-        # As an erasure's: it is appended (sealed) with the event, so bounded and printable.
-        if reason is not None and not (len(reason) <= 500 and reason.isprintable()):
-            raise ApiError(422, "invalid_request", "reason is up to 500 printable characters",
-                           path="reason")  # fmt: skip
+        reason = _reason(request)
         subject = subject_of(key.tenant, user)
         async with service.pool.connection() as conn:
             memory = await get_memory(conn, key.tenant, parsed_id)
@@ -299,10 +299,7 @@ def add_resource_routes(app: FastAPI, service: QueryService) -> None:
         (``held`` is then all zeros)."""
         key = await service.authorise(request, "admin")
         user = user_of(user)
-        reason = request.query_params.get("reason")
-        if reason is not None and not (len(reason) <= 500 and reason.isprintable()):
-            raise ApiError(422, "invalid_request", "reason is up to 500 printable characters",
-                           path="reason")  # fmt: skip
+        reason = _reason(request)
         wait_ms = parse_wait_ms(request.headers.get("x-memstream-wait-ms"))
         subject = subject_of(key.tenant, user)
         async with service.pool.connection() as conn:
