@@ -50,18 +50,13 @@ from streams.runtime import Projection, ProjectionRunner
 from streams.topics import Topics
 from tests.helpers import read_topic
 from tests.integration.http_properties import appended, assert_error_body
-from tests.integration.ingest_fixtures import SECRETS, payload, signed, tenant
+from tests.integration.ingest_fixtures import ROUTES, SECRETS, deliver, payload, signed, tenant
 from tests.integration.query.conftest import corpus_database, settings
 from tests.integration.query.corpus import EMBEDDER, SUBJECT, TENANT
 
 __all__ = ["corpus_database", "settings", "tenant"]  # fixtures used by name below
 
 USER = SUBJECT.partition("/")[2]
-WEBHOOK = {
-    "elevenlabs": "/v1/webhooks/{tenant}/elevenlabs",
-    "vapi": "/v1/webhooks/{tenant}/vapi",
-    "retell": "/v1/webhooks/{tenant}/retell",
-}
 
 
 def auth(key: tenants.IssuedKey) -> dict[str, str]:
@@ -144,14 +139,6 @@ def elevenlabs_body(conversation_id: str) -> dict[str, Any]:
     return body
 
 
-async def post_webhook(
-    ingest: httpx.AsyncClient, platform: str, tenant: str, document: Any
-) -> httpx.Response:
-    body = orjson.dumps(document)
-    url = WEBHOOK[platform].format(tenant=tenant)
-    return await ingest.post(url, content=body, headers=signed(platform, body))
-
-
 # --- NUL reaching PostgreSQL from a request ---------------------------------------
 
 
@@ -218,8 +205,8 @@ async def test_a_nul_in_a_webhook_or_event_is_refused_or_projected_not_dead_lett
     metadata = elevenlabs_body("conv-nul-metadata")
     metadata["data"]["metadata"]["note"] = "x\x00y"
     answers = [
-        await post_webhook(ingest, "elevenlabs", tenant, text),
-        await post_webhook(ingest, "elevenlabs", tenant, metadata),
+        await deliver(ingest, "elevenlabs", text, tenant=tenant),
+        await deliver(ingest, "elevenlabs", metadata, tenant=tenant),
     ]
     event = {
         "type": "conversation.ended", "v": 1, "tenant": TENANT,
@@ -251,11 +238,11 @@ async def test_an_id_too_long_to_index_does_not_stall_the_projections(
     retries it for ever as "database unavailable": the events after it, any tenant's, are
     never projected. Refuse such an id (422), or dead-letter the event; never stall."""
     long = elevenlabs_body(secrets.token_urlsafe(4500))  # 6,000 characters
-    response = await post_webhook(ingest, "elevenlabs", tenant, long)
+    response = await deliver(ingest, "elevenlabs", long, tenant=tenant)
     assert response.status_code < 500, response.text[:300]
     if response.status_code == 200:
         # Another conversation after it must still be projected.
-        after = await post_webhook(ingest, "elevenlabs", tenant, elevenlabs_body("conv-after"))
+        after = await deliver(ingest, "elevenlabs", elevenlabs_body("conv-after"), tenant=tenant)
         assert after.status_code == 200, after.text
         await project_conversations(topics)
     else:
@@ -317,7 +304,7 @@ def _elevenlabs_late() -> dict[str, Any]:
 async def test_a_signed_webhook_with_a_time_at_the_edge_is_refused_not_a_500(
     topics: Settings, ingest: httpx.AsyncClient, tenant: str, platform: str, document: Any
 ) -> None:
-    response = await post_webhook(ingest, platform, tenant, document)
+    response = await deliver(ingest, platform, document, tenant=tenant)
     refused(response)
     assert await appended(topics) == []
 
@@ -353,7 +340,7 @@ async def test_a_time_after_year_9999_in_utc_does_not_break_the_tenants_reads(
     document = _vapi_report(
         "vapi-late", startedAt="2025-10-14T17:10:00.512Z", endedAt="9999-12-31T23:59:59-14:00"
     )
-    response = await post_webhook(ingest, "vapi", TENANT, document)
+    response = await deliver(ingest, "vapi", document, tenant=TENANT)
     assert response.status_code < 500, response.text[:300]
     if response.status_code != 200:
         assert_error_body(response)
@@ -463,7 +450,7 @@ async def test_a_webhook_body_that_breaks_off_is_refused_not_an_exception(
     app = create_ingest_app(topics)
     sent = await _broken_off(
         app,
-        WEBHOOK["retell"].format(tenant=tenant),
+        ROUTES["retell"].format(tenant=tenant),
         {"content-type": "application/json", "x-retell-signature": "v=1,d=" + "0" * 64},
     )
     status, error = _refusal(sent)
@@ -490,7 +477,7 @@ async def test_a_compressed_body_is_refused_as_such(
     )
     webhook = payload("retell_call_analyzed")
     raw = gzip.compress(orjson.dumps(webhook))
-    route = WEBHOOK["retell"].format(tenant=tenant)
+    route = ROUTES["retell"].format(tenant=tenant)
     delivered = await ingest.post(route, content=raw, headers={**headers, **signed("retell", raw)})
     for response in (searched, delivered):
         assert response.status_code == 415, response.text
