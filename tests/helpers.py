@@ -37,18 +37,26 @@ BASE_TIME = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 
 @contextmanager
-def personal_data_codec(settings: Settings) -> Iterator[None]:
-    """The encrypting codec on `settings`' database for the block, as every memstream
-    process has it; then the previous one again, and the key store's connection closed
-    (a database with a session open can be neither copied nor dropped)."""
+def codec_restored() -> Iterator[None]:
+    """The process's personal data codec after the block as it was before it, whatever
+    the block installed; a key store codec installed within has its connection closed (a
+    database with a session open can be neither copied nor dropped)."""
     previous = get_personal_codec()
-    install_personal_codec(settings)
     try:
         yield
     finally:
         installed = set_personal_codec(previous)
         if isinstance(installed, SubjectKeyCodec) and installed is not previous:
             installed.store.close()
+
+
+@contextmanager
+def personal_data_codec(settings: Settings) -> Iterator[None]:
+    """The encrypting codec on `settings`' database for the block, as every memstream
+    process has it; then the previous one again (:func:`codec_restored`)."""
+    with codec_restored():
+        install_personal_codec(settings)
+        yield
 
 
 def call_events(

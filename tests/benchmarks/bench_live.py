@@ -87,8 +87,6 @@ from schemas import (
     Source,
     TurnSaid,
     derived_event_id,
-    get_personal_codec,
-    set_personal_codec,
 )
 from services import tenants
 from services.identity import normalise_phone
@@ -96,7 +94,7 @@ from services.live.worker import app_id
 from services.query.app import create_app as create_query_app
 from services.settings import Settings
 from streams import EventLog, versions
-from streams.subject_keys import SubjectKeyCodec, install_personal_codec
+from streams.subject_keys import install_personal_codec
 from streams.topics import ensure_topics
 from tests.benchmarks.bench_personal_data import running
 from tests.benchmarks.harness import (
@@ -106,7 +104,7 @@ from tests.benchmarks.harness import (
     input_outside_gc,
     percentile,
 )
-from tests.helpers import closed_port, group_state
+from tests.helpers import closed_port, codec_restored, group_state
 
 logger = logging.getLogger(__name__)
 
@@ -330,16 +328,13 @@ def script(caller: Caller, turns: int) -> list[Line]:
 async def run(ctx: BenchmarkContext) -> list[Figure]:
     settings = ctx.settings
     await ensure_topics(settings)
-    previous = get_personal_codec()
-    install_personal_codec(settings, check=True)
-    try:
-        return await _run(ctx, settings)
-    finally:
-        installed = set_personal_codec(previous)
-        if isinstance(installed, SubjectKeyCodec) and installed is not previous:
-            installed.store.close()
-        await _delete_processor_topics(settings)
-        shutil.rmtree(Path(settings.home) / "live" / app_id(settings), ignore_errors=True)
+    with codec_restored():
+        install_personal_codec(settings, check=True)
+        try:
+            return await _run(ctx, settings)
+        finally:
+            await _delete_processor_topics(settings)
+            shutil.rmtree(Path(settings.home) / "live" / app_id(settings), ignore_errors=True)
 
 
 def _sizes(ctx: BenchmarkContext) -> tuple[int, int, int]:

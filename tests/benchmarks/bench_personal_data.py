@@ -41,8 +41,6 @@ from schemas import (
     Event,
     MemoryExtracted,
     Source,
-    get_personal_codec,
-    set_personal_codec,
 )
 from services import personal_data
 from services.database import connection_pool
@@ -50,9 +48,10 @@ from services.settings import Settings
 from streams import EventLog, versions
 from streams.projection import Projection
 from streams.runtime import ProjectionRunner
-from streams.subject_keys import SubjectKeyCodec, install_personal_codec
+from streams.subject_keys import install_personal_codec
 from streams.topics import ensure_topics
 from tests.benchmarks.harness import BenchmarkContext, Figure
+from tests.helpers import codec_restored
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +69,10 @@ SOURCE = Source(platform="elevenlabs", agent_id="agent-1")
 
 
 async def run(ctx: BenchmarkContext) -> list[Figure]:
-    previous = get_personal_codec()
     settings = ctx.settings
-    install_personal_codec(settings, check=True)
-    try:
+    with codec_restored():
+        install_personal_codec(settings, check=True)
         return await _run(ctx, settings)
-    finally:
-        installed = set_personal_codec(previous)
-        if isinstance(installed, SubjectKeyCodec) and installed is not previous:
-            installed.store.close()
 
 
 async def _run(ctx: BenchmarkContext, settings: Settings) -> list[Figure]:

@@ -42,7 +42,7 @@ from services.settings import Settings
 from streams import EventLog
 from streams.subject_keys import SEALED, SEALED_TRANSCRIPT, SubjectKeyCodec
 from streams.topics import Topics
-from tests.helpers import eventually, group_state, read_topic, scalar
+from tests.helpers import codec_restored, eventually, group_state, read_topic, scalar
 from tests.integration.ingest_fixtures import TENANT, deliver, ingest, payload, tenant
 from tests.integration.query.corpus import EMBEDDER, serving
 from tests.integration.test_erasure import pipeline, running, settle
@@ -433,13 +433,11 @@ async def test_the_processor_seals_its_state_however_it_is_started(topics: Setti
     # Started without the process having installed the codec (not through `serve`): it
     # installs it itself, as every projection runner does, before its table is written
     # (its state would otherwise be sealed by whatever codec the process had).
-    outer = set_personal_codec(IdentityCodec())
-    live = LiveProcessor(live_settings(topics))  # with a query service of its own
-    try:
-        await live.start()
-        assert isinstance(get_personal_codec(), SubjectKeyCodec)
-    finally:
-        await live.close()
-        installed = set_personal_codec(outer)
-        if isinstance(installed, SubjectKeyCodec) and installed is not outer:
-            installed.store.close()
+    with codec_restored():
+        set_personal_codec(IdentityCodec())
+        live = LiveProcessor(live_settings(topics))  # with a query service of its own
+        try:
+            await live.start()
+            assert isinstance(get_personal_codec(), SubjectKeyCodec)
+        finally:
+            await live.close()
